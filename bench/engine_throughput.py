@@ -1,0 +1,120 @@
+"""Engine throughput: tokens/s at concurrency 1 and N, and adapter ÷ base.
+
+Every figure is a ratio against a baseline measured in the same run, so it
+means the same thing on a laptop, on CI and on a GPU machine:
+
+    python bench/engine_throughput.py --engine hf [--concurrency 8] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from serving.engines import EngineConfig, GenerationRequest, SamplingParams, engine_class
+
+PROMPTS = [
+    "What is the capital of France?",
+    "Write a short poem about the sea.",
+    "Explain LoRA adapters in one paragraph.",
+    "List three colours of the rainbow.",
+]
+
+
+async def _one(engine, ids, tokens, adapter):
+    params = SamplingParams(max_tokens=tokens, temperature=0.0)
+    count = 0
+    async for chunk in engine.generate(GenerationRequest("bench", ids, params, adapter=adapter)):
+        count += len(chunk.token_ids)
+    return count
+
+
+async def tokens_per_second(engine, prompts, concurrency, tokens, adapter=None, rounds=3):
+    """Median tokens/s over ``rounds`` runs of ``concurrency`` simultaneous requests."""
+    encoded = [engine.encode_chat([{"role": "user", "content": p}]) for p in prompts]
+    rates = []
+    for _ in range(rounds):
+        jobs = [encoded[i % len(encoded)] for i in range(concurrency)]
+        start = time.perf_counter()
+        counts = await asyncio.gather(*(_one(engine, ids, tokens, adapter) for ids in jobs))
+        rates.append(sum(counts) / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
+def _make_adapter(model_dir: str, out: Path, rank: int) -> Path:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    config = LoraConfig(
+        r=rank, lora_alpha=2 * rank, target_modules=targets, init_lora_weights=False
+    )
+    get_peft_model(model, config).save_pretrained(out)
+    return out
+
+
+async def main(args) -> dict:
+    model = args.model
+    if model is None:
+        from loraloop.tiny_model import ensure_tiny_model
+
+        model = str(ensure_tiny_model(Path(args.data_dir or tempfile.mkdtemp())))
+    config = EngineConfig(
+        model=model, model_name=model, max_lora_rank=args.rank, max_batch_size=args.concurrency
+    )
+    engine = engine_class(args.engine)(config)
+    await engine.start()
+    try:
+        adapter_dir = _make_adapter(model, Path(tempfile.mkdtemp()) / "adapter", args.rank)
+        await engine.load_adapter("bench-adapter", adapter_dir)
+        await tokens_per_second(engine, PROMPTS, 2, 8, rounds=1)  # warm-up
+        c1 = await tokens_per_second(engine, PROMPTS, 1, args.tokens)
+        cn = await tokens_per_second(engine, PROMPTS, args.concurrency, args.tokens)
+        base = cn
+        adapter = await tokens_per_second(
+            engine, PROMPTS, args.concurrency, args.tokens, adapter="bench-adapter"
+        )
+    finally:
+        await engine.shutdown()
+    return {
+        "engine": args.engine,
+        "model": model,
+        "max_tokens": args.tokens,
+        "concurrency": args.concurrency,
+        "tokens_per_s_c1": round(c1, 1),
+        f"tokens_per_s_c{args.concurrency}": round(cn, 1),
+        f"ratio_c{args.concurrency}_over_c1": round(cn / c1, 2),
+        f"tokens_per_s_adapter_c{args.concurrency}": round(adapter, 1),
+        "ratio_adapter_over_base": round(adapter / base, 2),
+    }
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--engine", default="hf", help="engine name (hf, vllm)")
+    parser.add_argument("--model", default=None, help="model dir or id (default: builtin tiny)")
+    parser.add_argument("--data-dir", default=None, help="where to build the tiny model")
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--tokens", type=int, default=64, help="max tokens per request")
+    parser.add_argument("--rank", type=int, default=8, help="LoRA rank of the bench adapter")
+    parser.add_argument("--json", default=None, help="also write the result here")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    arguments = parse_args()
+    result = asyncio.run(main(arguments))
+    print(json.dumps(result, indent=2))
+    if arguments.json:
+        Path(arguments.json).write_text(json.dumps(result, indent=2) + "\n")

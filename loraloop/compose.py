@@ -1,0 +1,43 @@
+"""Wiring components together from settings (the composition root)."""
+
+from __future__ import annotations
+
+from loraloop.models import resolve_model
+from loraloop.settings import Settings
+from serving.engines import choose_engine, engine_class
+from serving.engines.base import Engine
+
+
+async def build_engine(settings: Settings) -> Engine:
+    """Resolve the base model, then create and start the configured engine."""
+    model_path = resolve_model(settings.model, settings.data_dir)
+    name, _reason = choose_engine(settings.engine)
+    engine = engine_class(name)(settings.engine_config(model_path))
+    await engine.start()
+    return engine
+
+
+def learner_spec(settings: Settings, *, redis_url: str | None = None):
+    """What the learner needs, from settings (and the running stack's Redis if embedded)."""
+    from learner.actor import LearnerSpec
+    from learner.loop import LearnerConfig
+    from loraloop.stack import StackState
+
+    if redis_url is None:
+        state = StackState.load(settings.data_dir)
+        redis_url = settings.redis_url or (state.redis_url if state else "")
+    if not redis_url:
+        raise ValueError("the learner needs Redis: set LORALOOP_REDIS_URL or run `loraloop up`")
+    return LearnerSpec(
+        redis_url=redis_url,
+        redis_prefix=settings.redis_prefix,
+        database_url=settings.sqlalchemy_url,
+        artifacts_location=settings.artifacts_location,
+        base_model=resolve_model(settings.model, settings.data_dir),
+        base_model_name=settings.model,
+        data_dir=str(settings.data_dir),
+        config=LearnerConfig(
+            min_new_examples=settings.learner_min_new_examples,
+            max_interval_s=settings.learner_max_interval_s,
+        ),
+    )

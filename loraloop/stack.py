@@ -1,0 +1,225 @@
+"""`loraloop up`: start every part on one machine, stop them all on Ctrl-C / SIGTERM.
+
+Redis (the configured URL, or an embedded redis-server in the data dir), the
+registry database (migrated on start), a local Ray instance (or an existing
+cluster's address) and the Serve application. A state file in the data dir
+tells `loraloop status` and `loraloop down` what runs where.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from loraloop.models import resolve_model
+from loraloop.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class StackState:
+    """What `up` started, written to ``<data_dir>/run/stack.json``."""
+
+    pid: int
+    http_url: str
+    redis_url: str
+    redis_embedded: bool
+    database_url: str
+    ray_address: str
+    replicas: int
+    engine: str
+    model: str
+    learner: bool = False
+
+    @staticmethod
+    def path(data_dir: Path) -> Path:
+        return Path(data_dir) / "run" / "stack.json"
+
+    def save(self, data_dir: Path) -> None:
+        path = self.path(data_dir)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2))
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, data_dir: Path) -> StackState | None:
+        try:
+            return cls(**json.loads(cls.path(data_dir).read_text()))
+        except (FileNotFoundError, json.JSONDecodeError, TypeError):
+            return None
+
+
+class Stack:
+    """The running parts, started in dependency order and stopped in reverse."""
+
+    def __init__(self, settings: Settings, *, replicas: int, address: str | None) -> None:
+        self.settings = settings
+        self.replicas = replicas
+        self.address = address
+        self._redis = None
+        self._ray_started = False
+
+    def start(self) -> StackState:
+        settings = self.settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        redis_url = settings.redis_url
+        if not redis_url:
+            from feedback.redis_server import EmbeddedRedis
+
+            self._redis = EmbeddedRedis(settings.data_dir).start()
+            redis_url = self._redis.url
+        logger.info("redis at %s", redis_url)
+
+        from storage.db import migrate
+
+        migrate(settings.sqlalchemy_url)
+        model_path = resolve_model(settings.model, settings.data_dir)
+
+        import ray
+        from ray import serve
+
+        from serving.api import IngressConfig
+        from serving.app import RegistryConfig, ServeConfig, build_app
+
+        ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
+        self._ray_started = True
+        serve.start(http_options={"host": settings.http_host, "port": settings.http_port})
+        config = ServeConfig(
+            engine=settings.engine,
+            engine_config=settings.engine_config(model_path),
+            ingress=IngressConfig(tenants=settings.tenants, api_keys=settings.api_keys),
+            num_replicas=self.replicas,
+            redis_url=redis_url,
+            redis_prefix=settings.redis_prefix,
+            registry=RegistryConfig(
+                database_url=settings.sqlalchemy_url,
+                artifacts_location=settings.artifacts_location,
+                cache_dir=str(settings.data_dir / "adapter-cache"),
+            ),
+        )
+        serve.run(build_app(config), name="loraloop", route_prefix="/")
+        if settings.learner:
+            from learner.actor import start_actor
+            from loraloop.compose import learner_spec
+
+            start_actor(learner_spec(settings, redis_url=redis_url))
+        return StackState(
+            pid=os.getpid(),
+            http_url=f"http://{settings.http_host}:{settings.http_port}",
+            redis_url=redis_url,
+            redis_embedded=self._redis is not None,
+            database_url=_hide_password(settings.sqlalchemy_url),
+            ray_address=ray.get_runtime_context().gcs_address,
+            replicas=self.replicas,
+            engine=settings.engine,
+            model=settings.model,
+            learner=settings.learner,
+        )
+
+    def stop(self) -> None:
+        import psutil
+
+        # Ray's agents can outlive `ray.shutdown()` for a while; whatever this
+        # process started is ended explicitly so `down` leaves nothing behind.
+        started = psutil.Process().children(recursive=True)
+        self._stop_parts()
+        _, alive = psutil.wait_procs(started, timeout=5)
+        for process in alive:
+            process.terminate()
+        _, alive = psutil.wait_procs(alive, timeout=5)
+        for process in alive:
+            logger.warning(
+                "killing %s (pid %d), still running after shutdown", process.name(), process.pid
+            )
+            process.kill()
+
+    def _stop_parts(self) -> None:
+        if self._ray_started:
+            import ray
+            from ray import serve
+
+            try:
+                from learner.actor import stop_actor
+
+                stop_actor()
+                serve.shutdown()
+            finally:
+                ray.shutdown()
+            self._ray_started = False
+        if self._redis is not None:
+            self._redis.stop()
+            self._redis = None
+
+
+def run_foreground(settings: Settings, *, replicas: int, address: str | None, echo) -> None:
+    """Start the stack, report it, and block until SIGINT/SIGTERM; then stop everything."""
+    stopping = threading.Event()
+
+    def on_signal(*_) -> None:
+        stopping.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
+    stack = Stack(settings, replicas=replicas, address=address)
+    try:
+        state = stack.start()
+        # ray.init() installs its own SIGTERM handler (which exits without our
+        # clean-up); take the signals back now that Ray is up.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, on_signal)
+        state.save(settings.data_dir)
+        echo(describe(state))
+        echo("loraloop is up; Ctrl-C (or `loraloop down`) stops it.")
+        while not stopping.wait(0.5):
+            pass
+        echo("stopping ...")
+    finally:
+        stack.stop()
+        StackState.path(settings.data_dir).unlink(missing_ok=True)
+    echo("stopped.")
+
+
+def describe(state: StackState) -> str:
+    redis_kind = "embedded" if state.redis_embedded else "external"
+    return "\n".join(
+        [
+            f"  HTTP API   {state.http_url}/v1  (OpenAI-compatible; /healthz /readyz /metrics)",
+            f"  replicas   {state.replicas} x {state.engine} engine, model {state.model}",
+            f"  Redis      {state.redis_url} ({redis_kind})",
+            f"  database   {state.database_url}",
+            f"  Ray        {state.ray_address}",
+            f"  learner    {'running (loraloop learner status)' if state.learner else 'off'}",
+            f"  pid        {state.pid}",
+        ]
+    )
+
+
+def wait_until_ready(url: str, timeout_s: float) -> bool:
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    return False
+
+
+def _hide_password(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}" if ":" in creds else url
+    return url

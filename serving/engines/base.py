@@ -1,0 +1,183 @@
+"""The engine protocol every inference engine implements (``hf``, ``vllm``).
+
+A replica receives an engine *class* and an :class:`EngineConfig`; it never
+knows which implementation it drives. Engines see adapter *version ids* only:
+a new adapter version is a new engine-side name, never new weights under an
+old name.
+
+This module must stay light: no torch, transformers or vllm imports, so that
+``import serving`` is cheap and never pulls in an engine.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+FinishReason = Literal["stop", "length", "abort"]
+
+
+class EngineConfig(BaseModel):
+    """What an engine needs to start: the base model and its limits."""
+
+    model: str = Field(description="Local directory (or hub id) of the base model's weights.")
+    model_name: str = Field(
+        default="",
+        description="The name the operator gave the base model (e.g. `builtin:tiny`); "
+        "adapters trained for this name or for `model` are accepted.",
+    )
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    max_lora_rank: int = Field(default=16, ge=1, le=512)
+    max_loras: int = Field(default=8, ge=1, description="Adapters resident at once.")
+    max_cpu_loras: int = Field(default=16, ge=1, description="vLLM: adapters in host memory.")
+    max_batch_size: int = Field(default=16, ge=1, description="Sequences per decode step.")
+    max_queue: int = Field(default=256, ge=1, description="Waiting requests before refusing.")
+    threads: int = Field(default=0, ge=0, description="CPU threads; 0 keeps the default.")
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Per-request decoding settings (validated at the HTTP edge)."""
+
+    max_tokens: int = 64
+    temperature: float = 1.0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    logprobs: bool = False
+    top_logprobs: int = 0
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """The log-probability of one generated token, plus the most likely alternatives."""
+
+    token_id: int
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass
+class Chunk:
+    """One step of a generation: the new tokens and text since the last chunk.
+
+    ``text`` is safe to show: it never ends inside a UTF-8 character or inside
+    a possible stop sequence. The last chunk has ``finish_reason`` set.
+    """
+
+    token_ids: list[int] = field(default_factory=list)
+    text: str = ""
+    finish_reason: FinishReason | None = None
+    logprobs: list[TokenLogprob] | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """A tokenized prompt to complete, on the base model or one adapter version."""
+
+    request_id: str
+    prompt_token_ids: Sequence[int]
+    sampling: SamplingParams = SamplingParams()
+    adapter: str | None = None  # an adapter version id, or None for the base model
+
+
+class Engine(abc.ABC):
+    """An inference engine with LoRA adapters addressed by version id."""
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Load the base model; returns when the engine can generate."""
+
+    @abc.abstractmethod
+    async def shutdown(self) -> None:
+        """Stop generating and release the model."""
+
+    @abc.abstractmethod
+    def generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+        """Stream the completion of ``request``.
+
+        Raises ``AdapterNotLoaded`` if its adapter is not resident and
+        ``EngineOverloaded`` if the queue is full. Closing the iterator early
+        aborts the request and frees its batch slot.
+        """
+
+    @abc.abstractmethod
+    async def load_adapter(self, version_id: str, path: str | Path) -> None:
+        """Validate, then load the adapter at ``path`` under ``version_id``.
+
+        Everything is checked before the engine changes (safetensors only, rank,
+        target modules, base model, tensor shapes) and every problem is reported
+        in one ``AdapterValidationError``; a failed load leaves the engine as it
+        was. Loading a version that is already resident is a no-op.
+        """
+
+    @abc.abstractmethod
+    async def unload_adapter(self, version_id: str) -> None:
+        """Remove an adapter; raises ``AdapterBusy`` while requests still use it."""
+
+    @abc.abstractmethod
+    def loaded_adapters(self) -> list[str]:
+        """Version ids of the resident adapters."""
+
+    @abc.abstractmethod
+    async def check_health(self) -> None:
+        """Raise ``EngineUnhealthy`` if the engine cannot serve."""
+
+    def check_prompt(self, request: GenerationRequest) -> None:
+        """Raise ``PromptTooLong`` unless the prompt leaves room for at least one token."""
+        from serving.errors import PromptTooLong
+
+        prompt_len = len(request.prompt_token_ids)
+        if prompt_len == 0:
+            raise PromptTooLong("the prompt is empty: it needs at least one token")
+        if prompt_len >= self.max_context:
+            raise PromptTooLong(
+                f"the prompt has {prompt_len} tokens but the model's context is "
+                f"{self.max_context}: shorten it to at most {self.max_context - 1} tokens"
+            )
+
+    @staticmethod
+    def _detach_adapter(adapters: dict, users, version_id: str):
+        """Remove ``version_id`` from an engine's adapter and user maps; return its handle.
+
+        Raises ``AdapterNotLoaded`` if it is not resident and ``AdapterBusy`` while
+        requests use it. Callers hold their own lock and free the handle after.
+        """
+        from serving.errors import AdapterBusy, AdapterNotLoaded
+
+        handle = adapters.get(version_id)
+        if handle is None:
+            raise AdapterNotLoaded(f"adapter version {version_id!r} is not loaded")
+        if users[version_id] > 0:
+            raise AdapterBusy(
+                f"adapter {version_id!r} is used by {users[version_id]} "
+                "running request(s); unload it when they finish"
+            )
+        del adapters[version_id]
+        del users[version_id]
+        return handle
+
+    # -- tokenization, shared by both engines through the model's tokenizer ---
+    @abc.abstractmethod
+    def encode_chat(self, messages: Sequence[dict[str, str]]) -> list[int]:
+        """Apply the model's chat template (with the generation prompt) and tokenize."""
+
+    @property
+    @abc.abstractmethod
+    def max_context(self) -> int:
+        """Tokens the model can attend to: prompt plus completion."""

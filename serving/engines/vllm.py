@@ -1,0 +1,345 @@
+"""The ``vllm`` engine: vLLM's async engine behind the engine protocol, multi-LoRA.
+
+vLLM schedules, batches and samples; this module adds what the protocol
+promises on top of it, the same way the ``hf`` engine does:
+
+- **Prompts are token ids** made by :meth:`encode_chat` with the model's HF
+  tokenizer, exactly as the ``hf`` engine makes them, so both engines see the
+  same prompt.
+- **Text is made here, not by vLLM.** vLLM only returns token ids
+  (``detokenize=False``); :class:`~serving.engines.textstream.TextStream`
+  turns them into safe deltas and applies stop strings, so streaming, stop
+  cuts and UTF-8 hold-back behave byte for byte as in the ``hf`` engine. When
+  a stop string matches, the request is aborted in vLLM.
+- **Log-probs are raw** (vLLM's ``logprobs_mode="raw_logprobs"``): the model's
+  log-softmax before temperature or top-p, as the ``hf`` engine reports them.
+- **Adapters**: each version gets its own LoRA name (the version id) and a
+  fresh int id from a process-wide counter, never reused. The resident set is
+  bounded by ``max_cpu_loras`` (vLLM's host-side adapter cache, which must
+  never evict one of ours behind our back); ``max_loras`` bounds how many
+  distinct adapters one decode step batches, and vLLM's scheduler holds back
+  requests beyond it. Every adapter is validated with
+  :func:`~serving.engines.lora_check.validate_adapter` before vLLM sees it.
+- **Closing the iterator early aborts the request** in vLLM (its slot and KV
+  blocks are freed) before the adapter claim is released, so an unload that
+  follows never races a running request.
+
+This is the only module that imports vllm; it does so inside methods, so
+importing it (or :mod:`serving`) stays cheap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import itertools
+import logging
+import os
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from serving.engines.base import Chunk, Engine, GenerationRequest, SamplingParams
+from serving.engines.lora_check import validate_adapter
+from serving.engines.vllm_setup import ModelFacts, engine_kwargs, read_model_facts
+from serving.engines.vllm_stream import DeltaDecoder
+from serving.errors import (
+    AdapterLimitReached,
+    AdapterNotLoaded,
+    AdapterValidationError,
+    EngineNotStarted,
+    EngineOverloaded,
+    EngineUnhealthy,
+)
+
+logger = logging.getLogger(__name__)
+
+#: LoRA int ids are unique across every engine of the process and never reused
+#: (vLLM keys its adapter caches by this id; see vllm/lora/request.py).
+_LORA_IDS = itertools.count(1)
+_REQUEST_IDS = itertools.count(1)
+#: Workaround: even with enforce_eager, vLLM's sampler torch.compiles its log-prob
+#: rank kernel (vllm/v1/sample/ops/logprobs.py) on the first request that asks
+#: for log-probs, stalling it for 3-30 s on a small CPU machine (reported as
+#: torch-spyre/sendnn-inference#550). Eager mode gives the same ranks. Drop this
+#: when vLLM stops compiling sampler ops under enforce_eager. An operator's own
+#: value wins.
+_CPU_CHILD_ENV = {"TORCH_COMPILE_DISABLE": "1"}
+
+
+class VLLMEngine(Engine):
+    """vLLM ``AsyncLLM`` engine (see the module docstring)."""
+
+    def __init__(self, config) -> None:
+        super().__init__(config)
+        self._llm: Any = None  # vllm.v1.engine.async_llm.AsyncLLM once started
+        self._facts: ModelFacts | None = None
+        self._adapters: dict[str, Any] = {}  # version id -> vllm LoRARequest
+        self._adapter_users: collections.Counter[str] = collections.Counter()
+        self._adapter_lock: asyncio.Lock | None = None
+        self._active = 0  # requests accepted and not yet finished or abandoned
+        self._token_text: dict[int, str] = {}  # token id -> its text, for log-probs
+
+    # -- lifecycle --------------------------------------------------------------
+    async def start(self) -> None:
+        from vllm import AsyncEngineArgs
+        from vllm.platforms import current_platform
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        self._facts = await asyncio.to_thread(read_model_facts, self.config)
+        on_cpu = current_platform.is_cpu()
+        args = AsyncEngineArgs(**engine_kwargs(self.config, self._facts, on_cpu=on_cpu))
+        child_env = dict(_CPU_CHILD_ENV) if on_cpu else {}
+        if on_cpu and self.config.threads:
+            # vLLM's CPU worker takes its OpenMP cores only from this variable
+            # (vllm/utils/ompmultiprocessing.py); loraloop never reads it.
+            child_env["VLLM_CPU_OMP_THREADS_BIND"] = f"0-{self.config.threads - 1}"
+        # Created on the event loop: AsyncLLM binds its output handler to the
+        # running loop. The engine core starts in child processes (~20-40 s on
+        # 2 cores), which inherit the environment as it is during this call.
+        with _child_environment(child_env):
+            self._llm = AsyncLLM.from_engine_args(args)
+        self._adapter_lock = asyncio.Lock()
+        logger.info(
+            "vllm engine started for %s (%s, max_num_seqs=%d, max_loras=%d, max_cpu_loras=%d)",
+            self.config.model,
+            self.config.dtype,
+            self.config.max_batch_size,
+            self.config.max_loras,
+            args.max_cpu_loras,
+        )
+
+    async def shutdown(self) -> None:
+        llm, self._llm = self._llm, None
+        if llm is not None:
+            # Blocks while vLLM stops its processes (up to ~5 s before it kills them).
+            llm.shutdown()
+        self._adapters.clear()
+        self._adapter_users.clear()
+
+    async def check_health(self) -> None:
+        if self._llm is None:
+            raise EngineNotStarted("the vllm engine has not been started (or was shut down)")
+        try:
+            await self._llm.check_health()
+        except Exception as exc:
+            raise EngineUnhealthy(f"the vllm engine cannot serve: {exc!r}") from exc
+
+    # -- tokenization -------------------------------------------------------------
+    def encode_chat(self, messages: Sequence[dict[str, str]]) -> list[int]:
+        facts = self._require_started()
+        return list(
+            facts.tokenizer.apply_chat_template(
+                list(messages), add_generation_prompt=True, tokenize=True, return_dict=False
+            )
+        )
+
+    @property
+    def max_context(self) -> int:
+        return self._require_started().max_context
+
+    @property
+    def queue_depth(self) -> int:
+        """Requests waiting for a batch row (beyond those being decoded)."""
+        return max(0, self._active - self.config.max_batch_size)
+
+    # -- generation -------------------------------------------------------------
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+        from vllm.inputs import tokens_input
+
+        await self.check_health()
+        self.check_prompt(request)
+        lora = self._claim_adapter(request.adapter)
+        # Up to max_batch_size requests decode; max_queue more may wait for a row.
+        if self._active >= self.config.max_queue + self.config.max_batch_size:
+            self._release_adapter(request.adapter)
+            raise EngineOverloaded(
+                f"the engine queue is full ({self.config.max_queue} requests waiting)"
+            )
+        self._active += 1
+        # The caller's id need not be unique (n choices, retries); vLLM's must be.
+        vllm_id = f"{request.request_id}-{next(_REQUEST_IDS)}"
+        stream, decoder = None, None
+        try:
+            facts = self._require_started()
+            decoder = DeltaDecoder(request, facts.tokenizer, facts.eos_ids, self.token_text)
+            stream = self._llm.generate(
+                # Already rendered: vLLM neither re-tokenizes nor applies a template.
+                tokens_input(list(request.prompt_token_ids)),
+                self._vllm_params(request.sampling, len(request.prompt_token_ids)),
+                vllm_id,
+                lora_request=lora,
+            )
+            async for output in stream:
+                chunk = decoder.chunk(output.outputs[0])
+                yield chunk
+                if chunk.finish_reason is not None:
+                    return
+            yield decoder.finish("abort")  # vLLM ended the stream without a finish reason
+        except Exception as exc:
+            if _is_engine_error(exc):
+                raise EngineUnhealthy(f"the vllm engine failed: {exc!r}") from exc
+            raise
+        finally:
+            # Closing vLLM's stream aborts the request there (AsyncLLM.generate
+            # catches GeneratorExit); abort explicitly too in case it never started.
+            # Only then is the adapter released, so an unload cannot overtake the abort.
+            if stream is not None:
+                await stream.aclose()
+            if decoder is None or not decoder.engine_finished:
+                await self._abort(vllm_id)
+            self._active -= 1
+            self._release_adapter(request.adapter)
+
+    def _vllm_params(self, sampling: SamplingParams, prompt_len: int):
+        from vllm import SamplingParams as VLLMSamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        facts = self._require_started()
+        return VLLMSamplingParams(
+            max_tokens=max(1, min(sampling.max_tokens, facts.max_context - prompt_len)),
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            seed=sampling.seed,
+            # Stop strings are applied by TextStream (see the module docstring).
+            stop_token_ids=sorted(facts.eos_ids),
+            logprobs=sampling.top_logprobs if sampling.logprobs else None,
+            detokenize=False,
+            output_kind=RequestOutputKind.DELTA,
+        )
+
+    async def _abort(self, vllm_id: str) -> None:
+        llm = self._llm
+        if llm is None:
+            return
+        try:
+            await llm.abort(vllm_id)
+        except Exception:  # the engine may be shutting down; nothing is left to free
+            logger.warning("could not abort vllm request %s", vllm_id, exc_info=True)
+
+    def _claim_adapter(self, version_id: str | None):
+        if version_id is None:
+            return None
+        lora = self._adapters.get(version_id)
+        if lora is None:
+            raise AdapterNotLoaded(
+                f"adapter version {version_id!r} is not loaded; loaded: "
+                f"{sorted(self._adapters) or 'none'}"
+            )
+        self._adapter_users[version_id] += 1
+        return lora
+
+    def _release_adapter(self, version_id: str | None) -> None:
+        if version_id is not None and self._adapter_users[version_id] > 0:
+            self._adapter_users[version_id] -= 1
+
+    def token_text(self, token_id: int) -> str:
+        """One token decoded alone (as the ``hf`` engine names log-prob tokens)."""
+        text = self._token_text.get(token_id)
+        if text is None:
+            text = self._require_started().tokenizer.decode([token_id])
+            self._token_text[token_id] = text
+        return text
+
+    # -- adapters -----------------------------------------------------------------
+    async def load_adapter(self, version_id: str, path: str | Path) -> None:
+        from vllm.lora.request import LoRARequest
+
+        await self.check_health()
+        if version_id in self._adapters:
+            return
+        facts = self._require_started()
+        await asyncio.to_thread(
+            validate_adapter,
+            version_id,
+            path,
+            module_shapes=facts.module_shapes,
+            max_rank=self.config.max_lora_rank,
+            base_model_names=facts.base_names,
+        )
+        async with self._adapter_lock:
+            if version_id in self._adapters:  # a concurrent load of the same version won
+                return
+            limit = max(self.config.max_cpu_loras, self.config.max_loras)
+            if len(self._adapters) >= limit:
+                raise AdapterLimitReached(
+                    f"the engine holds max_cpu_loras={limit} adapters "
+                    f"({sorted(self._adapters)}); unload one before loading {version_id!r}"
+                )
+            lora = LoRARequest(
+                lora_name=version_id,
+                lora_int_id=next(_LORA_IDS),
+                lora_path=str(Path(path).resolve()),
+            )
+            try:
+                added = await self._llm.add_lora(lora)
+            except Exception as exc:
+                await self._forget_lora(lora.lora_int_id)
+                if _is_engine_error(exc):
+                    raise EngineUnhealthy(f"the vllm engine failed: {exc!r}") from exc
+                raise AdapterValidationError(
+                    version_id, str(path), [f"vLLM could not load it: {exc}"]
+                ) from exc
+            if not added:
+                await self._forget_lora(lora.lora_int_id)
+                raise AdapterValidationError(version_id, str(path), ["vLLM refused to load it"])
+            self._adapters[version_id] = lora
+        logger.info("loaded adapter %s as lora id %d from %s", version_id, lora.lora_int_id, path)
+
+    async def unload_adapter(self, version_id: str) -> None:
+        await self.check_health()
+        async with self._adapter_lock:
+            # Forget it first: no request can claim it while vLLM removes it.
+            lora = self._detach_adapter(self._adapters, self._adapter_users, version_id)
+            await self._forget_lora(lora.lora_int_id)
+        logger.info("unloaded adapter %s (lora id %d)", version_id, lora.lora_int_id)
+
+    def loaded_adapters(self) -> list[str]:
+        return sorted(self._adapters)
+
+    def lora_ids(self) -> dict[str, int]:
+        """The vLLM LoRA int id of each resident version (diagnostics and tests)."""
+        return {version: lora.lora_int_id for version, lora in self._adapters.items()}
+
+    async def vllm_lora_ids(self) -> set[int]:
+        """The LoRA int ids vLLM itself holds (should equal ``lora_ids().values()``)."""
+        return set(await self._llm.list_loras())
+
+    @property
+    def unfinished_requests(self) -> int:
+        """Requests vLLM still holds, running or waiting (0 once every stream has ended)."""
+        return self._llm.get_num_unfinished_requests() if self._llm is not None else 0
+
+    async def _forget_lora(self, lora_id: int) -> None:
+        try:
+            await self._llm.remove_lora(lora_id)
+        except Exception:  # removing what vLLM never held is harmless
+            logger.debug("vllm could not remove lora id %d", lora_id, exc_info=True)
+
+    def _require_started(self) -> ModelFacts:
+        if self._facts is None or self._llm is None:
+            raise EngineNotStarted("the vllm engine has not been started (or was shut down)")
+        return self._facts
+
+
+@contextlib.contextmanager
+def _child_environment(values: dict[str, str]):
+    """Set variables for the child processes started inside the block, then restore them.
+
+    A variable the operator already set is left as it is.
+    """
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update({k: v for k, v in values.items() if saved[k] is None})
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+
+
+def _is_engine_error(exc: BaseException) -> bool:
+    from vllm.v1.engine.exceptions import EngineDeadError, EngineGenerateError
+
+    return isinstance(exc, EngineDeadError | EngineGenerateError)

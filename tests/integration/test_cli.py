@@ -1,0 +1,70 @@
+"""The `loraloop` command line, run as a user would run it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def run_cli(*args: str, data_dir, extra_env: dict | None = None, timeout: float = 180):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LORALOOP_")}
+    env.update({"LORALOOP_DATA_DIR": str(data_dir), **(extra_env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "loraloop.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
+
+
+def test_chat_answers_a_prompt_with_the_builtin_model(data_dir, tiny_model_dir):
+    first = run_cli(
+        "chat", "What is the capital of France?", "--max-tokens", "12", data_dir=data_dir
+    )
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.strip()
+    again = run_cli(
+        "chat", "What is the capital of France?", "--max-tokens", "12", data_dir=data_dir
+    )
+    assert again.stdout == first.stdout  # greedy by default
+
+
+def test_chat_with_an_adapter_and_with_a_bad_one(data_dir, tiny_model_dir, make_adapter, tmp_path):
+    base = run_cli("chat", "Hi", "--max-tokens", "12", data_dir=data_dir)
+    adapted = run_cli(
+        "chat",
+        "Hi",
+        "--max-tokens",
+        "12",
+        "--adapter",
+        str(make_adapter("a", seed=1)),
+        data_dir=data_dir,
+    )
+    assert adapted.returncode == 0, adapted.stderr
+    assert adapted.stdout != base.stdout
+    bad = run_cli("chat", "Hi", "--adapter", str(tmp_path), data_dir=data_dir)
+    assert bad.returncode == 1
+    assert "adapter_config.json is missing" in bad.stderr
+
+
+def test_config_prints_json_and_hides_the_admin_token(tmp_path):
+    out = run_cli(
+        "config", "--json", data_dir=tmp_path, extra_env={"LORALOOP_ADMIN_TOKEN": "s3cret"}
+    )
+    assert out.returncode == 0, out.stderr
+    values = json.loads(out.stdout)
+    assert values["data_dir"] == str(tmp_path)
+    assert values["admin_token"] == "***"
+    assert "s3cret" not in out.stdout
+
+
+@pytest.mark.parametrize("command", [["config"], ["model", "build"]])
+def test_invalid_configuration_exits_1_naming_the_setting(tmp_path, command):
+    out = run_cli(*command, data_dir=tmp_path, extra_env={"LORALOOP_ENGINE": "tensorrt"})
+    assert out.returncode == 1
+    assert "engine" in out.stderr and "tensorrt" in out.stderr

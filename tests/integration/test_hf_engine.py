@@ -1,0 +1,116 @@
+"""Behaviour specific to the hf engine: continuous batching, limits, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import pytest_asyncio
+
+from serving.engines import EngineConfig, GenerationRequest, SamplingParams
+from serving.engines.hf import HFEngine
+from serving.errors import AdapterLimitReached, EngineOverloaded
+from tests.integration.conftest import complete
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def hf(tiny_model_dir):
+    engine = HFEngine(
+        EngineConfig(
+            model=str(tiny_model_dir),
+            model_name="builtin:tiny",
+            max_loras=2,
+            max_batch_size=4,
+            max_queue=3,
+        )
+    )
+    await engine.start()
+    yield engine
+    await engine.shutdown()
+
+
+async def test_concurrent_requests_share_decode_steps(hf):
+    steps_before = hf.stats["steps"]
+    results = await asyncio.gather(*(complete(hf, "Hi", max_tokens=16) for _ in range(4)))
+    assert len({text for text, _ in results}) == 1
+    tokens = sum(chunks[-1].completion_tokens for _, chunks in results)
+    steps = hf.stats["steps"] - steps_before
+    assert hf.stats["max_batch_rows"] == 4
+    # Served one at a time this would take one step per token.
+    assert steps < tokens / 2, (steps, tokens)
+
+
+async def test_requests_join_a_running_batch(hf):
+    ids = hf.encode_chat([{"role": "user", "content": "Hi"}])
+    params = SamplingParams(max_tokens=60, temperature=0)
+    alone, _ = await complete(hf, ids, max_tokens=60)
+    first = hf.generate(GenerationRequest("long", ids, params))
+    await first.__anext__()
+    late, _ = await complete(hf, "Tell me a joke.", max_tokens=8)  # admitted mid-flight
+    rest = "".join([c.text async for c in first])
+    assert late
+    assert alone.startswith(rest) or rest in alone
+
+
+async def test_full_queue_is_refused_with_overloaded(hf):
+    # This prompt runs to max_tokens on the tiny model (it never emits the end token).
+    ids = hf.encode_chat([{"role": "user", "content": "What is the capital of France?"}])
+    params = SamplingParams(max_tokens=300, temperature=0)
+
+    started = [asyncio.Event() for _ in range(7)]
+
+    async def consume(i):
+        async for _ in hf.generate(GenerationRequest(f"r{i}", ids, params)):
+            started[i].set()
+
+    # 4 rows decode (max_batch_size) and 3 wait (max_queue); the next is refused.
+    tasks = [asyncio.create_task(consume(i)) for i in range(4)]
+    try:
+        await asyncio.wait_for(asyncio.gather(*(e.wait() for e in started[:4])), 10)
+        tasks += [asyncio.create_task(consume(i)) for i in range(4, 7)]
+        for _ in range(200):
+            if hf.queue_depth == 3:
+                break
+            await asyncio.sleep(0.01)
+        assert hf.queue_depth == 3
+        with pytest.raises(EngineOverloaded, match="queue is full"):
+            await complete(hf, ids)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_abandoned_requests_free_their_rows(hf):
+    ids = hf.encode_chat([{"role": "user", "content": "What is the capital of France?"}])
+    params = SamplingParams(max_tokens=500, temperature=0)
+    streams = [hf.generate(GenerationRequest(f"a{i}", ids, params)) for i in range(4)]
+    for s in streams:
+        await s.__anext__()
+    for s in streams:
+        await s.aclose()
+    # New work is served promptly because the abandoned rows left the batch.
+    text, _ = await asyncio.wait_for(complete(hf, "Hi", max_tokens=4), timeout=10)
+    assert text
+
+
+async def test_max_loras_bounds_resident_adapters(hf, make_adapter):
+    await hf.load_adapter("l1", make_adapter("a", seed=1))
+    await hf.load_adapter("l2", make_adapter("b", seed=2))
+    try:
+        with pytest.raises(AdapterLimitReached, match="max_loras=2"):
+            await hf.load_adapter("l3", make_adapter("c", seed=3))
+        assert hf.loaded_adapters() == ["l1", "l2"]
+    finally:
+        await hf.unload_adapter("l1")
+        await hf.unload_adapter("l2")
+
+
+async def test_concurrent_loads_of_one_version_load_it_once(hf, make_adapter):
+    path = make_adapter("a", seed=1)
+    await asyncio.gather(*(hf.load_adapter("same", path) for _ in range(5)))
+    assert hf.loaded_adapters() == ["same"]
+    await hf.unload_adapter("same")
+    assert hf.loaded_adapters() == []

@@ -1,0 +1,177 @@
+"""Behaviour specific to the vllm engine: parity with hf, adapter ids and limits, aborts.
+
+One vLLM engine is shared by the module (starting one takes ~20-40 s on 2
+cores); its limits are small on purpose so that every limit is reachable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import pytest_asyncio
+
+from serving.engines import EngineConfig, GenerationRequest, SamplingParams
+from serving.errors import AdapterLimitReached, EngineOverloaded
+from tests.integration.conftest import MAX_RANK, complete
+
+pytest.importorskip("vllm")
+
+pytestmark = [pytest.mark.vllm, pytest.mark.asyncio(loop_scope="module")]
+
+PROMPTS = ["What is the capital of France?", "Tell me a joke.", "Café 👍 numbers 3.14", "Hi"]
+LONG = SamplingParams(max_tokens=300, temperature=0)  # the tiny model runs to max_tokens
+
+
+def _config(model_dir, **limits) -> EngineConfig:
+    return EngineConfig(
+        model=str(model_dir), model_name="builtin:tiny", max_lora_rank=MAX_RANK, **limits
+    )
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def vllm_engine(tiny_model_dir):
+    from serving.engines.vllm import VLLMEngine
+
+    engine = VLLMEngine(
+        _config(tiny_model_dir, max_loras=1, max_cpu_loras=2, max_batch_size=2, max_queue=1)
+    )
+    await engine.start()
+    yield engine
+    await engine.shutdown()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def hf_engine(tiny_model_dir):
+    from serving.engines.hf import HFEngine
+
+    engine = HFEngine(_config(tiny_model_dir, max_loras=2))
+    await engine.start()
+    yield engine
+    await engine.shutdown()
+
+
+async def _settled(engine) -> None:
+    """Wait until vLLM has processed the aborts sent to it."""
+    for _ in range(100):
+        if engine.unfinished_requests == 0:
+            return
+        await asyncio.sleep(0.02)
+
+
+async def test_greedy_output_matches_hf_in_float32(vllm_engine, hf_engine, make_adapter):
+    adapter = make_adapter("parity", r=8, targets=("q_proj", "v_proj", "down_proj"), seed=3)
+    for engine in (vllm_engine, hf_engine):
+        await engine.load_adapter("parity", adapter)
+    try:
+        for prompt in PROMPTS:
+            ids = hf_engine.encode_chat([{"role": "user", "content": prompt}])
+            assert vllm_engine.encode_chat([{"role": "user", "content": prompt}]) == ids
+            for name in (None, "parity"):
+                runs = [
+                    await complete(e, ids, adapter=name, max_tokens=48, logprobs=True)
+                    for e in (hf_engine, vllm_engine)
+                ]
+                (hf_text, hf_chunks), (vllm_text, vllm_chunks) = runs
+                assert vllm_text == hf_text, (prompt, name)
+                tokens = [[t for c in chunks for t in c.token_ids] for _, chunks in runs]
+                assert tokens[0] == tokens[1]
+                hf_lp = [lp.logprob for c in hf_chunks for lp in c.logprobs]
+                vllm_lp = [lp.logprob for c in vllm_chunks for lp in c.logprobs]
+                # Measured: at most ~2e-5 apart (float32, different kernels).
+                assert vllm_lp == pytest.approx(hf_lp, abs=1e-4)
+    finally:
+        for engine in (vllm_engine, hf_engine):
+            await engine.unload_adapter("parity")
+
+
+async def test_adapter_validation_sees_the_same_modules_as_hf(vllm_engine, hf_engine):
+    # vllm_engine reads the shapes from a meta-device model, hf from the loaded one.
+    assert dict(vllm_engine._facts.module_shapes) == hf_engine._module_shapes
+
+
+async def test_resident_adapters_are_bounded_by_max_cpu_loras(vllm_engine, make_adapter):
+    await vllm_engine.load_adapter("l1", make_adapter("a", seed=1))
+    await vllm_engine.load_adapter("l2", make_adapter("b", seed=2))
+    try:
+        with pytest.raises(AdapterLimitReached, match="max_cpu_loras=2"):
+            await vllm_engine.load_adapter("l3", make_adapter("c", seed=3))
+        assert vllm_engine.loaded_adapters() == ["l1", "l2"]
+        assert await vllm_engine.vllm_lora_ids() == set(vllm_engine.lora_ids().values())
+        # max_loras=1: vLLM batches one adapter per step and takes turns; output is unchanged.
+        alone = {n: (await complete(vllm_engine, PROMPTS[0], adapter=n))[0] for n in ("l1", "l2")}
+        assert alone["l1"] != alone["l2"]
+        names = ["l1", "l2", "l1"]  # max_batch_size=2 + max_queue=1
+        together = await asyncio.gather(
+            *(complete(vllm_engine, PROMPTS[0], adapter=n) for n in names)
+        )
+        assert [text for text, _ in together] == [alone[n] for n in names]
+    finally:
+        await vllm_engine.unload_adapter("l1")
+        await vllm_engine.unload_adapter("l2")
+    assert await vllm_engine.vllm_lora_ids() == set()
+
+
+async def test_every_load_gets_a_new_lora_id_and_unload_removes_it(vllm_engine, make_adapter):
+    path = make_adapter("a", seed=1)
+    await vllm_engine.load_adapter("again", path)
+    first = vllm_engine.lora_ids()["again"]
+    await vllm_engine.unload_adapter("again")
+    assert first not in await vllm_engine.vllm_lora_ids()
+    await vllm_engine.load_adapter("again", path)
+    second = vllm_engine.lora_ids()["again"]
+    await vllm_engine.unload_adapter("again")
+    assert second > first
+
+
+async def test_concurrent_loads_of_one_version_load_it_once(vllm_engine, make_adapter):
+    path = make_adapter("a", seed=1)
+    await asyncio.gather(*(vllm_engine.load_adapter("dup", path) for _ in range(3)))
+    try:
+        assert vllm_engine.loaded_adapters() == ["dup"]
+        assert len(await vllm_engine.vllm_lora_ids()) == 1
+    finally:
+        await vllm_engine.unload_adapter("dup")
+
+
+async def test_closing_the_stream_aborts_the_request_in_vllm(vllm_engine):
+    ids = vllm_engine.encode_chat([{"role": "user", "content": PROMPTS[0]}])
+    stream = vllm_engine.generate(GenerationRequest("abandoned", ids, LONG))
+    await stream.__anext__()
+    assert vllm_engine.unfinished_requests == 1
+    await stream.aclose()
+    await _settled(vllm_engine)
+    assert vllm_engine.unfinished_requests == 0
+    assert vllm_engine.queue_depth == 0
+
+
+async def test_a_stop_string_ends_the_request_in_vllm(vllm_engine):
+    full, _ = await complete(vllm_engine, PROMPTS[0], max_tokens=40)
+    stop = full[5:8]
+    text, chunks = await complete(vllm_engine, PROMPTS[0], max_tokens=300, stop=(stop,))
+    assert text == full[: full.index(stop)]
+    assert chunks[-1].finish_reason == "stop"
+    await _settled(vllm_engine)
+    assert vllm_engine.unfinished_requests == 0
+
+
+async def test_full_queue_is_refused_with_overloaded(vllm_engine):
+    ids = vllm_engine.encode_chat([{"role": "user", "content": PROMPTS[0]}])
+    # max_batch_size=2 decode and max_queue=1 waits: the fourth is refused.
+    streams = [vllm_engine.generate(GenerationRequest(f"q{i}", ids, LONG)) for i in range(3)]
+    try:
+        firsts = [asyncio.ensure_future(s.__anext__()) for s in streams]
+        await asyncio.wait(firsts, timeout=0.5)
+        assert vllm_engine.queue_depth == 1
+        with pytest.raises(EngineOverloaded, match="queue is full"):
+            await complete(vllm_engine, ids)
+    finally:
+        for future in firsts:
+            if not future.done():
+                future.cancel()
+        await asyncio.gather(*firsts, return_exceptions=True)
+        for stream in streams:
+            await stream.aclose()
+    await _settled(vllm_engine)
+    assert vllm_engine.unfinished_requests == 0
+    assert (await complete(vllm_engine, ids, max_tokens=4))[0]

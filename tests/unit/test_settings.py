@@ -1,0 +1,103 @@
+"""Settings: the environment is read once, with the LORALOOP_ prefix, and validated."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from loraloop.settings import Settings
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch, tmp_path):
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("LORALOOP_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)  # no stray .env
+
+
+def test_defaults_need_no_configuration():
+    settings = Settings()
+    assert settings.model == "builtin:tiny"
+    assert settings.engine == "hf"
+    assert settings.redis_url == ""
+    assert settings.sqlalchemy_url == f"sqlite:///{settings.data_dir / 'loraloop.db'}"
+    assert settings.artifacts_location == str(settings.data_dir / "adapters")
+    assert "loraloop" in str(settings.data_dir)
+
+
+def test_environment_overrides_with_prefix(monkeypatch, tmp_path):
+    monkeypatch.setenv("LORALOOP_DATA_DIR", str(tmp_path / "d"))
+    monkeypatch.setenv("LORALOOP_ENGINE", "vllm")
+    monkeypatch.setenv("LORALOOP_MAX_LORA_RANK", "32")
+    monkeypatch.setenv("LORALOOP_DATABASE_URL", "postgresql+psycopg://u@h/db")
+    settings = Settings()
+    assert settings.data_dir == Path(tmp_path / "d")
+    assert settings.engine == "vllm"
+    assert settings.max_lora_rank == 32
+    assert settings.sqlalchemy_url == "postgresql+psycopg://u@h/db"
+
+
+def test_dotenv_file_is_read(tmp_path):
+    (tmp_path / ".env").write_text("LORALOOP_MODEL=/models/llama\n")
+    assert Settings().model == "/models/llama"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("LORALOOP_ENGINE", "tensorrt", "'hf', 'vllm' or 'auto'"),
+        ("LORALOOP_MAX_LORA_RANK", "0", "greater than or equal to 1"),
+        ("LORALOOP_HTTP_PORT", "70000", "less than or equal to 65535"),
+        ("LORALOOP_REDIS_PREFIX", "has space", "pattern"),
+        ("LORALOOP_MAX_CPU_LORAS", "2", "must be >= max_loras"),
+    ],
+)
+def test_bad_values_are_refused_naming_the_field(monkeypatch, name, value, message):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError) as refused:
+        Settings()
+    text = str(refused.value)
+    assert name.removeprefix("LORALOOP_").lower() in text
+    assert message in text
+
+
+def test_engine_config_carries_the_limits(tmp_path):
+    settings = Settings(max_lora_rank=4, max_loras=2, max_batch_size=3)
+    config = settings.engine_config(tmp_path)
+    assert (config.model, config.model_name) == (str(tmp_path), "builtin:tiny")
+    assert (config.max_lora_rank, config.max_loras, config.max_batch_size) == (4, 2, 3)
+
+
+def test_only_settings_reads_the_environment():
+    root = Path(__file__).resolve().parents[2]
+    offenders = [
+        str(path.relative_to(root))
+        for package in ("serving", "learner", "feedback", "storage", "loraloop")
+        for path in (root / package).rglob("*.py")
+        if ("os.getenv" in (text := path.read_text()) or "os.environ[" in text)
+        and path.name != "settings.py"
+    ]
+    assert offenders == []
+
+
+def test_readme_documents_every_setting():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    missing = [name for name in Settings.model_fields if f"`LORALOOP_{name.upper()}`" not in readme]
+    assert missing == []
+
+
+def test_auto_engine_names_its_choice_and_reason():
+    import importlib.util
+
+    from serving.engines import choose_engine
+
+    assert choose_engine("hf") == ("hf", "configured engine 'hf'")
+    name, reason = choose_engine("auto")
+    installed = importlib.util.find_spec("vllm") is not None
+    assert (name == "vllm") == installed or "no GPU" in reason
+    assert reason.startswith("auto: ")
