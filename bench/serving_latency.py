@@ -1,0 +1,157 @@
+"""Full-stack latency and the cost of interaction logging.
+
+Measured in one run, on the same tiny model and engine settings:
+
+- direct: the engine called in-process (the baseline),
+- full stack: HTTP -> Ray Serve proxy -> ingress -> LLM replica -> engine -> response,
+  with interaction logging on (embedded Redis),
+- full stack with logging off,
+
+at concurrency 1 and 8: p50/p99 latency, full ÷ direct, the added milliseconds,
+and throughput with logging on ÷ off.
+
+    python bench/serving_latency.py [--requests 60] [--tokens 16] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+PROMPT = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def _run(call, requests: int, concurrency: int) -> tuple[list[float], float]:
+    """Latencies (s) of ``requests`` calls with ``concurrency`` in flight, and the wall time."""
+    latencies: list[float] = []
+    queue = list(range(requests))
+
+    async def worker():
+        while queue:
+            queue.pop()
+            start = time.perf_counter()
+            await call()
+            latencies.append(time.perf_counter() - start)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies, time.perf_counter() - start
+
+
+def _summary(latencies: list[float], wall: float) -> dict:
+    return {
+        "p50_ms": round(1000 * statistics.median(latencies), 2),
+        "p99_ms": round(1000 * _percentile(latencies, 0.99), 2),
+        "requests_per_s": round(len(latencies) / wall, 2),
+    }
+
+
+async def direct(model_dir: str, args) -> dict:
+    from serving.engines import EngineConfig, GenerationRequest, SamplingParams
+    from serving.engines.hf import HFEngine
+
+    engine = HFEngine(EngineConfig(model=model_dir, threads=args.threads))
+    await engine.start()
+    ids = engine.encode_chat(PROMPT)
+    params = SamplingParams(max_tokens=args.tokens, temperature=0.0)
+
+    async def call():
+        async for _ in engine.generate(GenerationRequest("bench", ids, params)):
+            pass
+
+    try:
+        await _run(call, 5, 1)  # warm-up
+        return {c: _summary(*await _run(call, args.requests, c)) for c in (1, 8)}
+    finally:
+        await engine.shutdown()
+
+
+async def full_stack(url: str, args) -> dict:
+    import httpx
+
+    body = {"model": "default", "messages": PROMPT, "max_tokens": args.tokens, "temperature": 0}
+    async with httpx.AsyncClient(timeout=120) as http:
+
+        async def call():
+            response = await http.post(f"{url}/v1/chat/completions", json=body)
+            response.raise_for_status()
+
+        await _run(call, 5, 1)  # warm-up
+        return {c: _summary(*await _run(call, args.requests, c)) for c in (1, 8)}
+
+
+def main(args) -> dict:
+    import ray
+    from ray import serve
+
+    from feedback.redis_server import EmbeddedRedis
+    from loraloop.tiny_model import ensure_tiny_model
+    from serving.app import ServeConfig, build_app
+    from serving.engines.base import EngineConfig
+
+    work = Path(tempfile.mkdtemp(prefix="loraloop-bench-"))
+    model_dir = str(ensure_tiny_model(work))
+    result: dict = {"tokens": args.tokens, "requests": args.requests}
+    result["direct"] = asyncio.run(direct(model_dir, args))
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    redis = EmbeddedRedis(work).start()
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        engine_config = EngineConfig(model=model_dir, threads=args.threads)
+        for name, redis_url in (("logging_on", redis.url), ("logging_off", "")):
+            config = ServeConfig(engine_config=engine_config, redis_url=redis_url)
+            serve.run(build_app(config), name=name, route_prefix=f"/{name}")
+            result[name] = asyncio.run(full_stack(f"http://127.0.0.1:{port}/{name}", args))
+            serve.delete(name)
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+        redis.stop()
+
+    for c in (1, 8):
+        d, on, off = result["direct"][c], result["logging_on"][c], result["logging_off"][c]
+        result[f"c{c}"] = {
+            "full_over_direct_p50": round(on["p50_ms"] / d["p50_ms"], 2),
+            "full_over_direct_p99": round(on["p99_ms"] / d["p99_ms"], 2),
+            "added_p50_ms": round(on["p50_ms"] - d["p50_ms"], 2),
+            "added_p99_ms": round(on["p99_ms"] - d["p99_ms"], 2),
+            "logging_on_over_off_throughput": round(
+                on["requests_per_s"] / off["requests_per_s"], 3
+            ),
+        }
+    return result
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=60, help="requests per measurement")
+    parser.add_argument("--tokens", type=int, default=16, help="max tokens per request")
+    parser.add_argument("--threads", type=int, default=1, help="engine CPU threads (both sides)")
+    parser.add_argument("--json", default=None, help="also write the result here")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    arguments = parse_args()
+    outcome = main(arguments)
+    print(json.dumps(outcome, indent=2))
+    if arguments.json:
+        Path(arguments.json).write_text(json.dumps(outcome, indent=2) + "\n")

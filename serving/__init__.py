@@ -1,0 +1,1 @@
+"""Serving: the OpenAI-compatible app, its replicas and the inference engines."""

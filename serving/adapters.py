@@ -1,0 +1,249 @@
+"""Keeping a replica's adapters converged on the registry, and routing requests to them.
+
+Every replica holds the versions the registry wants resident — each tenant's
+live and canary versions and its last few live ones (so a rollback is a
+routing change, not a load) — within an LRU bound. It reconciles at start,
+when an alias-change notification arrives, and periodically.
+
+The swap protocol: fetch the artifact, verify its sha256, let the engine
+validate and load it under its version id, and only then switch the routing
+table (one assignment). A request holds a lease on the version it started
+with, so it finishes there; a version is unloaded only when no lease is held
+and the registry no longer wants it. A version that fails to load is reported
+to the registry as failed and the previous routing stays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from serving.engines.base import Engine
+from serving.errors import AdapterBusy, AdapterNotLoaded
+
+logger = logging.getLogger(__name__)
+
+
+class Registry(Protocol):
+    """What the manager needs from the registry (see serving.registry_view)."""
+
+    def wanted(self) -> list[tuple[str, Any, float | None]]:
+        """``(role, version, fraction)``; a version has id, tenant, artifact_uri/sha256."""
+
+    def get(self, version_id: str) -> Any | None: ...
+
+    def report_failed(self, version_id: str, reason: str) -> None: ...
+
+    def fetch(self, version) -> str:
+        """A local directory with the verified artifact (raises if corrupt)."""
+
+
+@dataclass(frozen=True)
+class TenantRoutes:
+    live: str | None = None
+    canary: str | None = None
+    fraction: float = 0.0
+
+
+def in_canary(tenant: str, user: str, fraction: float) -> bool:
+    """A stable split: the same user of a tenant always lands on the same side."""
+    if fraction <= 0:
+        return False
+    digest = hashlib.sha256(f"{tenant}\x00{user}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+class AdapterManager:
+    """One per replica: resident adapters, the routing table, leases, swap events."""
+
+    def __init__(
+        self, engine: Engine, registry: Registry, *, max_resident: int, name: str = "replica"
+    ) -> None:
+        self.engine = engine
+        self.registry = registry
+        self.max_resident = max_resident
+        self.name = name
+        self.routes: dict[str, TenantRoutes] = {}
+        self._wanted: set[str] = set()
+        self._last_used: dict[str, float] = {}
+        self._loading: dict[str, asyncio.Task] = {}
+        self._leases: collections.Counter[str] = collections.Counter()
+        self._lock = asyncio.Lock()
+        self.swaps: collections.deque[dict] = collections.deque(maxlen=100)
+        self.failed: dict[str, str] = {}
+        self.routes_changed_at = 0.0
+
+    # -- routing ------------------------------------------------------------------------
+    async def acquire(self, tenant: str, alias: str, user: str, pinned: str | None) -> str | None:
+        """The version for a request (None = base), leased until :meth:`release`."""
+        if pinned is not None:
+            version = await self._ensure_pinned(pinned)
+        else:
+            routes = self.routes.get(tenant, TenantRoutes())
+            use_canary = routes.canary is not None and (
+                alias == "canary" or (alias == "live" and in_canary(tenant, user, routes.fraction))
+            )
+            version = routes.canary if use_canary else routes.live
+        if version is not None:
+            self._leases[version] += 1
+            self._last_used[version] = time.monotonic()
+        return version
+
+    def release(self, version: str | None) -> None:
+        if version is None:
+            return
+        self._leases[version] -= 1
+        if self._leases[version] <= 0 and version not in self._wanted:
+            asyncio.get_running_loop().create_task(self._evict())
+
+    async def _ensure_pinned(self, version_id: str) -> str:
+        if version_id in self.engine.loaded_adapters():
+            return version_id
+        version = await asyncio.to_thread(self.registry.get, version_id)
+        if version is None or version.status in ("failed", "rejected"):
+            raise AdapterNotLoaded(f"adapter version {version_id!r} cannot be served")
+        await self._load(version)
+        return version_id
+
+    # -- reconciliation -------------------------------------------------------------------
+    async def reconcile(self) -> None:
+        """Load what the registry wants, then switch routing, then drop what it no longer wants."""
+        async with self._lock:
+            wanted = await asyncio.to_thread(self.registry.wanted)
+            # Live and canary first: they carry traffic; warm ones only save a load.
+            wanted.sort(key=lambda item: item[0] == "warm")
+            loaded: set[str] = set()
+            for role, version, _ in wanted[: max(self.max_resident, 1)]:
+                if version.id in self.failed:
+                    continue
+                try:
+                    await self._load(version)
+                    loaded.add(version.id)
+                except Exception as exc:  # reported, and the old routing keeps serving
+                    self._fail(version, exc, role)
+            routes: dict[str, TenantRoutes] = {}
+            for role, version, fraction in wanted:
+                if version.id not in loaded or role == "warm":
+                    continue
+                current = routes.get(version.tenant, TenantRoutes())
+                if role == "canary":
+                    routes[version.tenant] = TenantRoutes(current.live, version.id, fraction or 0.0)
+                else:
+                    routes[version.tenant] = TenantRoutes(
+                        version.id, current.canary, current.fraction
+                    )
+            self._wanted = loaded
+            if routes != self.routes:
+                self.routes = routes  # the switch: new requests see the new versions from here
+                self.routes_changed_at = time.time()
+        await self._evict()
+
+    async def _load(self, version) -> None:
+        if version.id in self.engine.loaded_adapters():
+            return
+        task = self._loading.get(version.id)
+        if task is None:  # concurrent loads of one version share one task
+            task = asyncio.get_running_loop().create_task(self._fetch_and_load(version))
+            self._loading[version.id] = task
+            task.add_done_callback(lambda _: self._loading.pop(version.id, None))
+        await asyncio.shield(task)
+
+    async def _fetch_and_load(self, version) -> None:
+        started = time.perf_counter()
+        path = await asyncio.to_thread(self.registry.fetch, version)
+        await self._make_room()
+        await self.engine.load_adapter(version.id, path)
+        self._last_used[version.id] = time.monotonic()
+        seconds = time.perf_counter() - started
+        self.swaps.append(
+            {
+                "version": version.id,
+                "tenant": version.tenant,
+                "event": "loaded",
+                "seconds": round(seconds, 4),
+                "at": time.time(),
+            }
+        )
+        logger.info(
+            "%s loaded %s for %s in %.3f s", self.name, version.id[:12], version.tenant, seconds
+        )
+
+    async def _make_room(self) -> None:
+        """Evict before load: unused, unwanted versions first, least recently used first."""
+        resident = self.engine.loaded_adapters()
+        if len(resident) < self.max_resident:
+            return
+        candidates = sorted(
+            (v for v in resident if self._leases[v] <= 0),
+            key=lambda v: (v in self._wanted, self._last_used.get(v, 0.0)),
+        )
+        for version in candidates[: len(resident) - self.max_resident + 1]:
+            await self._unload(version)
+
+    async def _evict(self) -> None:
+        for version in self.engine.loaded_adapters():
+            if version not in self._wanted and self._leases[version] <= 0:
+                await self._unload(version)
+
+    async def _unload(self, version: str) -> None:
+        try:
+            await self.engine.unload_adapter(version)
+        except (AdapterBusy, AdapterNotLoaded):
+            return  # still in use (its last release evicts it) or already gone
+        self._last_used.pop(version, None)
+        self.swaps.append({"version": version, "event": "unloaded", "at": time.time()})
+
+    def _fail(self, version, exc: Exception, role: str) -> None:
+        reason = f"{self.name} could not load it: {exc}"
+        logger.error(
+            "version %s (%s of %s) failed to load: %s", version.id[:12], role, version.tenant, exc
+        )
+        self.failed[version.id] = str(exc)
+        try:
+            self.registry.report_failed(version.id, reason[:2000])
+        except Exception:  # another replica may have reported it first
+            logger.warning(
+                "could not mark %s failed in the registry", version.id[:12], exc_info=True
+            )
+
+    def status(self) -> dict:
+        return {
+            "name": self.name,
+            "routes_changed_at": self.routes_changed_at,
+            "resident": self.engine.loaded_adapters(),
+            "routes": {t: r.__dict__ for t, r in self.routes.items()},
+            "leases": {v: n for v, n in self._leases.items() if n > 0},
+            "failed": dict(self.failed),
+            "swaps": list(self.swaps)[-10:],
+        }
+
+
+async def run_reconciler(
+    manager: AdapterManager,
+    *,
+    interval_s: float,
+    subscribe: Callable[[Callable[[], None]], Callable[[], None]] | None = None,
+) -> None:
+    """Reconcile now, on every notification, and every ``interval_s`` seconds, until cancelled."""
+    kick = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    stop = subscribe(lambda: loop.call_soon_threadsafe(kick.set)) if subscribe else None
+    try:
+        while True:
+            try:
+                await manager.reconcile()
+            except Exception:  # the registry or store is unreachable: the next round retries
+                logger.exception("reconcile failed; retrying in %.1f s", interval_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(kick.wait(), timeout=interval_s)
+            kick.clear()
+    finally:
+        if stop is not None:
+            stop()

@@ -1,0 +1,236 @@
+"""Ray Serve deployments and the builder that composes the application.
+
+The classes here are thin: :class:`LLMServer` is an :class:`LLMReplica` with
+an async constructor, :class:`Ingress` builds the FastAPI app of
+:mod:`serving.api` around a handle to the LLM deployment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+from pydantic import BaseModel, Field
+from ray import serve
+from ray.serve.exceptions import BackPressureError
+from ray.serve.handle import DeploymentHandle
+
+from serving.adapters import AdapterManager, run_reconciler
+from serving.api import ChatService, IngressConfig, build_api
+from serving.engines import choose_engine, engine_class
+from serving.engines.base import EngineConfig
+from serving.replica import LLMReplica
+
+logger = logging.getLogger(__name__)
+
+
+class RegistryConfig(BaseModel):
+    """Where replicas find the registry and artifacts, and how they converge on them."""
+
+    database_url: str
+    artifacts_location: str
+    cache_dir: str = Field(description="Local copies of remote artifacts.")
+    warm_previous: int = Field(default=2, ge=0, description="Previous live versions kept warm.")
+    reconcile_interval_s: float = Field(default=10.0, gt=0, description="Safety-net period.")
+
+    def view(self, actor: str):
+        from serving.registry_view import RegistryView
+
+        return RegistryView(
+            database_url=self.database_url,
+            artifacts_location=self.artifacts_location,
+            cache_dir=self.cache_dir,
+            warm_previous=self.warm_previous,
+            actor=actor,
+        )
+
+
+class ServeConfig(BaseModel):
+    """How the application is deployed."""
+
+    engine: str = "hf"
+    engine_config: EngineConfig
+    ingress: IngressConfig = Field(default_factory=IngressConfig)
+    num_replicas: int = Field(default=1, ge=1)
+    max_ongoing_requests: int = Field(default=32, ge=1, description="Per LLM replica.")
+    max_queued_requests: int = Field(
+        default=64,
+        ge=1,
+        description="Waiting at the handle before 503 (-1 unbounded is not "
+        "allowed: an unbounded queue hides overload).",
+    )
+    replica_cpus: float = Field(default=0.5, gt=0)
+    redis_url: str = ""
+    redis_prefix: str = "loraloop"
+    registry: RegistryConfig | None = Field(
+        default=None, description="Serve adapters from the registry; None serves base only."
+    )
+
+
+class LLMServer(LLMReplica):
+    """The LLM deployment's replica: builds and starts its engine in the constructor."""
+
+    async def __init__(self, config: ServeConfig) -> None:  # type: ignore[misc]
+        factory = None
+        self._reconciler: asyncio.Task | None = None
+        if config.registry is not None:
+            name = f"replica-{serve.get_replica_context().replica_id.unique_id}"
+            view = config.registry.view(actor=name)
+            max_resident = config.engine_config.max_loras
+
+            def factory(engine):
+                return AdapterManager(engine, view, max_resident=max_resident, name=name)
+
+        engine, self.engine_reason = choose_engine(config.engine)
+        LLMReplica.__init__(
+            self,
+            engine_cls=engine_class(engine),
+            engine_config=config.engine_config,
+            adapters=factory,
+        )
+        await self.start()
+        if self.adapters is not None:
+            await self.adapters.reconcile()  # a new replica starts on the registry's versions
+            self._reconciler = asyncio.get_running_loop().create_task(
+                run_reconciler(
+                    self.adapters,
+                    interval_s=config.registry.reconcile_interval_s,
+                    subscribe=_subscriber(config),
+                )
+            )
+
+    async def info(self) -> dict:
+        return {**await LLMReplica.info(self), "engine_reason": self.engine_reason}
+
+    async def __del__(self) -> None:  # Ray Serve awaits this on graceful shutdown
+        if self._reconciler is not None:
+            self._reconciler.cancel()
+        await self.shutdown()
+
+
+class Ingress:
+    """The HTTP ingress: OpenAI routes over a handle to the LLM deployment."""
+
+    async def __init__(self, llm: DeploymentHandle, config: ServeConfig) -> None:  # type: ignore[misc]
+        self._llm = llm
+        self._sink = None
+        if config.redis_url:
+            from feedback.keys import RedisKeys
+            from feedback.sink import InteractionSink, SinkConfig
+
+            self._sink = InteractionSink(
+                config.redis_url, RedisKeys(config.redis_prefix), SinkConfig()
+            )
+            await self._sink.start()
+        feedback = None
+        if config.redis_url:
+            from feedback.errors import FeedbackUnavailable
+            from feedback.keys import RedisKeys
+            from feedback.store import FeedbackStore
+
+            feedback = FeedbackStore(
+                config.redis_url, RedisKeys(config.redis_prefix), config.ingress.feedback
+            )
+            try:
+                await feedback.start()
+            except FeedbackUnavailable:
+                logger.warning("Redis is unreachable; feedback answers 503 until it is back")
+        catalog = None
+        if config.registry is not None:
+            catalog = config.registry.view(actor="ingress").catalog
+        self.service = ChatService(
+            generate=self._generate,
+            config=config.ingress,
+            sink=self._sink,
+            readiness=self._readiness,
+            catalog=catalog,
+            feedback=feedback,
+            replicas=self._replicas,
+        )
+
+    async def __del__(self) -> None:  # Ray Serve awaits this on graceful shutdown
+        if self._sink is not None:
+            await self._sink.close(timeout=5)
+
+    def __serve_build_asgi_app__(self):
+        return build_api(self.service)
+
+    async def _generate(self, payload: dict) -> AsyncIterator[dict]:
+        if not payload["stream"]:  # one round trip for the whole answer
+            try:
+                events = await self._llm.generate_all.remote(payload)
+            except BackPressureError as exc:
+                events = [_busy(exc)]
+            for event in events:
+                yield event
+            return
+        stream = self._llm.options(stream=True).generate.remote(payload)
+        try:
+            async for event in stream:
+                yield event
+        except BackPressureError as exc:
+            yield _busy(exc)
+        finally:
+            stream.cancel()
+
+    async def _replicas(self) -> list[dict]:
+        """What every LLM replica runs and holds (engine, adapters, routes, recent swaps)."""
+        response = self._llm.broadcast("info")
+        return await response.results_async(timeout_s=10, return_exceptions=True)
+
+    async def _readiness(self) -> dict:
+        checks: dict = {}
+        try:
+            info = await asyncio.wait_for(self._llm.info.remote(), timeout=5)
+            checks["engine"] = bool(info)
+        except Exception as exc:
+            checks["engine"] = f"not ready: {exc!r}"
+        if self._sink is not None:
+            checks["redis"] = True if await self._sink.ping() else "unreachable"
+        return checks
+
+
+def _subscriber(config: ServeConfig):
+    """Alias-change notifications from Redis, if the deployment has one."""
+    if not config.redis_url:
+        return None
+    from feedback.keys import RedisKeys
+    from feedback.notify import watch_alias_changes
+
+    def subscribe(kick):
+        return watch_alias_changes(
+            config.redis_url, RedisKeys(config.redis_prefix), lambda _message: kick()
+        )
+
+    return subscribe
+
+
+def _busy(exc: BackPressureError) -> dict:
+    """Every replica's queue is full: an error event the API answers with 503."""
+    return {
+        "type": "error",
+        "kind": "replicas_busy",
+        "message": f"all LLM replicas are busy; retry shortly ({exc})",
+    }
+
+
+def build_app(config: ServeConfig):
+    """The Serve application: an ingress bound to ``num_replicas`` LLM replicas."""
+    llm = serve.deployment(
+        LLMServer,
+        name="llm",
+        num_replicas=config.num_replicas,
+        max_ongoing_requests=config.max_ongoing_requests,
+        max_queued_requests=config.max_queued_requests,
+        ray_actor_options={"num_cpus": config.replica_cpus},
+        health_check_period_s=5,
+    ).bind(config)
+    ingress = serve.deployment(
+        serve.ingress()(Ingress),
+        name="ingress",
+        num_replicas=1,
+        ray_actor_options={"num_cpus": 0},
+        max_ongoing_requests=1000,
+    )
+    return ingress.bind(llm, config)

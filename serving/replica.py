@@ -1,0 +1,234 @@
+"""The LLM replica: a plain class that owns one engine and streams generations.
+
+Ray Serve wraps it (see :mod:`serving.app`); tests and the CLI can use it
+directly. It speaks in small dict events rather than exceptions, so that an
+error crosses the Ray boundary as data the ingress maps to an HTTP status:
+
+- ``{"type": "start", "prompt_tokens": int, "adapter_version": str}`` first,
+- ``{"type": "chunks", "items": [(index, Chunk), ...]}``: the steps of the choices
+  produced since the last event (coalesced, see :func:`_coalesce`),
+- or a single ``{"type": "error", "kind": str, "message": str, ...}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
+
+from serving.adapters import AdapterManager
+from serving.engines.base import Engine, EngineConfig, GenerationRequest, SamplingParams
+from serving.errors import (
+    AdapterNotLoaded,
+    EngineOverloaded,
+    PromptTooLong,
+    ServingError,
+)
+
+logger = logging.getLogger(__name__)
+BASE_VERSION = "base"
+
+
+class LLMReplica:
+    """One engine behind the replica protocol used by the ingress."""
+
+    def __init__(
+        self,
+        *,
+        engine_cls: type[Engine],
+        engine_config: EngineConfig,
+        adapters: Callable[[Engine], AdapterManager] | None = None,
+    ) -> None:
+        self.engine = engine_cls(engine_config)
+        self._adapters_factory = adapters
+        self.adapters: AdapterManager | None = None
+
+    async def start(self) -> None:
+        await self.engine.start()
+        if self._adapters_factory is not None:
+            self.adapters = self._adapters_factory(self.engine)
+
+    async def shutdown(self) -> None:
+        await self.engine.shutdown()
+
+    async def check_health(self) -> None:
+        """Raise if the engine cannot serve (Ray Serve restarts an unhealthy replica)."""
+        await self.engine.check_health()
+
+    async def info(self) -> dict:
+        return {
+            "engine": type(self.engine).__name__,
+            "max_context": self.engine.max_context,
+            "adapters": self.engine.loaded_adapters(),
+            "queue_depth": getattr(self.engine, "queue_depth", 0),
+            "adapter_manager": self.adapters.status() if self.adapters else None,
+        }
+
+    async def generate(self, payload: dict) -> AsyncIterator[dict]:
+        """Stream events for ``payload`` = {request_id, messages, sampling, n, route}.
+
+        ``route`` = {tenant, alias, pinned, user}: the adapter manager picks the
+        version (and leases it until the answer ends); without a manager every
+        route is served by the base model.
+        """
+        route = payload.get("route") or {}
+        adapter = None
+        try:
+            if self.adapters is not None:
+                adapter = await self.adapters.acquire(
+                    route.get("tenant", ""),
+                    route.get("alias", "live"),
+                    route.get("user", ""),
+                    route.get("pinned"),
+                )
+            elif route.get("pinned"):
+                raise AdapterNotLoaded("this deployment has no registry: only base is served")
+        except ServingError as exc:
+            yield _error(exc)
+            return
+        try:
+            async for event in self._generate(payload, adapter):
+                yield event
+        finally:
+            if self.adapters is not None:
+                self.adapters.release(adapter)
+
+    async def _generate(self, payload: dict, adapter: str | None) -> AsyncIterator[dict]:
+        try:
+            ids = self.engine.encode_chat(payload["messages"])
+            limit = self.engine.max_context
+            if len(ids) >= limit:
+                raise PromptTooLong(
+                    f"the prompt is {len(ids)} tokens but the model's context is {limit} "
+                    f"tokens: shorten the messages to leave room for the answer"
+                )
+            sampling: SamplingParams = payload["sampling"]
+            room = limit - len(ids)
+            if sampling.max_tokens > room:
+                sampling = replace(sampling, max_tokens=room)
+            streams = [
+                self.engine.generate(
+                    GenerationRequest(
+                        f"{payload['request_id']}-{i}",
+                        ids,
+                        _choice_sampling(sampling, i),
+                        adapter=adapter,
+                    )
+                )
+                for i in range(payload.get("n", 1))
+            ]
+        except ServingError as exc:
+            yield _error(exc)
+            return
+        yield {
+            "type": "start",
+            "prompt_tokens": len(ids),
+            "adapter_version": adapter or BASE_VERSION,
+        }
+        try:
+            async for items in _coalesce(_merge(streams)):
+                yield {"type": "chunks", "items": items}
+        except ServingError as exc:
+            yield _error(exc)
+
+    async def generate_all(self, payload: dict) -> list[dict]:
+        """The events of :meth:`generate` in one list: one round trip for a non-streamed answer."""
+        return [event async for event in self.generate(payload)]
+
+
+def _choice_sampling(sampling: SamplingParams, index: int) -> SamplingParams:
+    """Choices of one request differ by seed so n > 1 is not n copies of one answer."""
+    if sampling.seed is None or index == 0:
+        return sampling
+    return replace(sampling, seed=sampling.seed + index)
+
+
+async def _merge(streams) -> AsyncIterator[tuple[int, object]]:
+    """Interleave several chunk streams as (index, chunk), closing them all on exit."""
+    if len(streams) == 1:
+        try:
+            async for chunk in streams[0]:
+                yield 0, chunk
+        finally:
+            await streams[0].aclose()
+        return
+    queue: asyncio.Queue = asyncio.Queue()
+    done = object()
+
+    async def pump(index, stream):
+        try:
+            async for chunk in stream:
+                await queue.put((index, chunk))
+        except BaseException as exc:  # handed to the consumer below
+            await queue.put((index, exc))
+        finally:
+            await queue.put((index, done))
+
+    tasks = [asyncio.create_task(pump(i, s)) for i, s in enumerate(streams)]
+    try:
+        remaining = len(tasks)
+        while remaining:
+            index, item = await queue.get()
+            if item is done:
+                remaining -= 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield index, item
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _coalesce(source) -> AsyncIterator[list]:
+    """Yield lists of whatever ``source`` produced since the last yield.
+
+    Each item crossing a Ray streaming handle costs milliseconds, far more than
+    a tiny model's token; sending what has piled up as one item keeps the
+    stream as fast as the engine without delaying the first token.
+    """
+    queue: asyncio.Queue = asyncio.Queue()
+    end = object()
+
+    async def pump():
+        try:
+            async for item in source:
+                await queue.put(item)
+        except BaseException as exc:
+            await queue.put(exc)
+        finally:
+            await queue.put(end)
+
+    task = asyncio.create_task(pump())
+    try:
+        while True:
+            batch = [await queue.get()]
+            while not queue.empty():
+                batch.append(queue.get_nowait())
+            finished = batch[-1] is end
+            items = [item for item in batch if item is not end]
+            for item in items:
+                if isinstance(item, BaseException):
+                    raise item
+            if items:
+                yield items
+            if finished:
+                return
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await source.aclose()
+
+
+def _error(exc: ServingError) -> dict:
+    kind = {
+        PromptTooLong: "prompt_too_long",
+        AdapterNotLoaded: "adapter_not_loaded",
+        EngineOverloaded: "overloaded",
+    }.get(type(exc), "engine_error")
+    event = {"type": "error", "kind": kind, "message": str(exc)}
+    if isinstance(exc, EngineOverloaded):
+        event["retry_after_s"] = exc.retry_after_s
+    return event

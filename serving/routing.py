@@ -1,0 +1,95 @@
+"""Parsing a request's ``model`` into where it should go.
+
+``<tenant>`` means the tenant's ``live`` alias, ``<tenant>@canary`` its canary,
+``<tenant>@<version>`` a pinned version (a unique id prefix of 6+ characters
+works) and ``base`` the model without an adapter. The ingress only checks that
+the name exists; the replica's adapter manager turns the route into the
+version it has loaded (so a request never goes to a version still loading).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from serving.errors import UnknownModel
+
+logger = logging.getLogger(__name__)
+BASE = "base"
+ALIASES = ("live", "canary")
+
+#: tenant -> version ids the registry knows for it.
+Catalog = dict[str, list[str]]
+
+
+@dataclass(frozen=True)
+class Route:
+    """A parsed ``model``: the tenant, the alias and, if pinned, the version."""
+
+    model: str
+    tenant: str
+    alias: str
+    pinned: str | None = None
+
+    def payload(self, user: str) -> dict:
+        return {"tenant": self.tenant, "alias": self.alias, "pinned": self.pinned, "user": user}
+
+
+@dataclass
+class ModelRouter:
+    """Knows the tenants (configured, plus the registry's) and their versions."""
+
+    tenants: Sequence[str]
+    catalog: Callable[[], Catalog] | None = None
+    refresh_every_s: float = 1.0
+    _known: Catalog = field(default_factory=dict)
+    _refreshed_at: float = -1e9
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def names(self) -> list[str]:
+        """Every model name a client may send (for /v1/models and 404 messages)."""
+        known = self._snapshot(force=False)
+        names = [BASE]
+        for tenant in sorted(known):
+            names += [tenant, *(f"{tenant}@{a}" for a in ALIASES)]
+            names += [f"{tenant}@{v}" for v in known[tenant]]
+        return names
+
+    def resolve(self, model: str) -> Route:
+        if model == BASE:
+            return Route(model, BASE, BASE)
+        tenant, sep, target = model.partition("@")
+        if sep and not target:
+            raise UnknownModel(model, self.names())
+        for force in (False, True):  # on a miss, read the registry again (rate-limited)
+            known = self._snapshot(force=force)
+            if tenant not in known:
+                continue
+            if not target or target in ALIASES:
+                return Route(model, tenant, target or "live")
+            matches = [
+                v
+                for v in known[tenant]
+                if v == target or (len(target) >= 6 and v.startswith(target))
+            ]
+            if len(matches) == 1:
+                return Route(model, tenant, "pinned", matches[0])
+        raise UnknownModel(model, self.names())
+
+    def _snapshot(self, *, force: bool) -> Catalog:
+        with self._lock:
+            now = time.monotonic()
+            stale = now - self._refreshed_at >= self.refresh_every_s
+            if self.catalog is not None and (not self._known or (force and stale)):
+                self._refreshed_at = now
+                try:
+                    self._known = self.catalog()
+                except Exception:  # the registry is down: keep serving what we knew
+                    logger.warning("could not read the registry's catalog", exc_info=True)
+            known = {t: list(v) for t, v in self._known.items()}
+        for tenant in self.tenants:
+            known.setdefault(tenant, [])
+        return known

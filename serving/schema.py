@@ -1,0 +1,172 @@
+"""The OpenAI chat-completions wire format: requests validated here, responses built here.
+
+Validation errors name the parameter, the bad value and what is allowed, and
+the ingress turns them into OpenAI-style 400 bodies.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from serving.engines.base import Chunk, SamplingParams, TokenLogprob
+
+ROLES = ("system", "user", "assistant", "developer", "tool")
+MAX_STOP_SEQUENCES = 4
+MAX_N = 8
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["system", "user", "assistant", "developer", "tool"]
+    content: str = Field(description="The message text (multi-part content is not supported).")
+    name: str | None = None
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(BaseModel):
+    """The subset of OpenAI's request that loraloop honours; unknown fields are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1)
+    temperature: float = Field(default=1.0, ge=0.0, le=2.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    stop: str | list[str] | None = None
+    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    user: str | None = Field(default=None, max_length=256)
+    n: int = Field(default=1, ge=1, le=MAX_N)
+    logprobs: bool = False
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_sequences(cls, value):
+        stops = [value] if isinstance(value, str) else list(value or [])
+        if len(stops) > MAX_STOP_SEQUENCES:
+            raise ValueError(f"at most {MAX_STOP_SEQUENCES} stop sequences, got {len(stops)}")
+        if any(not s for s in stops):
+            raise ValueError("stop sequences must be non-empty strings")
+        return stops
+
+    def sampling(self, default_max_tokens: int) -> SamplingParams:
+        return SamplingParams(
+            max_tokens=self.max_completion_tokens or self.max_tokens or default_max_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            stop=tuple(self.stop or ()),
+            seed=self.seed,
+            logprobs=self.logprobs,
+            top_logprobs=self.top_logprobs or 0,
+        )
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+
+def _logprobs_body(entries: list[TokenLogprob]) -> dict:
+    return {
+        "content": [
+            {
+                "token": e.token,
+                "logprob": e.logprob,
+                "bytes": list(e.token.encode("utf-8")),
+                "top_logprobs": [
+                    {"token": t, "logprob": lp, "bytes": list(t.encode("utf-8"))} for t, lp in e.top
+                ],
+            }
+            for e in entries
+        ]
+    }
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+def completion_body(
+    *,
+    interaction_id: str,
+    model: str,
+    choices: list[tuple[str, str, list[TokenLogprob] | None]],
+    prompt_tokens: int,
+    completion_tokens: int,
+) -> dict:
+    """A non-streamed response; ``choices`` are (text, finish_reason, logprobs or None)."""
+    return {
+        "id": interaction_id,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": i,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": finish,
+                "logprobs": _logprobs_body(lps) if lps is not None else None,
+            }
+            for i, (text, finish, lps) in enumerate(choices)
+        ],
+        "usage": usage(prompt_tokens, completion_tokens),
+    }
+
+
+def chunk_body(
+    *, interaction_id: str, model: str, index: int, chunk: Chunk | None, role: bool = False
+) -> dict:
+    """One streamed ``chat.completion.chunk`` for choice ``index``."""
+    delta: dict = {"role": "assistant", "content": ""} if role else {}
+    if chunk is not None and chunk.text:
+        delta["content"] = chunk.text
+    return {
+        "id": interaction_id,
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": index,
+                "delta": delta,
+                "finish_reason": chunk.finish_reason if chunk is not None else None,
+                "logprobs": _logprobs_body(chunk.logprobs)
+                if chunk is not None and chunk.logprobs
+                else None,
+            }
+        ],
+    }
+
+
+def usage_chunk_body(
+    *, interaction_id: str, model: str, prompt_tokens: int, completion_tokens: int
+) -> dict:
+    return {
+        "id": interaction_id,
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [],
+        "usage": usage(prompt_tokens, completion_tokens),
+    }
+
+
+def error_body(
+    message: str, *, type_: str, param: str | None = None, code: str | None = None
+) -> dict:
+    """OpenAI's error envelope."""
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}

@@ -1,0 +1,401 @@
+"""Hot swap through the running app: replicas converge on the registry, dropping nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+
+import httpx
+import pytest
+
+PROMPTS = ["What is the capital of France?", "Tell me a joke.", "Hi"]
+TOKENS = 12
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory, redis_server):
+    from feedback.keys import RedisKeys
+    from feedback.notify import AliasChangePublisher
+    from storage import ArtifactStore
+    from storage.db import open_registry
+
+    root = tmp_path_factory.mktemp("registry")
+    url = f"sqlite:///{root / 'registry.db'}"
+    sessions = open_registry(url)
+    store = ArtifactStore(root / "artifacts")
+    publisher = AliasChangePublisher.from_url(redis_server.url, prefix="swap")
+    return {
+        "url": url,
+        "sessions": sessions,
+        "store": store,
+        "root": root,
+        "notify": publisher,
+        "keys": RedisKeys("swap"),
+    }
+
+
+def register(registry, adapter_dir, *, tenant="acme") -> str:
+    from storage import record_gate, register_candidate
+
+    published = registry["store"].publish(adapter_dir)
+    with registry["sessions"]() as session:
+        register_candidate(
+            session,
+            version_id=published.version_id,
+            tenant=tenant,
+            base_model="builtin:tiny",
+            artifact_uri=published.uri,
+            artifact_sha256=published.sha256,
+            lora_config=published.lora_config,
+        )
+    with registry["sessions"]() as session:
+        record_gate(session, version_id=published.version_id, passed=True, metrics={}, actor="test")
+    return published.version_id
+
+
+def promote(registry, version_id):
+    from storage import promote as promote_version
+
+    with registry["sessions"]() as session:
+        promote_version(
+            session, version_id=version_id, actor="test", on_alias_change=registry["notify"]
+        )
+
+
+def rollback(registry, tenant="acme"):
+    from storage import rollback as rollback_alias
+
+    with registry["sessions"]() as session:
+        rollback_alias(session, tenant=tenant, actor="test", on_alias_change=registry["notify"])
+
+
+@pytest.fixture(scope="module")
+def versions(registry, make_adapter):
+    return {
+        "v1": register(registry, make_adapter("swap-1", seed=11)),
+        "v2": register(
+            registry, make_adapter("swap-2", seed=12, r=8, targets=("q_proj", "o_proj"))
+        ),
+    }
+
+
+@pytest.fixture(scope="module")
+def expected(versions, registry, tiny_model_dir):
+    """What a cold-started engine answers with each version (and base), greedy."""
+    from serving.engines import EngineConfig, GenerationRequest, SamplingParams
+    from serving.engines.hf import HFEngine
+
+    async def cold():
+        answers = {}
+        for version in [None, *versions.values()]:
+            engine = HFEngine(EngineConfig(model=str(tiny_model_dir), model_name="builtin:tiny"))
+            await engine.start()
+            if version:
+                with registry["sessions"]() as session:
+                    from storage import get_version
+
+                    info = get_version(session, version_id=version)
+                path = registry["store"].load(info.artifact_uri, sha256=info.artifact_sha256)
+                await engine.load_adapter(version, path)
+            for prompt in PROMPTS:
+                ids = engine.encode_chat([{"role": "user", "content": prompt}])
+                request = GenerationRequest("cold", ids, SamplingParams(TOKENS, 0.0), version)
+                answers[(version or "base", prompt)] = "".join(
+                    [c.text async for c in engine.generate(request)]
+                )
+            await engine.shutdown()
+        return answers
+
+    return asyncio.run(cold())
+
+
+@pytest.fixture(scope="module")
+def swap_url(serve_url, registry, redis_server, tiny_model_dir, versions):
+    from ray import serve
+
+    from serving.api import IngressConfig
+    from serving.app import RegistryConfig, ServeConfig, build_app
+    from serving.engines.base import EngineConfig
+
+    config = ServeConfig(
+        engine_config=EngineConfig(
+            model=str(tiny_model_dir), model_name="builtin:tiny", threads=1, max_loras=4
+        ),
+        ingress=IngressConfig(tenants=["acme"]),
+        num_replicas=2,
+        redis_url=redis_server.url,
+        redis_prefix="swap",
+        registry=RegistryConfig(
+            database_url=registry["url"],
+            artifacts_location=str(registry["root"] / "artifacts"),
+            cache_dir=str(registry["root"] / "cache"),
+            reconcile_interval_s=5,
+        ),
+    )
+    promote(registry, versions["v1"])
+    serve.run(build_app(config), name="swap", route_prefix="/swap")
+    yield f"{serve_url}/swap"
+    serve.delete("swap")
+
+
+def ask(url, prompt=PROMPTS[0], **extra):
+    return httpx.post(
+        f"{url}/v1/chat/completions",
+        timeout=60,
+        json={
+            "model": "acme",
+            "messages": [{"role": "user", "content": prompt}],
+            "max_tokens": TOKENS,
+            "temperature": 0,
+            **extra,
+        },
+    )
+
+
+def converge(url, version, *, consecutive=12, timeout=10.0) -> float:
+    """Seconds from now until answers come from ``version`` only.
+
+    That is when the first of ``consecutive`` answers in a row from ``version``
+    was asked (with two replicas, a dozen in a row means both have switched).
+    """
+    started = time.monotonic()
+    streak_started, streak = None, 0
+    while streak < consecutive:
+        assert time.monotonic() - started < timeout, f"not converged on {version[:12]}"
+        asked = time.monotonic()
+        if ask(url).headers["x-adapter-version"] == version:
+            streak_started = streak_started if streak else asked
+            streak += 1
+        else:
+            streak = 0
+    return streak_started - started
+
+
+def test_new_replicas_start_on_the_live_version(swap_url, versions, expected):
+    response = ask(swap_url)
+    assert response.headers["x-adapter-version"] == versions["v1"]
+    assert (
+        response.json()["choices"][0]["message"]["content"]
+        == expected[(versions["v1"], PROMPTS[0])]
+    )
+
+
+def _replica_status() -> dict[str, dict]:
+    """The adapter manager's status of every LLM replica of the app."""
+    from ray import serve
+
+    handle = serve.get_deployment_handle("llm", app_name="swap")
+    infos = handle.broadcast("info").results(timeout_s=30)
+    return {info["adapter_manager"]["name"]: info["adapter_manager"] for info in infos}
+
+
+def test_promote_and_rollback_converge_within_a_second(swap_url, versions, registry):
+    switch_s, committed_at = {}, {}
+    for action in ("promote", "rollback"):
+        committed = committed_at[action] = time.time()
+        if action == "promote":
+            promote(registry, versions["v2"])
+        else:
+            rollback(registry)
+        target = versions["v2" if action == "promote" else "v1"]
+        converge(swap_url, target)
+        replicas = _replica_status()
+        assert len(replicas) == 2
+        switch_s[action] = max(s["routes_changed_at"] - committed for s in replicas.values())
+        for status in replicas.values():
+            assert status["routes"]["acme"]["live"] == target
+    print(
+        f"both replicas switched {switch_s['promote']:.3f} s after the promote committed, "
+        f"{switch_s['rollback']:.3f} s after the rollback"
+    )
+    assert 0 < switch_s["promote"] < 1.0
+    assert 0 < switch_s["rollback"] < 1.0
+    # The rollback was a routing change: v1 never left memory (it was kept warm).
+    for status in _replica_status().values():
+        loads = [
+            e
+            for e in status["swaps"]
+            if e["event"] == "loaded"
+            and e["version"] == versions["v1"]
+            and e["at"] > committed_at["rollback"]
+        ]
+        assert loads == []
+
+
+def test_swaps_under_streaming_load_drop_nothing(swap_url, versions, registry, expected):
+    """32 streaming clients while the live version flips 20 times."""
+    answers: list[tuple[int, str, str, str]] = []
+    stop = asyncio.Event()
+
+    async def client(i: int):
+        prompt = PROMPTS[i % len(PROMPTS)]
+        async with httpx.AsyncClient(timeout=60) as http:
+            while not stop.is_set():
+                body = {
+                    "model": "acme",
+                    "messages": [{"role": "user", "content": prompt}],
+                    "max_tokens": TOKENS,
+                    "temperature": 0,
+                    "stream": True,
+                }
+                async with http.stream(
+                    "POST", f"{swap_url}/v1/chat/completions", json=body
+                ) as response:
+                    text = "".join(
+                        __import__("json").loads(line[6:])["choices"][0]["delta"].get("content", "")
+                        for line in [ln async for ln in response.aiter_lines()]
+                        if line.startswith("data: {") and '"choices":[{' in line
+                    )
+                    answers.append(
+                        (
+                            response.status_code,
+                            response.headers.get("x-adapter-version", ""),
+                            prompt,
+                            text,
+                        )
+                    )
+
+    async def flips():
+        for i in range(20):
+            if i % 2 == 0:
+                await asyncio.to_thread(promote, registry, versions["v2"])
+            else:
+                await asyncio.to_thread(rollback, registry)
+            await asyncio.sleep(0.25)
+        stop.set()
+
+    async def run():
+        await asyncio.gather(flips(), *(client(i) for i in range(32)))
+
+    asyncio.run(run())
+    assert len(answers) >= 32  # every client finished answers during the flips
+    assert [a for a in answers if a[0] != 200] == []
+    seen = set()
+    for _, version, prompt, text in answers:
+        assert version in (versions["v1"], versions["v2"])
+        assert text == expected[(version, prompt)], (version[:12], prompt)
+        seen.add(version)
+    assert seen == {versions["v1"], versions["v2"]}
+    converge(swap_url, versions["v1"])  # 20 flips end on a rollback: v1 is live
+
+
+def test_corrupt_artifact_is_refused_and_live_keeps_serving(
+    swap_url, versions, registry, make_adapter, tmp_path
+):
+    from storage import get_version
+
+    bad = register(registry, make_adapter("swap-bad", seed=13))
+    with registry["sessions"]() as session:
+        info = get_version(session, version_id=bad)
+    weights = registry["root"] / "artifacts" / bad / "adapter_model.safetensors"
+    if not weights.exists():  # the store's layout: find the weights under the version
+        weights = next((registry["root"] / "artifacts").rglob(f"*{bad[:12]}*/**/*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:-64] + b"\0" * 64)
+    promote(registry, bad)
+    deadline = time.monotonic() + 15
+    status = None
+    while time.monotonic() < deadline:
+        with registry["sessions"]() as session:
+            status = get_version(session, version_id=bad).status
+        if status == "failed":
+            break
+        time.sleep(0.2)
+    assert status == "failed", info
+    converge(swap_url, versions["v1"])
+    shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+@pytest.mark.parametrize("users_prefer", ["live", "canary"])
+def test_canary_controller_follows_the_users(
+    swap_url, versions, registry, redis_server, make_adapter, users_prefer
+):
+    """Simulated users like one side and dislike the other; the controller acts on it."""
+    import redis as redis_lib
+
+    from learner.canary import CanaryPolicy
+    from learner.canary_controller import CanaryController
+    from storage import get_alias, get_version, history, start_canary
+
+    live = versions["v1"]
+    canary = register(registry, make_adapter(f"canary-{users_prefer}", seed=20 + len(users_prefer)))
+    with registry["sessions"]() as session:
+        start_canary(
+            session,
+            version_id=canary,
+            fraction=0.5,
+            actor="test",
+            on_alias_change=registry["notify"],
+        )
+    seen = {live: 0, canary: 0}
+    deadline = time.monotonic() + 120
+    user = 0
+    while min(seen.values()) < 55:
+        assert time.monotonic() < deadline, seen
+        user += 1
+        name = f"{users_prefer}-user-{user}"
+        answer = ask(swap_url, user=name)
+        version = answer.headers["x-adapter-version"]
+        if version not in seen:  # the canary is still loading on this replica
+            continue
+        seen[version] += 1
+        liked = (version == live) == (users_prefer == "live")
+        rated = httpx.post(
+            f"{swap_url}/v1/feedback",
+            timeout=30,
+            json={
+                "interaction_id": answer.json()["id"],
+                "rating": "up" if liked else "down",
+                "user": name,
+            },
+        )
+        assert rated.status_code == 202, rated.text
+
+    controller = CanaryController(
+        redis_client=redis_lib.Redis.from_url(redis_server.url),
+        keys=registry["keys"],
+        sessions=registry["sessions"],
+        policy=CanaryPolicy(),
+        notifier=registry["notify"],
+    )
+    [report] = controller.evaluate()
+    expected = "rollback" if users_prefer == "live" else "promote"
+    assert report["verdict"] == expected, report
+    with registry["sessions"]() as session:
+        status = get_version(session, version_id=canary).status
+        assert get_alias(session, tenant="acme", alias="canary") is None
+        now_live = get_alias(session, tenant="acme", alias="live").version_id
+        audit = history(session, version_id=canary)
+    assert status == ("rolled_back" if expected == "rollback" else "live")
+    assert now_live == (live if expected == "rollback" else canary)
+    assert any(
+        "P(canary better)" in entry.reason and entry.actor == "canary-controller" for entry in audit
+    )
+    if expected == "promote":  # leave v1 live for the tests that follow
+        promote(registry, live)
+
+
+def test_a_killed_replica_is_replaced_on_the_live_version(swap_url, versions):
+    import ray
+
+    before = _replica_status()
+    victim = next(
+        actor
+        for actor in ray.util.list_named_actors(all_namespaces=True)
+        if actor["name"].startswith("SERVE_REPLICA::swap#llm#")
+    )
+    ray.kill(ray.get_actor(victim["name"], namespace=victim["namespace"]), no_restart=True)
+    deadline = time.monotonic() + 120
+    while True:
+        assert time.monotonic() < deadline, "no replacement replica came up"
+        try:
+            now = _replica_status()
+        except Exception:  # the dead replica may still be listed for a moment
+            now = {}
+        if len(now) == 2 and set(now) != set(before):
+            break
+        time.sleep(1)
+    for status in now.values():
+        assert status["routes"]["acme"]["live"] == versions["v1"]
+        assert versions["v1"] in status["resident"]
+    converge(swap_url, versions["v1"])

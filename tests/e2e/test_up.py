@@ -1,0 +1,76 @@
+"""`loraloop up` / `status` / `down` as a user runs them, with zero configuration."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import psutil
+
+
+def _cli(*args, env, timeout=300):
+    return subprocess.run(
+        [sys.executable, "-m", "loraloop.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_up_serves_then_down_leaves_no_process_behind(tmp_path, data_dir, tiny_model_dir):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LORALOOP_")}
+    # The session's data dir already holds the tiny model; everything else is default.
+    env.update(LORALOOP_DATA_DIR=str(data_dir), LORALOOP_HTTP_PORT=str(port))
+    assert _cli("status", env=env).returncode == 3  # not running yet
+
+    started = time.monotonic()
+    up = _cli("up", "--background", "--timeout", "240", env=env)
+    assert up.returncode == 0, up.stdout + up.stderr
+    ready_s = time.monotonic() - started
+    assert ready_s < 240
+    assert f"http://127.0.0.1:{port}/v1" in up.stdout and "(embedded)" in up.stdout
+
+    status = _cli("status", "--json", env=env)
+    assert status.returncode == 0, status.stdout
+    report = json.loads(status.stdout)
+    pid = report["pid"]
+    [replica] = report["replica_status"]
+    assert replica["engine"] == "HFEngine" and replica["adapter_manager"]["routes"] == {}
+    family = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    assert any("redis-server" in " ".join(p.cmdline()) for p in family)
+
+    answer = httpx.post(
+        f"http://127.0.0.1:{port}/v1/chat/completions",
+        timeout=60,
+        json={"model": "default", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4},
+    )
+    assert answer.status_code == 200, answer.text
+
+    deadline = time.monotonic() + 60
+    while (learner := _cli("learner", "status", "--json", env=env)).returncode != 0:
+        assert time.monotonic() < deadline, learner.stdout + learner.stderr
+        time.sleep(1)
+    assert json.loads(learner.stdout)["backlog"] == 0
+
+    again = _cli("up", "--background", env=env)
+    assert again.returncode == 1 and "already running" in again.stderr
+
+    down = _cli("down", env=env)
+    assert down.returncode == 0, down.stderr
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(
+        p.is_running() and p.status() != "zombie" for p in family
+    ):
+        time.sleep(0.5)
+    leftovers = [p for p in family if p.is_running() and p.status() != "zombie"]
+    assert [(p.pid, p.name(), p.cmdline()[:3]) for p in leftovers] == []
+    assert _cli("status", env=env).returncode == 3
