@@ -1,0 +1,136 @@
+"""Feedback through the full HTTP stack: posts/s at concurrency 16, and what strict durability adds.
+
+Two apps in one run, each with its own embedded Redis: the default
+(`appendfsync everysec`) and strict (`appendfsync always`, the feedback store
+in strict mode). Same requests, same machine.
+
+    python bench/feedback_throughput.py [--posts 2000] [--concurrency 16] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+async def _measure(url: str, posts: int, concurrency: int) -> dict:
+    import httpx
+
+    async with httpx.AsyncClient(timeout=60) as http:
+        ids = []
+        for i in range(concurrency):  # one answer per simulated user, rated many times
+            r = await http.post(
+                f"{url}/v1/chat/completions",
+                json={
+                    "model": "default",
+                    "messages": [{"role": "user", "content": "Hi"}],
+                    "max_tokens": 2,
+                    "user": f"user-{i}",
+                },
+            )
+            r.raise_for_status()
+            ids.append(r.json()["id"])
+        await asyncio.sleep(0.5)  # let the interactions reach Redis
+        latencies: list[float] = []
+        failures = 0
+
+        async def client(i: int, count: int):
+            nonlocal failures
+            for n in range(count):
+                start = time.perf_counter()
+                r = await http.post(
+                    f"{url}/v1/feedback",
+                    json={
+                        "interaction_id": ids[i],
+                        "user": f"user-{i}",
+                        "rating": "up" if n % 2 else "down",
+                    },
+                )
+                latencies.append(time.perf_counter() - start)
+                failures += r.status_code != 202
+
+        start = time.perf_counter()
+        await asyncio.gather(*(client(i, posts // concurrency) for i in range(concurrency)))
+        wall = time.perf_counter() - start
+    ordered = sorted(latencies)
+    return {
+        "posts": len(latencies),
+        "failures": failures,
+        "posts_per_s": round(len(latencies) / wall, 1),
+        "p50_ms": round(1000 * statistics.median(ordered), 2),
+        "p99_ms": round(1000 * ordered[int(0.99 * (len(ordered) - 1))], 2),
+    }
+
+
+def main(args) -> dict:
+    import ray
+    from ray import serve
+
+    from feedback.redis_server import EmbeddedRedis
+    from feedback.store import FeedbackConfig
+    from loraloop.tiny_model import ensure_tiny_model
+    from serving.api import IngressConfig
+    from serving.app import ServeConfig, build_app
+    from serving.engines.base import EngineConfig
+
+    work = Path(tempfile.mkdtemp(prefix="loraloop-bench-"))
+    model = str(ensure_tiny_model(work))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    result: dict = {"concurrency": args.concurrency}
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        for name, fsync, strict in (("default", "everysec", False), ("strict", "always", True)):
+            redis = EmbeddedRedis(work / name, appendfsync=fsync).start()
+            try:
+                feedback = FeedbackConfig(
+                    strict_durability=strict, user_limit=10**6, tenant_limit=10**7
+                )
+                config = ServeConfig(
+                    engine_config=EngineConfig(model=model, threads=1),
+                    ingress=IngressConfig(feedback=feedback),
+                    redis_url=redis.url,
+                )
+                serve.run(build_app(config), name=name, route_prefix=f"/{name}")
+                url = f"http://127.0.0.1:{port}/{name}"
+                result[name] = asyncio.run(_measure(url, args.posts, args.concurrency))
+                serve.delete(name)
+            finally:
+                redis.stop()
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+    result["strict_added_p99_ms"] = round(
+        result["strict"]["p99_ms"] - result["default"]["p99_ms"], 2
+    )
+    result["strict_over_default_throughput"] = round(
+        result["strict"]["posts_per_s"] / result["default"]["posts_per_s"], 3
+    )
+    return result
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--posts", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--json", default=None)
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    arguments = parse_args()
+    outcome = main(arguments)
+    print(json.dumps(outcome, indent=2))
+    if arguments.json:
+        Path(arguments.json).write_text(json.dumps(outcome, indent=2) + "\n")

@@ -1,0 +1,99 @@
+"""Every Redis key, stream, group and channel name loraloop uses: one module, one prefix.
+
+Nothing else in the code base spells a Redis name. Build one
+:class:`RedisKeys` from ``Settings.redis_prefix`` and pass it around; two
+installations (or two tests) with different prefixes never see each other's
+data on a shared server.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_PREFIX = re.compile(r"^[A-Za-z0-9_.-]+$")
+_PART = re.compile(r"^[^\s:{}]+$")
+
+
+def _part(kind: str, value: str) -> str:
+    if not value or not _PART.match(value):
+        raise ValueError(
+            f"{kind} {value!r} cannot be part of a Redis key: it must be non-empty "
+            "and free of whitespace, ':' and braces"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class RedisKeys:
+    """Names under ``prefix`` (``loraloop`` by default). All names are ``<prefix>:...``."""
+
+    prefix: str = "loraloop"
+
+    #: Consumer group of the learner on the feedback and interaction streams.
+    LEARNER_GROUP = "learner"
+
+    def __post_init__(self) -> None:
+        if not _PREFIX.match(self.prefix):
+            raise ValueError(
+                f"Redis prefix {self.prefix!r} is invalid: use letters, digits "
+                "and _ . - only (Settings.redis_prefix / LORALOOP_REDIS_PREFIX)"
+            )
+
+    # -- streams -------------------------------------------------------------------------
+    @property
+    def interactions_stream(self) -> str:
+        """Stream of served answers (one entry per interaction), written by the replicas."""
+        return f"{self.prefix}:stream:interactions"
+
+    @property
+    def feedback_stream(self) -> str:
+        """Stream of users' ratings and corrections, read by the learner's consumer group."""
+        return f"{self.prefix}:stream:feedback"
+
+    @property
+    def dead_letter_stream(self) -> str:
+        """Stream of feedback entries that failed processing too many times."""
+        return f"{self.prefix}:stream:dead-letter"
+
+    # -- keys ----------------------------------------------------------------------------
+    def interaction(self, interaction_id: str) -> str:
+        """Hash of one interaction by its id (the handle feedback refers to); it expires."""
+        return f"{self.prefix}:interaction:{_part('interaction id', interaction_id)}"
+
+    def feedback_current(self, interaction_id: str, user: str) -> str:
+        """JSON of ``user``'s current (latest) feedback on one interaction; it expires.
+
+        A re-rating overwrites it; the feedback stream keeps every event."""
+        return (f"{self.prefix}:feedback:current:{_part('interaction id', interaction_id)}:"
+                f"{_part('user', user)}")
+
+    def feedback_current_pattern(self, user: str) -> str:
+        """SCAN pattern matching every :meth:`feedback_current` key of ``user`` (a hash)."""
+        return f"{self.prefix}:feedback:current:*:{_part('user', user)}"
+
+    def interaction_pattern(self) -> str:
+        """SCAN pattern matching every :meth:`interaction` key."""
+        return f"{self.prefix}:interaction:*"
+
+    def rate_limit(self, scope: str, subject: str, window: int | str) -> str:
+        """Counter of ``subject``'s (a hashed user, an API key id) events in ``scope`` during
+        ``window`` (for example the epoch minute); set an expiry of one window."""
+        return (
+            f"{self.prefix}:ratelimit:{_part('scope', scope)}:"
+            f"{_part('subject', subject)}:{_part('window', str(window))}"
+        )
+
+    def rate_limit_pattern(self, scope: str, subject: str) -> str:
+        """SCAN pattern matching every window of :meth:`rate_limit` ``(scope, subject)``."""
+        return f"{self.prefix}:ratelimit:{_part('scope', scope)}:{_part('subject', subject)}:*"
+
+    # -- pub/sub -------------------------------------------------------------------------
+    @property
+    def alias_changes_channel(self) -> str:
+        """Pub/sub channel of committed alias changes (JSON ``AliasChange``)."""
+        return f"{self.prefix}:channel:alias-changes"
+
+    def all_streams(self) -> tuple[str, ...]:
+        """Every stream name, for tooling that trims or inspects them."""
+        return (self.interactions_stream, self.feedback_stream, self.dead_letter_stream)

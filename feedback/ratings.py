@@ -1,0 +1,39 @@
+"""Reading ratings back from the feedback stream for a time window (the canary controller)."""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+
+from feedback.errors import InvalidEvent
+from feedback.events import Feedback
+from feedback.keys import RedisKeys
+
+logger = logging.getLogger(__name__)
+
+
+def feedback_since(
+    client: redis.Redis, keys: RedisKeys, since_ms: int, *, page: int = 1000
+) -> list[Feedback]:
+    """Feedback events recorded at or after ``since_ms`` (unix ms), oldest first.
+
+    Stream ids start with their time in ms, so this is a range read; malformed
+    entries are skipped (the learner's reader dead-letters them).
+    """
+    events: list[Feedback] = []
+    start = f"{max(0, since_ms)}-0"
+    while True:
+        entries = client.xrange(keys.feedback_stream, min=start, max="+", count=page)
+        for entry_id, fields in entries:
+            raw = fields.get(b"event") or fields.get("event")
+            try:
+                events.append(Feedback.from_json(raw))
+            except (InvalidEvent, TypeError):
+                logger.debug("skipping malformed feedback entry %s", entry_id)
+        if len(entries) < page:
+            return events
+        last = entries[-1][0]
+        last = last.decode() if isinstance(last, bytes) else last
+        ms, seq = last.split("-")
+        start = f"{ms}-{int(seq) + 1}"

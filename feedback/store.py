@@ -1,0 +1,395 @@
+"""The feedback store: validates, rate-limits, redacts and durably records users' ratings.
+
+:meth:`FeedbackStore.record` is what ``POST /v1/feedback`` calls. An accepted
+feedback (the call returns its id) is in the feedback stream exactly once: one
+Lua script checks that the interaction still exists, applies the per-user and
+per-tenant rate limits (fixed windows aligned to the epoch: a burst straddling a
+boundary can reach twice the limit), ``XADD``\\ s the event and replaces the
+"current rating" of ``(interaction, user)``, all atomically. The stream is never
+capped by ``MAXLEN``: only :meth:`feedback.source.FeedbackSource.trim` removes
+entries, and only acknowledged ones.
+
+Failures are typed (``feedback.errors``) so the HTTP edge can map them:
+
+==========================  ======  ===========================================
+error                       status  when
+==========================  ======  ===========================================
+``InvalidFeedback``         400     unknown rating value
+``FeedbackTooLarge``        413     correction / comment over the limit
+``NotYourInteraction``      403     the caller is not the interaction's user
+``InteractionNotFound``     404     unknown or expired interaction id
+``RateLimited``             429     ``Retry-After: retry_after_s``
+``FeedbackUnavailable``     503     Redis down, slow or refusing writes (fast)
+==========================  ======  ===========================================
+
+``FeedbackTooLarge`` subclasses ``InvalidFeedback``: match it first. Any other
+exception is a bug (500).
+
+Durability (:attr:`FeedbackStore.durability`): with ``strict_durability`` the
+store returns only once the event is on disk: by ``WAITAOF 1 0 <ms>`` on the
+write's own connection when the server is Redis >= 7.2, otherwise only if the
+server runs ``appendonly yes`` with ``appendfsync always`` (the embedded
+server's strict setting), which fsyncs before replying. A server that can do
+neither makes :meth:`FeedbackStore.start` raise ``DurabilityUnavailable``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import redis.asyncio as aioredis
+from prometheus_client import Counter
+from pydantic import BaseModel, ConfigDict, Field
+from redis.exceptions import RedisError
+
+from feedback.errors import (
+    DurabilityUnavailable,
+    FeedbackError,
+    FeedbackTooLarge,
+    FeedbackUnavailable,
+    InteractionNotFound,
+    NotYourInteraction,
+    RateLimited,
+)
+from feedback.events import (
+    MAX_COMMENT_CHARS,
+    MAX_CORRECTION_CHARS,
+    Feedback,
+    Interaction,
+    hash_user,
+    normalize_rating,
+)
+from feedback.keys import RedisKeys
+from feedback.redact import Redactor, RedactorName, make_redactor
+from feedback.redis_server import version_tuple
+from feedback.sink import _redact as _redact_url
+from feedback.sink import async_client
+
+log = logging.getLogger(__name__)
+
+FEEDBACK_EVENTS = Counter(
+    "loraloop_feedback_total", "Feedback requests by outcome.", ["outcome"]
+)
+
+# KEYS: 1 interaction, 2 user rate counter, 3 tenant rate counter, 4 feedback stream,
+#       5 current-rating key.
+# ARGV: 1 user limit, 2 tenant limit, 3 ms to the end of the rate window, 4 feedback id,
+#       5 user, 6 interaction id, 7 event JSON, 8 current-rating TTL ms.
+# Returns {'ok', stream id} | {'gone'} | {'user' | 'tenant', ms until the window ends}.
+RECORD_FEEDBACK_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'gone'} end
+if tonumber(redis.call('GET', KEYS[2]) or '0') >= tonumber(ARGV[1]) then
+  return {'user', redis.call('PTTL', KEYS[2])}
+end
+if tonumber(redis.call('GET', KEYS[3]) or '0') >= tonumber(ARGV[2]) then
+  return {'tenant', redis.call('PTTL', KEYS[3])}
+end
+for i = 2, 3 do
+  if redis.call('INCR', KEYS[i]) == 1 then redis.call('PEXPIRE', KEYS[i], ARGV[3]) end
+end
+local id = redis.call('XADD', KEYS[4], '*', 'id', ARGV[4], 'user', ARGV[5],
+                      'interaction_id', ARGV[6], 'event', ARGV[7])
+redis.call('SET', KEYS[5], ARGV[7], 'PX', ARGV[8])
+return {'ok', id}
+"""
+
+
+class FeedbackConfig(BaseModel):
+    """Limits and durability of the feedback store (and the learner's per-user cap)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_correction_chars: int = Field(8_000, ge=0, le=MAX_CORRECTION_CHARS, description=(
+        "Longest accepted correction, in characters (longer: FeedbackTooLarge / 413)."))
+    max_comment_chars: int = Field(2_000, ge=0, le=MAX_COMMENT_CHARS, description=(
+        "Longest accepted comment, in characters."))
+    rate_window_s: int = Field(60, ge=1, description="Length of a rate-limit window (fixed "
+                               "windows aligned to the epoch).")
+    user_limit: int = Field(60, ge=1, description="Feedback events one user may give per "
+                            "window; more: RateLimited / 429.")
+    tenant_limit: int = Field(6_000, ge=1, description="Feedback events all users of one "
+                              "tenant may give per window.")
+    max_examples_per_user_per_round: int = Field(50, ge=1, description=(
+        "Most training examples any one user contributes to one learning round (a cap on "
+        "one user's share of a batch against poisoning). Enforced by the learner, e.g. with "
+        "feedback.source.select_for_round."))
+    current_ttl_s: int = Field(30 * 24 * 3600, ge=1, description="Expiry of the 'current "
+                               "rating' key of (interaction, user).")
+    strict_durability: bool = Field(False, description="Return only once the event is on "
+                                    "disk (WAITAOF on Redis >= 7.2, else appendfsync always).")
+    waitaof_timeout_ms: int = Field(1_000, ge=1, description="How long WAITAOF may wait for "
+                                    "the fsync before the request fails with 503.")
+    socket_timeout_s: float = Field(0.5, gt=0, description="Redis socket read/write timeout "
+                                    "(a hung server fails this fast).")
+    connect_timeout_s: float = Field(0.5, gt=0, description="Redis connect timeout (a "
+                                     "refused connection fails at once; this bounds a "
+                                     "blackholed host).")
+    redactor: RedactorName = Field("regex", description="PII redactor of corrections and "
+                                   "comments: regex (default), presidio, none.")
+    interaction_grace_s: float = Field(1.0, ge=0, le=30, description=(
+        "How long feedback on an interaction not (yet) in Redis waits for it before the "
+        "answer is 404. Serving logs interactions asynchronously, so a client rating an "
+        "answer the moment it arrives can be a few milliseconds ahead of the log."))
+
+
+def durability_mode(version: str, appendonly: str | None, appendfsync: str | None,
+                    strict: bool) -> tuple[str, bool]:
+    """``(label, strict)``: how durable an acknowledged write is on this server.
+
+    ``appendonly`` / ``appendfsync`` are the server's ``CONFIG GET`` values (``None``
+    where CONFIG is refused, as on some managed services). Labels: ``"waitaof"``,
+    ``"appendfsync-always"``, ``"appendfsync-everysec (not strict)"``, ...
+    """
+    if strict and version_tuple(version) >= (7, 2) and appendonly != "no":
+        return "waitaof", True
+    if appendonly is None:
+        return "unknown: CONFIG GET refused (not strict)", False
+    if appendonly != "yes":
+        return "none: AOF off (not durable)", False
+    if appendfsync == "always":
+        return "appendfsync-always", True
+    return f"appendfsync-{appendfsync or 'unknown'} (not strict)", False
+
+
+class FeedbackStore:
+    """Records feedback in Redis; use from one asyncio event loop.
+
+    ``client_or_url`` is a Redis URL (the store makes and owns a client with the
+    configured short timeouts and no retries) or an existing ``redis.asyncio``
+    client (whose timeouts then apply; every call is also bounded by an
+    asyncio deadline). Call :meth:`start` at boot (it detects the durability
+    mode); :meth:`record` and :meth:`current` start lazily if Redis was down then.
+    """
+
+    def __init__(self, client_or_url: aioredis.Redis | str, keys: RedisKeys,
+                 config: FeedbackConfig | None = None, *,
+                 redactor: Redactor | None = None) -> None:
+        self.config = config or FeedbackConfig()
+        self.keys = keys
+        if isinstance(client_or_url, str):
+            self._where = _redact_url(client_or_url)
+            self._client = async_client(client_or_url, timeout_s=self.config.socket_timeout_s,
+                                        connect_timeout_s=self.config.connect_timeout_s)
+            self._owns_client = True
+        else:
+            self._where = "redis"
+            self._client = client_or_url
+            self._owns_client = False
+        self.redactor = redactor or make_redactor(self.config.redactor)
+        self._script = self._client.register_script(RECORD_FEEDBACK_LUA)
+        self.durability = "undetected"
+        self.server_version: str | None = None
+        self._waitaof = False
+
+    # -- lifecycle --------------------------------------------------------------------
+    async def start(self) -> str:
+        """Detect the server version and durability mode; returns :attr:`durability`.
+
+        Raises ``FeedbackUnavailable`` if Redis does not answer, and
+        ``DurabilityUnavailable`` if ``strict_durability`` is on but the server can
+        provide neither WAITAOF nor ``appendfsync always``.
+        """
+        async with self._redis("detect the durability mode"):
+            info = await self._client.info("server")
+            try:
+                config = await self._client.config_get("append*")
+                appendonly, fsync = _text(config.get("appendonly")), _text(config.get(
+                    "appendfsync"))
+            except RedisError:
+                appendonly = fsync = None  # CONFIG renamed or refused (managed Redis)
+        version = str(info["redis_version"])
+        label, strict = durability_mode(version, appendonly, fsync,
+                                        self.config.strict_durability)
+        if self.config.strict_durability and not strict:
+            raise DurabilityUnavailable(
+                f"strict feedback durability needs Redis >= 7.2 (WAITAOF) or appendonly yes "
+                f"with appendfsync always, but {self._where} is Redis {version} with "
+                f"{label}: set `appendfsync always` (and `appendonly yes`) on the server, "
+                "or turn FeedbackConfig.strict_durability off")
+        self.server_version, self.durability, self._waitaof = version, label, label == "waitaof"
+        log.info("feedback store on %s: Redis %s, durability %s", self._where, version, label)
+        return label
+
+    async def aclose(self) -> None:
+        """Close the client if the store created it."""
+        if self._owns_client:
+            await self._client.aclose()
+
+    async def __aenter__(self) -> FeedbackStore:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- API --------------------------------------------------------------------------
+    async def record(self, *, interaction_id: str, user: str | None, rating: object,
+                     correction: str | None = None, comment: str | None = None,
+                     tenant: str | None = None) -> str:
+        """Record ``user``'s rating of an interaction; returns the new feedback id.
+
+        ``user`` is the caller's raw identity (hashed here with ``hash_user``, as
+        the serving side hashes the request's user); ``tenant``, when the caller's
+        tenant is known (API key), must also match the interaction's. A second
+        rating of the same interaction replaces the current one (both stay in the
+        stream). Raises the errors listed in the module docstring.
+        """
+        try:
+            return await self._record(interaction_id, user, rating, correction, comment, tenant)
+        except FeedbackError as exc:
+            FEEDBACK_EVENTS.labels(type(exc).__name__).inc()
+            raise
+
+    async def current(self, interaction_id: str, user: str | None, *,
+                      tenant: str | None = None) -> Feedback | None:
+        """``user``'s current rating of the interaction, or ``None`` if they gave none.
+
+        Raises ``InteractionNotFound`` (unknown/expired and never rated by ``user``),
+        ``NotYourInteraction`` (someone else's) or ``FeedbackUnavailable``.
+        """
+        user_hash = hash_user(user)
+        try:
+            ikey = self.keys.interaction(interaction_id)
+            ckey = self.keys.feedback_current(interaction_id, user_hash)
+        except ValueError:
+            raise InteractionNotFound(interaction_id) from None
+        async with self._redis("read the current rating"):
+            pipe = self._client.pipeline(transaction=False)
+            pipe.get(ckey)
+            pipe.get(ikey)
+            raw_current, raw_interaction = await pipe.execute()
+        if raw_current is None and raw_interaction is None:
+            raw_interaction = await self._load_interaction(ikey, waited=True)
+        if raw_current is not None:
+            feedback = Feedback.from_json(raw_current)
+            if tenant is not None and feedback.tenant != tenant:
+                raise NotYourInteraction(f"interaction {interaction_id!r} belongs to another "
+                                         "tenant")
+            return feedback
+        if raw_interaction is None:
+            raise InteractionNotFound(interaction_id)
+        self._check_owner(Interaction.from_json(raw_interaction), user_hash, tenant)
+        return None
+
+    # -- internals --------------------------------------------------------------------
+    async def _record(self, interaction_id: str, user: str | None, rating: object,
+                      correction: str | None, comment: str | None, tenant: str | None) -> str:
+        value = normalize_rating(rating)
+        cfg = self.config
+        for field, text, limit, setting in (
+            ("correction", correction, cfg.max_correction_chars, "max_correction_chars"),
+            ("comment", comment, cfg.max_comment_chars, "max_comment_chars"),
+        ):
+            if text is not None and len(text) > limit:
+                raise FeedbackTooLarge(field, len(text), limit, setting)
+        user_hash = hash_user(user)
+        try:
+            ikey = self.keys.interaction(interaction_id)
+        except ValueError:
+            raise InteractionNotFound(interaction_id) from None
+        if self.durability == "undetected":
+            await self.start()
+        raw = await self._load_interaction(ikey)
+        if raw is None:
+            raise InteractionNotFound(interaction_id)
+        interaction = Interaction.from_json(raw)
+        self._check_owner(interaction, user_hash, tenant)
+        feedback = Feedback(
+            interaction_id=interaction_id, rating=value, user=user_hash,
+            tenant=interaction.tenant, adapter_version=interaction.adapter_version,
+            correction=None if correction is None else self.redactor.redact(correction),
+            comment=None if comment is None else self.redactor.redact(comment),
+        )
+        window_ms = cfg.rate_window_s * 1000
+        now_ms = int(time.time() * 1000)
+        window = now_ms // window_ms
+        keys = [ikey, self.keys.rate_limit("feedback-user", user_hash, window),
+                self.keys.rate_limit("feedback-tenant", interaction.tenant, window),
+                self.keys.feedback_stream, self.keys.feedback_current(interaction_id, user_hash)]
+        args = [cfg.user_limit, cfg.tenant_limit, (window + 1) * window_ms - now_ms,
+                feedback.id, user_hash, interaction_id, feedback.to_json(),
+                cfg.current_ttl_s * 1000]
+        async with self._redis("record feedback"):
+            if self._waitaof:
+                # WAITAOF covers the writes of *its* connection: send both on one pipeline.
+                pipe = self._client.pipeline(transaction=False)
+                await self._script(keys=keys, args=args, client=pipe)
+                pipe.execute_command("WAITAOF", 1, 0, cfg.waitaof_timeout_ms)
+                result, (local, _replicas) = await pipe.execute()
+                if _text(result[0]) == "ok" and int(local) < 1:
+                    raise FeedbackUnavailable(
+                        f"feedback {feedback.id} was written but not confirmed on disk within "
+                        f"{cfg.waitaof_timeout_ms} ms (WAITAOF): retry")
+            else:
+                result = await self._script(keys=keys, args=args)
+        status = _text(result[0])
+        if status == "ok":
+            FEEDBACK_EVENTS.labels("accepted").inc()
+            log.debug("feedback %s (%+d) on %s stored as %s", feedback.id, value,
+                      interaction_id, _text(result[1]))
+            return feedback.id
+        if status == "gone":  # expired between the GET and the script
+            raise InteractionNotFound(interaction_id)
+        limit = cfg.user_limit if status == "user" else cfg.tenant_limit
+        retry_after = max(1, math.ceil(max(int(result[1]), 0) / 1000))
+        raise RateLimited(status, limit, cfg.rate_window_s, retry_after)
+
+    async def _load_interaction(self, key: str, *, waited: bool = False) -> bytes | None:
+        """The stored interaction, waiting up to ``interaction_grace_s`` for one just served.
+
+        ``waited``: the caller already found the key missing once.
+        """
+        deadline = time.monotonic() + self.config.interaction_grace_s
+        pause = 0.01
+        while True:
+            if not waited:
+                async with self._redis("load the interaction"):
+                    raw = await self._client.get(key)
+                if raw is not None:
+                    return raw
+            waited = False
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            await asyncio.sleep(min(pause, left))
+            pause = min(pause * 2, 0.1)
+
+    @staticmethod
+    def _check_owner(interaction: Interaction, user_hash: str, tenant: str | None) -> None:
+        if interaction.user != user_hash:
+            raise NotYourInteraction(
+                f"interaction {interaction.id!r} was served to another user: only the user "
+                "who got an answer can rate it (check the API key or the `user` field)")
+        if tenant is not None and interaction.tenant != tenant:
+            raise NotYourInteraction(
+                f"interaction {interaction.id!r} belongs to tenant {interaction.tenant!r}, "
+                f"not {tenant!r}")
+
+    @asynccontextmanager
+    async def _redis(self, what: str) -> AsyncIterator[None]:
+        """Bound a Redis round trip in time and turn its failures into FeedbackUnavailable."""
+        deadline = self.config.connect_timeout_s + self.config.socket_timeout_s
+        if self._waitaof:
+            deadline += self.config.waitaof_timeout_ms / 1000
+        try:
+            async with asyncio.timeout(deadline):
+                yield
+        except FeedbackError:
+            raise
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.warning("feedback store: cannot %s on %s: %s", what, self._where, exc)
+            raise FeedbackUnavailable(
+                f"Redis at {self._where} is unavailable ({type(exc).__name__}: {exc}); could "
+                f"not {what}: retry later") from exc
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes | bytearray) else str(value)

@@ -1,0 +1,120 @@
+"""Thumbs and corrections over real HTTP, joined to interactions the app logged."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import redis
+
+PROMPT = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+def chat(serve_url, user="alice") -> str:
+    r = httpx.post(
+        f"{serve_url}/v1/chat/completions",
+        timeout=60,
+        json={"model": "acme", "messages": PROMPT, "max_tokens": 4, "user": user},
+    )
+    assert r.status_code == 200, r.text
+    return r.json()["id"]
+
+
+def feedback(serve_url, interaction_id, rating="up", user="alice", **extra):
+    return httpx.post(
+        f"{serve_url}/v1/feedback",
+        timeout=30,
+        json={"interaction_id": interaction_id, "rating": rating, "user": user, **extra},
+    )
+
+
+def _wait_logged(redis_server, interaction_id):
+    client = redis.Redis.from_url(redis_server.url)
+    for _ in range(100):
+        if client.exists(f"e2e:interaction:{interaction_id}"):
+            return
+        __import__("time").sleep(0.05)
+    raise AssertionError("the interaction was not logged")
+
+
+def test_rate_then_rerate_and_read_back(serve_url, redis_server):
+    interaction = chat(serve_url)
+    _wait_logged(redis_server, interaction)
+    first = feedback(serve_url, interaction, "up")
+    assert first.status_code == 202, first.text
+    assert feedback(serve_url, interaction, -1, correction="Paris.").status_code == 202
+    current = httpx.get(f"{serve_url}/v1/feedback/{interaction}", params={"user": "alice"})
+    assert current.status_code == 200
+    assert current.json()["rating"] == "down" and current.json()["correction"] == "Paris."
+
+
+def test_refusals(serve_url, redis_server):
+    interaction = chat(serve_url, user="carol")
+    _wait_logged(redis_server, interaction)
+    assert feedback(serve_url, interaction, user="mallory").status_code == 403
+    assert feedback(serve_url, "0" * 32, user="carol").status_code == 404
+    bad = feedback(serve_url, interaction, rating="meh", user="carol")
+    assert bad.status_code == 400 and "meh" in bad.json()["error"]["message"]
+    big = feedback(serve_url, interaction, user="carol", correction="x" * 9000)
+    assert big.status_code == 413
+
+
+def test_pii_in_a_correction_never_reaches_redis(serve_url, redis_server):
+    interaction = chat(serve_url, user="dave")
+    _wait_logged(redis_server, interaction)
+    r = feedback(
+        serve_url,
+        interaction,
+        user="dave",
+        correction="Mail me at dave@example.com or call +1 415-555-0100.",
+    )
+    assert r.status_code == 202
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    events = [
+        json.loads(e["event"]) for _, e in client.xrange("e2e:stream:feedback") if "event" in e
+    ]
+    mine = [e for e in events if e["interaction_id"] == interaction]
+    assert mine and "dave@example.com" not in json.dumps(mine)
+    assert "415-555-0100" not in json.dumps(mine)
+
+
+def test_a_flood_from_one_user_is_rate_limited(serve_url, redis_server):
+    interaction = chat(serve_url, user="erin")
+    _wait_logged(redis_server, interaction)
+    statuses = [feedback(serve_url, interaction, user="erin").status_code for _ in range(70)]
+    assert statuses[0] == 202 and 429 in statuses
+    limited = feedback(serve_url, interaction, user="erin")
+    assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
+
+
+def test_users_forget_deletes_the_data_and_lists_trained_versions(
+    serve_url, redis_server, tmp_path
+):
+    import os
+    import subprocess
+    import sys
+
+    interaction = chat(serve_url, user="frank")
+    _wait_logged(redis_server, interaction)
+    assert feedback(serve_url, interaction, user="frank").status_code == 202
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LORALOOP_")}
+    env.update(
+        LORALOOP_DATA_DIR=str(tmp_path),
+        LORALOOP_REDIS_URL=redis_server.url,
+        LORALOOP_REDIS_PREFIX="e2e",
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "loraloop.cli", "users", "forget", "frank", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["interaction_ids"] == [interaction]
+    assert len(report["feedback_stream_ids"]) == 1
+    assert report["trained_versions"] == []
+    gone = httpx.get(f"{serve_url}/v1/feedback/{interaction}", params={"user": "frank"})
+    assert gone.status_code == 404
+    assert feedback(serve_url, interaction, user="frank").status_code == 404
