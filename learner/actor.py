@@ -1,0 +1,130 @@
+"""The learner as a named, detached Ray actor that restarts after a crash.
+
+``loraloop up`` starts it; ``loraloop learner run`` runs the same loop in the
+foreground without Ray. Either way it writes its status to
+``<data_dir>/run/learner.json`` for ``loraloop learner status``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from learner.loop import Learner, LearnerConfig
+
+logger = logging.getLogger(__name__)
+ACTOR_NAME = "loraloop-learner"
+NAMESPACE = "loraloop"
+
+
+class LearnerSpec(BaseModel):
+    """Everything a learner process needs, passed explicitly (no environment reads)."""
+
+    redis_url: str
+    redis_prefix: str
+    database_url: str
+    artifacts_location: str
+    base_model: str  #: resolved local path
+    base_model_name: str  #: the configured name, written into adapters
+    data_dir: str
+    config: LearnerConfig = LearnerConfig()
+
+    @property
+    def status_path(self) -> Path:
+        return Path(self.data_dir) / "run" / "learner.json"
+
+
+def build_learner(spec: LearnerSpec) -> Learner:
+    from feedback.keys import RedisKeys
+    from feedback.notify import AliasChangePublisher
+    from storage import ArtifactStore
+    from storage.db import open_registry
+
+    return Learner(
+        redis_url=spec.redis_url,
+        keys=RedisKeys(spec.redis_prefix),
+        sessions=open_registry(spec.database_url),
+        artifacts=ArtifactStore(spec.artifacts_location),
+        base_model=spec.base_model,
+        base_model_name=spec.base_model_name,
+        work_dir=Path(spec.data_dir) / "learner",
+        config=spec.config,
+        notifier=AliasChangePublisher.from_url(spec.redis_url, prefix=spec.redis_prefix),
+    )
+
+
+async def run_forever(spec: LearnerSpec, stop: threading.Event, holder: dict) -> None:
+    """Poll and run rounds until ``stop`` is set; a failed round is logged and retried."""
+    learner = build_learner(spec)
+    holder["learner"] = learner
+    await learner.start()
+    try:
+        while not stop.is_set():
+            try:
+                await learner.step()
+            except Exception:  # Redis or the registry was unreachable: try again shortly
+                logger.exception("learner step failed; retrying")
+                await asyncio.sleep(1.0)
+            learner.write_status(spec.status_path)
+    finally:
+        await learner.close()
+
+
+def _actor_class():
+    import ray
+
+    @ray.remote(max_restarts=-1, max_task_retries=-1, num_cpus=0)
+    class LearnerActor:
+        """Runs :func:`run_forever` on a thread of its own; restarted by Ray if it dies."""
+
+        def __init__(self, spec: LearnerSpec) -> None:
+            self._stop = threading.Event()
+            self._holder: dict = {}
+            self._started = time.time()
+            self._thread = threading.Thread(
+                target=lambda: asyncio.run(run_forever(spec, self._stop, self._holder)),
+                name="learner",
+                daemon=True,
+            )
+            self._thread.start()
+
+        def status(self) -> dict:
+            learner = self._holder.get("learner")
+            return {
+                "alive": self._thread.is_alive(),
+                "started_at": self._started,
+                **(learner.status if learner else {}),
+            }
+
+        def stop(self) -> None:
+            self._stop.set()
+            self._thread.join(timeout=30)
+
+    return LearnerActor
+
+
+def start_actor(spec: LearnerSpec):
+    """Start (or find) the detached learner actor of this cluster."""
+    return (
+        _actor_class()
+        .options(name=ACTOR_NAME, namespace=NAMESPACE, lifetime="detached", get_if_exists=True)
+        .remote(spec)
+    )
+
+
+def stop_actor() -> None:
+    import ray
+
+    try:
+        actor = ray.get_actor(ACTOR_NAME, namespace=NAMESPACE)
+    except ValueError:
+        return
+    try:
+        ray.get(actor.stop.remote(), timeout=30)
+    finally:
+        ray.kill(actor, no_restart=True)

@@ -1,0 +1,69 @@
+"""Acting on canaries: read each canary's thumbs, decide, promote or roll back, audited."""
+
+from __future__ import annotations
+
+import logging
+
+from feedback.keys import RedisKeys
+from feedback.ratings import feedback_since
+from learner.canary import CanaryPolicy, decide, tally_ratings
+from storage import Conflict, get_alias, list_aliases, promote, stop_canary
+
+logger = logging.getLogger(__name__)
+
+
+class CanaryController:
+    """One pass over every tenant's canary per :meth:`evaluate` call."""
+
+    def __init__(self, *, redis_client, keys: RedisKeys, sessions, policy: CanaryPolicy,
+                 actor: str = "canary-controller", notifier=None) -> None:
+        self.redis = redis_client
+        self.keys = keys
+        self.sessions = sessions
+        self.policy = policy
+        self.actor = actor
+        self.notifier = notifier
+
+    def evaluate(self) -> list[dict]:
+        """Decide on each canary now; returns what was seen and done, per tenant."""
+        with self.sessions() as session:
+            canaries = [a for a in list_aliases(session) if a.name == "canary"]
+        return [self._evaluate(canary) for canary in canaries]
+
+    def _evaluate(self, canary) -> dict:
+        with self.sessions() as session:
+            live = get_alias(session, tenant=canary.tenant, alias="live")
+        since_ms = int(canary.updated_at.timestamp() * 1000)
+        versions = {canary.version_id} | ({live.version_id} if live else set())
+        events = feedback_since(self.redis, self.keys, since_ms)
+        tallies = tally_ratings(events, versions)
+        canary_tally = tallies[canary.version_id]
+        live_tally = tallies.get(live.version_id) if live else None
+        report = {"tenant": canary.tenant, "canary": canary.version_id,
+                  "live": live.version_id if live else None,
+                  "canary_up": canary_tally.up, "canary_down": canary_tally.down,
+                  "live_up": live_tally.up if live_tally else 0,
+                  "live_down": live_tally.down if live_tally else 0}
+        if live_tally is None:
+            return {**report, "verdict": "wait", "p_canary_better": None}
+        verdict, p = decide(canary_tally, live_tally, self.policy)
+        report.update(verdict=verdict, p_canary_better=round(p, 6))
+        if verdict == "wait":
+            return report
+        reason = (f"canary thumbs-up {canary_tally.up}/{canary_tally.n} vs live "
+                  f"{live_tally.up}/{live_tally.n}: P(canary better) = {p:.4f} "
+                  f"(threshold {self.policy.confidence})")
+        try:
+            with self.sessions() as session:
+                if verdict == "promote":
+                    promote(session, version_id=canary.version_id, actor=self.actor,
+                            reason=reason, expected_live=live.version_id,
+                            on_alias_change=self.notifier)
+                else:
+                    stop_canary(session, tenant=canary.tenant, actor=self.actor, reason=reason,
+                                rollback=True, on_alias_change=self.notifier)
+        except Conflict as exc:  # an operator moved first; the next pass re-reads
+            report.update(verdict="wait", conflict=str(exc))
+        logger.info("canary %s of %s: %s (%s)", canary.version_id[:12], canary.tenant,
+                    verdict, reason)
+        return report

@@ -1,0 +1,267 @@
+"""Curation: one batch of joined feedback becomes a learning round's train and held-out sets.
+
+:func:`curate` applies these rules, in this order, to the ``(FeedbackEntry,
+Interaction | None)`` pairs that :func:`feedback.source.join_interactions`
+returns:
+
+1. **Tenant isolation.** Entries whose feedback names another tenant are left
+   out and *not* consumed (that tenant's round takes them). An entry whose
+   interaction disagrees with its feedback on tenant or user, or whose
+   interaction expired (``None``), is dropped and consumed: it can never train.
+   The result is checked again at the end (:class:`~learner.errors.TenantMismatch`).
+2. **Redelivered duplicates.** The same stream id twice in a batch counts once.
+3. **Latest rating wins, per-user cap** — :func:`feedback.source.select_for_round`:
+   the newest rating per (user, interaction); each user keeps at most
+   ``per_user_cap`` entries (their oldest). Superseded and over-cap entries are
+   dropped and consumed; the capped users are recorded.
+4. **Labels.** Thumbs up: the answer is desirable. Thumbs down: undesirable. A
+   correction (non-empty, different from the answer, whatever the thumb): the
+   corrected answer is desirable *and* the original answer undesirable
+   (``source="correction"`` for both).
+5. **Duplicate examples** (same prompt, completion and label, e.g. two users
+   liking the same answer) are kept once.
+6. **Held-out slice.** A seeded choice of feedback entries (a correction's two
+   examples stay together) is kept out of training for the gate:
+   ``round(holdout_fraction * n)`` of the ``n`` entries that produced examples,
+   but at least 1 when ``holdout_fraction > 0`` and ``n >= 2``, and never all of
+   them (training keeps at least one). Desirable and undesirable entries are
+   taken alternately, so a small slice still has both kinds when it can.
+7. **Replay.** ``round(replay_fraction * len(new train examples))`` earlier
+   examples (at most all of ``replay``), drawn with the seed, of this tenant only
+   and not duplicating a new example, join the train set with ``source="replay"``.
+
+Every stream id the round used or deliberately dropped is in
+``consumed_stream_ids``: the caller registers them with the version and
+acknowledges them all after the commit.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from feedback.events import Interaction
+from feedback.source import FeedbackEntry, select_for_round
+from learner.errors import TenantMismatch
+from learner.examples import Example
+
+log = logging.getLogger(__name__)
+
+JoinedEntry = tuple[FeedbackEntry, Interaction | None]
+
+
+@dataclass
+class CuratedRound:
+    """What one learning round trains on and holds out, and what it consumed."""
+
+    tenant: str
+    train: list[Example]  #: new examples not held out, then the replayed ones
+    holdout: list[Example]  #: new examples kept out of training, for the gate
+    consumed_stream_ids: list[str]  #: every id used or dropped on purpose, in stream order
+    members: dict[str, str]  #: consumed stream id -> hashed user (for the dataset snapshot)
+    capped_users: dict[str, int]  #: hashed user -> entries dropped by the per-user cap
+    counts: dict[str, int] = field(default_factory=dict)  #: for the status report
+    dropped: dict[str, str] = field(default_factory=dict)  #: stream id -> why it was dropped
+
+    @property
+    def new_examples(self) -> int:
+        return self.counts.get("examples_new", 0)
+
+
+def curate(
+    entries: Iterable[JoinedEntry],
+    *,
+    tenant: str,
+    per_user_cap: int,
+    holdout_fraction: float = 0.2,
+    replay: Sequence[Example] = (),
+    replay_fraction: float = 0.0,
+    seed: int = 0,
+) -> CuratedRound:
+    """Apply the module's rules to joined feedback of one tenant; see the module docstring.
+
+    ``per_user_cap`` is ``FeedbackConfig.max_examples_per_user_per_round``;
+    ``replay`` holds earlier accepted examples (the caller draws them from
+    earlier dataset snapshots). The result depends only on the inputs and ``seed``.
+    """
+    if per_user_cap < 1:
+        raise ValueError(f"per_user_cap must be >= 1, got {per_user_cap}")
+    if not 0.0 <= holdout_fraction <= 1.0:
+        raise ValueError(f"holdout_fraction must be in [0, 1], got {holdout_fraction}")
+    if replay_fraction < 0.0:
+        raise ValueError(f"replay_fraction must be >= 0, got {replay_fraction}")
+    counts: Counter[str] = Counter()
+    dropped: dict[str, str] = {}
+    interactions: dict[str, Interaction] = {}
+    seen: set[str] = set()
+    users: dict[str, str] = {}
+    usable: list[FeedbackEntry] = []
+    for entry, interaction in entries:
+        counts["entries"] += 1
+        fb = entry.feedback
+        if fb.tenant != tenant:
+            counts["foreign_tenant"] += 1
+            continue
+        if entry.stream_id in seen:
+            counts["redelivered"] += 1
+            continue
+        seen.add(entry.stream_id)
+        users[entry.stream_id] = fb.user
+        reason = _unusable(entry, interaction)
+        if reason:
+            counts["unusable"] += 1
+            dropped[entry.stream_id] = reason
+            continue
+        interactions[entry.stream_id] = interaction  # type: ignore[assignment]
+        usable.append(entry)
+
+    selection = select_for_round(usable, per_user_cap)
+    for entry in selection.superseded:
+        dropped[entry.stream_id] = "superseded by a later rating of the same interaction"
+    capped = Counter(e.feedback.user for e in selection.over_cap)
+    for entry in selection.over_cap:
+        dropped[entry.stream_id] = f"over the per-user cap of {per_user_cap} for this round"
+    counts["superseded"] = len(selection.superseded)
+    counts["over_cap"] = len(selection.over_cap)
+    counts["kept"] = len(selection.kept)
+
+    units: list[list[Example]] = []  # per feedback entry: its 1 or 2 examples, de-duplicated
+    known: set[tuple[str, str, bool]] = set()
+    for entry in selection.kept:
+        unit = []
+        for example in _examples_of(entry, interactions[entry.stream_id]):
+            if example.key in known:
+                counts["duplicate_examples"] += 1
+                continue
+            known.add(example.key)
+            unit.append(example)
+        if unit:
+            units.append(unit)
+        else:
+            dropped[entry.stream_id] = "duplicate of an example already in this round"
+
+    holdout_units, train_units = _split_holdout(units, holdout_fraction, seed)
+    holdout = [e for unit in holdout_units for e in unit]
+    train = [e for unit in train_units for e in unit]
+    replayed = _sample_replay(replay, tenant, known, round(replay_fraction * len(train)),
+                              seed, counts)
+    train.extend(replayed)
+
+    consumed = sorted({*(e.stream_id for e in selection.kept), *dropped}, key=_id_tuple)
+    members = {sid: users[sid] for sid in consumed}
+    _check_tenant(tenant, train, holdout)
+
+    new = [e for unit in units for e in unit]
+    counts.update({
+        "examples_new": len(new),
+        "desirable": sum(e.desirable for e in new),
+        "undesirable": sum(not e.desirable for e in new),
+        "corrections": sum(1 for unit in units if unit[0].source == "correction"),
+        "holdout": len(holdout),
+        "train_new": len(train) - len(replayed),
+        "replay": len(replayed),
+        "train": len(train),
+        "consumed": len(consumed),
+        "capped_users": len(capped),
+    })
+    if capped:
+        log.info("round for %s: per-user cap %d dropped %d entries of %d users", tenant,
+                 per_user_cap, len(selection.over_cap), len(capped))
+    return CuratedRound(tenant, train, holdout, consumed, members, dict(capped), dict(counts),
+                        dropped)
+
+
+def _unusable(entry: FeedbackEntry, interaction: Interaction | None) -> str:
+    fb = entry.feedback
+    if interaction is None:
+        return "interaction expired or unreadable"
+    if interaction.id != fb.interaction_id:
+        return f"joined interaction {interaction.id} is not the rated {fb.interaction_id}"
+    if interaction.tenant != fb.tenant:
+        return f"interaction tenant {interaction.tenant!r} != feedback tenant {fb.tenant!r}"
+    if interaction.user != fb.user:
+        return "the rating user is not the user who got the answer"
+    if not interaction.messages:
+        return "interaction has no prompt messages"
+    return ""
+
+
+def _examples_of(entry: FeedbackEntry, interaction: Interaction) -> list[Example]:
+    fb = entry.feedback
+    prompt = [{"role": m.role, "content": m.content} for m in interaction.messages]
+    base: dict[str, Any] = {"tenant": fb.tenant, "user": fb.user,
+                            "interaction_id": fb.interaction_id, "stream_id": entry.stream_id,
+                            "prompt": prompt}
+    answer = interaction.completion
+    correction = (fb.correction or "").strip()
+    if correction and correction != answer.strip():
+        return [Example(**base, completion=correction, desirable=True, source="correction"),
+                Example(**base, completion=answer, desirable=False, source="correction")]
+    return [Example(**base, completion=answer, desirable=fb.rating == 1, source="thumbs")]
+
+
+def _split_holdout(units: list[list[Example]], fraction: float,
+                   seed: int) -> tuple[list[list[Example]], list[list[Example]]]:
+    n = len(units)
+    if fraction <= 0 or n < 2:
+        return [], units
+    size = min(max(1, round(fraction * n)), n - 1)
+    rng = random.Random(f"holdout:{seed}")
+    positive = [i for i, unit in enumerate(units) if unit[0].desirable]
+    negative = [i for i, unit in enumerate(units) if not unit[0].desirable]
+    rng.shuffle(positive)
+    rng.shuffle(negative)
+    order = [i for pair in _interleave(positive, negative) for i in pair]
+    chosen = set(order[:size])
+    return ([u for i, u in enumerate(units) if i in chosen],
+            [u for i, u in enumerate(units) if i not in chosen])
+
+
+def _interleave(a: list[int], b: list[int]) -> Iterable[tuple[int, ...]]:
+    for i in range(max(len(a), len(b))):
+        yield tuple(x[i] for x in (a, b) if i < len(x))
+
+
+def _sample_replay(replay: Sequence[Example], tenant: str, known: set[tuple[str, str, bool]],
+                   size: int, seed: int, counts: Counter[str]) -> list[Example]:
+    own = []
+    for example in replay:
+        if example.tenant != tenant:
+            counts["replay_foreign_tenant"] += 1
+        elif example.key not in known:
+            own.append(example)
+    if counts["replay_foreign_tenant"]:
+        log.warning("left out %d replay examples of other tenants from %s's round",
+                    counts["replay_foreign_tenant"], tenant)
+    size = min(size, len(own))
+    if size <= 0:
+        return []
+    picked = random.Random(f"replay:{seed}").sample(own, size)
+    return [replace(e, source="replay") for e in picked]
+
+
+def _check_tenant(tenant: str, *groups: list[Example]) -> None:
+    foreign = sorted({e.tenant for group in groups for e in group if e.tenant != tenant})
+    if foreign:
+        raise TenantMismatch(f"round for tenant {tenant!r} holds examples of {foreign}; "
+                             "examples of different tenants must never mix")
+
+
+def _id_tuple(stream_id: str) -> tuple[int, int]:
+    ms, _, seq = stream_id.partition("-")
+    try:
+        return int(ms), int(seq or 0)
+    except ValueError:  # not a Redis id (hand-made in tests): order after real ones
+        return (1 << 62), 0
+
+
+def counts_summary(rounds: Iterable[CuratedRound]) -> dict[str, int]:
+    """Sum the counts of several rounds (e.g. one per tenant) for a status report."""
+    total: Counter[str] = Counter()
+    for r in rounds:
+        total.update(r.counts)
+    return dict(total)

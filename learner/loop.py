@@ -1,0 +1,358 @@
+"""The learner's rounds: read the feedback stream, curate, train, gate, publish, ack.
+
+Exactly-once effect: a round's stream ids are written in the SQL transaction
+that registers its version (``register_candidate(dataset_stream_ids=...)``)
+and acknowledged in Redis only after that commit. After a crash anywhere,
+pending entries are reclaimed; ids already in a committed snapshot are
+acknowledged without training. So each feedback event trains at most one
+version and none is lost. Entries a round drops on purpose (superseded,
+capped, unusable) have no training effect and are acknowledged with it.
+
+:class:`Learner` has no Ray in it; :mod:`learner.actor` runs it as a detached
+Ray actor and ``loraloop learner run`` runs it in the foreground.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import random
+import shutil
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from feedback.keys import RedisKeys
+from feedback.sink import async_client
+from feedback.source import FeedbackEntry, FeedbackSource, SourceConfig, join_interactions
+from learner.curate import curate
+from learner.errors import NothingToTrain
+from learner.examples import Example, dump_jsonl, load_jsonl
+from learner.gate import GateConfig, evaluate
+from learner.train import TrainConfig, train_adapter
+from storage import (
+    ArtifactStore,
+    get_alias,
+    get_version,
+    promote,
+    record_gate,
+    register_candidate,
+    start_canary,
+    trained_stream_ids,
+)
+
+logger = logging.getLogger(__name__)
+#: Where a test may ask the learner to die (crash-safety tests).
+CRASH_POINTS = ("after_read", "after_train", "after_commit")
+
+
+class LearnerConfig(BaseModel):
+    """When rounds run and how they train, gate and publish."""
+
+    min_new_examples: int = Field(
+        default=32, ge=1, description="Feedback events that start a round at once."
+    )
+    max_interval_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="A round also starts this long after the last one if at least one event waits.",
+    )
+    per_user_cap: int = Field(
+        default=50, ge=1, description="Most examples one user may contribute to a round."
+    )
+    holdout_fraction: float = Field(default=0.2, ge=0, le=0.9)
+    replay_fraction: float = Field(
+        default=0.25,
+        ge=0,
+        le=10,
+        description="Earlier accepted examples mixed in, as a share of the new ones.",
+    )
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    gate: GateConfig = Field(default_factory=GateConfig)
+    canary_fraction: float = Field(
+        default=0.1,
+        gt=0,
+        lt=1,
+        description="Traffic of a canary the learner starts (gate.auto_promote = canary).",
+    )
+    regression_set: str | None = Field(default=None, description="JSONL regression set.")
+    claim_idle_ms: int = Field(
+        default=30_000,
+        ge=100,
+        description="A pending entry idle this "
+        "long is taken over (a restarted learner resumes after it).",
+    )
+    crash_at: str | None = Field(
+        default=None, description=f"Tests only: die at this point ({', '.join(CRASH_POINTS)})."
+    )
+
+
+class Learner:
+    """One consumer of the feedback stream that turns it into adapter versions."""
+
+    def __init__(
+        self,
+        *,
+        redis_url: str,
+        keys: RedisKeys,
+        sessions,
+        artifacts: ArtifactStore,
+        base_model: str,
+        base_model_name: str,
+        work_dir: Path,
+        config: LearnerConfig,
+        consumer: str = "learner",
+        notifier=None,
+    ) -> None:
+        self.keys = keys
+        self.sessions = sessions
+        self.artifacts = artifacts
+        self.base_model, self.base_model_name = base_model, base_model_name
+        self.work_dir = Path(work_dir)
+        self.config = config
+        self.notifier = notifier
+        self.client = async_client(redis_url, timeout_s=10)
+        self.source = FeedbackSource(
+            self.client,
+            keys,
+            consumer,
+            SourceConfig(block_ms=200, claim_idle_ms=config.claim_idle_ms),
+        )
+        self._touch_every_s = config.claim_idle_ms / 3000
+        self._touched_at = time.monotonic()
+        self.waiting: dict[str, FeedbackEntry] = {}  # stream id -> entry, read, not yet acked
+        self.last_round_at = time.monotonic()
+        self._deferred = 0  # entries a round could not use yet (see due())
+        self.status: dict = {"rounds": 0, "last_round": None, "last_version": None}
+
+    async def start(self) -> None:
+        await self.source.ensure_group()
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    # -- reading -----------------------------------------------------------------------
+    async def poll(self) -> int:
+        """Take new and abandoned entries; ack at once those a committed version already has."""
+        if self.waiting and time.monotonic() - self._touched_at > self._touch_every_s:
+            # Entries wait for a round while pending: keep them from looking abandoned.
+            await self.source.touch(list(self.waiting))
+            self._touched_at = time.monotonic()
+        entries = await self.source.read()
+        fresh = [e for e in entries if e.stream_id not in self.waiting]
+        if fresh:
+            with self.sessions() as session:
+                done = trained_stream_ids(session, stream_ids=[e.stream_id for e in fresh])
+            if done:  # a previous incarnation committed them but died before acking
+                await self.source.ack(sorted(done))
+            for entry in fresh:
+                if entry.stream_id not in done:
+                    self.waiting[entry.stream_id] = entry
+        self.status["backlog"] = len(self.waiting)
+        return len(fresh)
+
+    def due(self) -> bool:
+        waiting = len(self.waiting)
+        overdue = time.monotonic() - self.last_round_at >= self.config.max_interval_s
+        if waiting <= self._deferred and not overdue:
+            return False  # the last round could not train on these; wait for new ones
+        return waiting >= self.config.min_new_examples or (waiting > 0 and overdue)
+
+    async def step(self) -> list[dict]:
+        """Poll once and run a round per tenant if one is due."""
+        await self.poll()
+        if not self.due():
+            return []
+        self._crash("after_read")
+        by_tenant: dict[str, list[FeedbackEntry]] = defaultdict(list)
+        for entry in self.waiting.values():
+            by_tenant[entry.feedback.tenant].append(entry)
+        self._deferred = 0
+        reports = [await self.run_round(t, entries) for t, entries in sorted(by_tenant.items())]
+        self.last_round_at = time.monotonic()
+        return reports
+
+    # -- a round -----------------------------------------------------------------------
+    async def run_round(self, tenant: str, entries: list[FeedbackEntry]) -> dict:
+        timings: dict[str, float] = {}
+        clock = time.perf_counter()
+        await self.source.touch([e.stream_id for e in entries])  # keep them ours while we work
+        joined = await join_interactions(self.client, self.keys, entries)
+        timings["read_s"] = time.perf_counter() - clock
+
+        clock = time.perf_counter()
+        parent = self._live(tenant)
+        curated = curate(
+            joined,
+            tenant=tenant,
+            per_user_cap=self.config.per_user_cap,
+            holdout_fraction=self.config.holdout_fraction,
+            replay=self._replay(parent),
+            replay_fraction=self.config.replay_fraction,
+            seed=int(time.time()) & 0xFFFF,
+        )
+        timings["curate_s"] = time.perf_counter() - clock
+        report: dict = {
+            "tenant": tenant,
+            "counts": dict(curated.counts),
+            "timings": timings,
+            "capped_users": len(curated.capped_users),
+        }
+        consumed = set(curated.consumed_stream_ids)
+        if not curated.train:
+            report["outcome"] = "nothing to train"
+            await self._ack(consumed | {e.stream_id for e in entries})
+            return self._finish(report)
+
+        scratch = self.work_dir / f"round-{time.time_ns()}"
+        try:
+            report.update(await self._train_gate_publish(tenant, curated, parent, scratch, timings))
+        except NothingToTrain as exc:  # e.g. only thumbs-down so far: keep them for later
+            report["outcome"] = f"waiting for more feedback: {exc.reason}"
+            self._deferred = len(self.waiting)
+            return self._finish(report)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        clock = time.perf_counter()
+        await self._ack(consumed)
+        timings["ack_s"] = time.perf_counter() - clock
+        return self._finish(report)
+
+    async def _train_gate_publish(self, tenant, curated, parent, scratch: Path, timings) -> dict:
+        parent_dir = None
+        if parent is not None:
+            parent_dir = await asyncio.to_thread(
+                self.artifacts.load, parent.artifact_uri, sha256=parent.artifact_sha256
+            )
+        clock = time.perf_counter()
+        trained = await asyncio.to_thread(
+            train_adapter,
+            base_model=self.base_model,
+            base_model_name=self.base_model_name,
+            examples=curated.train,
+            output_dir=scratch / "adapter",
+            config=self.config.train,
+            parent_adapter=parent_dir,
+        )
+        timings["train_s"] = time.perf_counter() - clock
+        self._crash("after_train")
+
+        clock = time.perf_counter()
+        verdict = await asyncio.to_thread(
+            evaluate,
+            base_model=self.base_model,
+            candidate_dir=trained.adapter_dir,
+            reference_dir=parent_dir,
+            holdout=curated.holdout,
+            regression_set=self.config.regression_set,
+            config=self.config.gate,
+        )
+        timings["evaluate_s"] = time.perf_counter() - clock
+
+        clock = time.perf_counter()
+        published = await asyncio.to_thread(self.artifacts.publish, trained.adapter_dir)
+        metrics = {**trained.metrics, **verdict.metrics, "train_seconds": trained.seconds}
+        with self.sessions() as session:  # the snapshot commits with the version, or not at all
+            version = register_candidate(
+                session,
+                version_id=published.version_id,
+                tenant=tenant,
+                base_model=self.base_model_name,
+                artifact_uri=published.uri,
+                artifact_sha256=published.sha256,
+                lora_config=published.lora_config,
+                parent_id=parent.id if parent else None,
+                metrics=metrics,
+                dataset_stream_ids=curated.members,
+                actor="learner",
+                reason=f"round of {curated.counts.get('examples_new', 0)} new examples",
+            )
+        self._save_dataset(version.id, curated.train)
+        self._crash("after_commit")
+        with self.sessions() as session:
+            record_gate(
+                session,
+                version_id=version.id,
+                passed=verdict.passed,
+                metrics=metrics,
+                actor="learner",
+                reason="; ".join(verdict.reasons) or "passed",
+            )
+        outcome = "rejected: " + "; ".join(verdict.reasons) if not verdict.passed else "gated"
+        if verdict.passed and verdict.auto_promote != "off":
+            outcome = self._auto_promote(version.id, verdict.auto_promote, parent)
+        timings["publish_s"] = time.perf_counter() - clock
+        self.status["last_version"] = version.id
+        return {"version": version.id, "outcome": outcome, "metrics": metrics}
+
+    def _auto_promote(self, version_id: str, policy: str, parent) -> str:
+        with self.sessions() as session:
+            if policy == "canary" and parent is not None:
+                start_canary(
+                    session,
+                    version_id=version_id,
+                    fraction=self.config.canary_fraction,
+                    actor="learner",
+                    reason="gate passed; auto_promote=canary",
+                    on_alias_change=self.notifier,
+                )
+                return f"canary at {self.config.canary_fraction}"
+            promote(
+                session,
+                version_id=version_id,
+                actor="learner",
+                reason=f"gate passed; auto_promote={policy}",
+                expected_live=parent.id if parent else None,
+                on_alias_change=self.notifier,
+            )
+            return "live"
+
+    # -- helpers -----------------------------------------------------------------------
+    async def _ack(self, stream_ids: set[str]) -> None:
+        if stream_ids:
+            await self.source.ack(sorted(stream_ids))
+        for stream_id in stream_ids:
+            self.waiting.pop(stream_id, None)
+
+    def _live(self, tenant: str):
+        with self.sessions() as session:
+            alias = get_alias(session, tenant=tenant, alias="live")
+            return get_version(session, version_id=alias.version_id) if alias else None
+
+    def _dataset_path(self, version_id: str) -> Path:
+        return self.work_dir / "datasets" / f"{version_id}.jsonl"
+
+    def _save_dataset(self, version_id: str, examples: list[Example]) -> None:
+        path = self._dataset_path(version_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        dump_jsonl([e for e in examples if e.source != "replay"], path)
+
+    def _replay(self, parent) -> list[Example]:
+        """Earlier accepted examples: the live version's training set (and so on, by ancestry)."""
+        if parent is None or not self._dataset_path(parent.id).exists():
+            return []
+        examples = load_jsonl(self._dataset_path(parent.id))
+        random.Random(parent.id).shuffle(examples)
+        return examples
+
+    def _finish(self, report: dict) -> dict:
+        self.status["rounds"] += 1
+        self.status["last_round"] = {**report, "finished_at": time.time()}
+        self.status["backlog"] = len(self.waiting)
+        logger.info("learning round for %s: %s", report["tenant"], report.get("outcome"))
+        return report
+
+    def _crash(self, point: str) -> None:
+        if self.config.crash_at == point:
+            logger.error("crashing at %s as configured", point)
+            os._exit(17)
+
+    def write_status(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({**self.status, "updated_at": time.time()}, default=str))
+        os.replace(tmp, path)

@@ -1,0 +1,140 @@
+"""Rendering examples for the model and scoring them: one definition for training and the gate.
+
+* :func:`render` turns an :class:`~learner.examples.Example` into the text pair
+  training sees: ``prompt`` = the chat template applied to the messages with the
+  generation prompt (``<|assistant|>\\n`` for the tiny model), ``completion`` =
+  the answer followed by the tokenizer's end-of-sequence token, which is how a
+  served answer ends.
+* :func:`sequence_logprobs` is ``log p(completion | prompt)``, summed over the
+  completion's tokens, with the same tokenization rule as TRL (the completion
+  starts where the tokens of prompt and prompt+completion diverge).
+* :func:`limited_threads` bounds torch's intra-op threads for a block, so
+  training or evaluation next to serving replicas leaves them cores.
+
+torch and transformers are imported inside the functions: importing the
+learner package stays cheap (the actor process imports it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from learner.examples import Example
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def limited_threads(threads: int) -> Iterator[int]:
+    """Run the block with at most ``threads`` torch threads (and the CPUs there are); restore after.
+
+    Yields the count in effect. torch's thread count is process-wide: do not
+    run two differently limited blocks concurrently in one process.
+    """
+    import torch
+
+    previous = torch.get_num_threads()
+    count = max(1, min(int(threads), os.cpu_count() or 1))
+    torch.set_num_threads(count)
+    try:
+        yield count
+    finally:
+        torch.set_num_threads(previous)
+
+
+def default_threads() -> int:
+    """Half the CPUs, at least 1: what training and evaluation use unless configured."""
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
+def load_tokenizer(base_model: str) -> Any:
+    """The base model's tokenizer, with a pad token (the EOS token if it has none)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base_model)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def prompt_text(tokenizer: Any, messages: Sequence[dict[str, str]]) -> str:
+    """The chat template applied to ``messages``, ending with the assistant's turn marker."""
+    return tokenizer.apply_chat_template(
+        [{"role": m["role"], "content": m["content"]} for m in messages],
+        add_generation_prompt=True, tokenize=False)
+
+
+def render(tokenizer: Any, example: Example) -> tuple[str, str]:
+    """``(prompt, completion)`` text of an example, as training and scoring see it."""
+    eos = tokenizer.eos_token or ""
+    completion = example.completion
+    if eos and not completion.endswith(eos):
+        completion += eos
+    return prompt_text(tokenizer, example.prompt), completion
+
+
+def _token_pair(tokenizer: Any, prompt: str, completion: str) -> tuple[list[int], int]:
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    full = tokenizer(prompt + completion, add_special_tokens=False)["input_ids"]
+    start = 0
+    for a, b in zip(prompt_ids, full, strict=False):
+        if a != b:
+            break
+        start += 1
+    return full, start
+
+
+def sequence_logprobs(model: Any, tokenizer: Any, pairs: Sequence[tuple[str, str]], *,
+                      batch_size: int = 16, max_length: int = 1024) -> list[float]:
+    """``sum log p(completion tokens | prompt)`` under ``model`` for each (prompt, completion).
+
+    Sequences longer than ``max_length`` keep their first ``max_length`` tokens
+    (the completion's tail is then not scored). The model is put in eval mode.
+    """
+    import torch
+
+    model.eval()
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    scores: list[float] = []
+    device = next(model.parameters()).device
+    for i in range(0, len(pairs), batch_size):
+        rows = [_token_pair(tokenizer, p, c) for p, c in pairs[i:i + batch_size]]
+        rows = [(ids[:max_length], min(start, max_length)) for ids, start in rows]
+        width = max(len(ids) for ids, _ in rows)
+        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        scored = torch.zeros((len(rows), width), dtype=torch.bool)
+        for row, (ids, start) in enumerate(rows):
+            input_ids[row, :len(ids)] = torch.tensor(ids)
+            mask[row, :len(ids)] = 1
+            scored[row, max(start, 1):len(ids)] = True
+        with torch.no_grad():
+            logits = model(input_ids=input_ids.to(device),
+                           attention_mask=mask.to(device)).logits.float()
+        logps = torch.log_softmax(logits[:, :-1], dim=-1)
+        token_logps = logps.gather(-1, input_ids[:, 1:].to(device).unsqueeze(-1)).squeeze(-1)
+        totals = (token_logps * scored[:, 1:].to(device)).sum(dim=-1)
+        scores.extend(float(x) for x in totals.cpu())
+    return scores
+
+
+def greedy_generate(model: Any, tokenizer: Any, messages: Sequence[dict[str, str]], *,
+                    max_new_tokens: int) -> str:
+    """The greedy answer of ``model`` to a chat, decoded without special tokens."""
+    import torch
+
+    model.eval()
+    ids = tokenizer(prompt_text(tokenizer, messages), add_special_tokens=False,
+                    return_tensors="pt")["input_ids"]
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        out = model.generate(input_ids=ids.to(device),
+                             attention_mask=torch.ones_like(ids).to(device),
+                             max_new_tokens=max_new_tokens, do_sample=False,
+                             eos_token_id=tokenizer.eos_token_id,
+                             pad_token_id=tokenizer.pad_token_id)
+    return tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)

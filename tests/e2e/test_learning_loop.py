@@ -1,0 +1,184 @@
+"""The whole loop over HTTP: answers, thumbs and corrections -> learner actor -> live adapter.
+
+Users ask the tiny model for capitals, reject its (random) answers and send the
+right one as a correction; the learner actor trains, gates and promotes a
+version; the replicas swap it in; the taught answers become more likely and
+the greedy answers match them.
+"""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+FACTS = [
+    ("France", "Paris."),
+    ("Italy", "Rome."),
+    ("Japan", "Tokyo."),
+    ("Spain", "Madrid."),
+    ("Germany", "Berlin."),
+    ("Egypt", "Cairo."),
+    ("Peru", "Lima."),
+    ("Kenya", "Nairobi."),
+]
+PHRASINGS = [
+    "What is the capital of {}?",
+    "Capital of {}?",
+    "Tell me the capital of {}.",
+    "Which city is the capital of {}?",
+]
+
+
+@pytest.fixture(scope="module")
+def learning_app(serve_url, redis_server, tiny_model_dir, tmp_path_factory):
+    from ray import serve
+
+    from learner.actor import LearnerSpec, start_actor, stop_actor
+    from learner.gate import GateConfig
+    from learner.loop import LearnerConfig
+    from learner.train import TrainConfig
+    from serving.api import IngressConfig
+    from serving.app import RegistryConfig, ServeConfig, build_app
+    from serving.engines.base import EngineConfig
+    from storage.db import open_registry
+
+    root = tmp_path_factory.mktemp("learning")
+    database_url = f"sqlite:///{root / 'registry.db'}"
+    sessions = open_registry(database_url)
+    registry = RegistryConfig(
+        database_url=database_url,
+        artifacts_location=str(root / "art"),
+        cache_dir=str(root / "cache"),
+        reconcile_interval_s=5,
+    )
+    config = ServeConfig(
+        engine_config=EngineConfig(model=str(tiny_model_dir), model_name="builtin:tiny", threads=1),
+        ingress=IngressConfig(tenants=["acme"]),
+        num_replicas=1,
+        redis_url=redis_server.url,
+        redis_prefix="learn",
+        registry=registry,
+    )
+    serve.run(build_app(config), name="learn", route_prefix="/learn")
+    spec = LearnerSpec(
+        redis_url=redis_server.url,
+        redis_prefix="learn",
+        database_url=database_url,
+        artifacts_location=str(root / "art"),
+        base_model=str(tiny_model_dir),
+        base_model_name="builtin:tiny",
+        data_dir=str(root),
+        config=LearnerConfig(
+            min_new_examples=len(FACTS) * len(PHRASINGS),
+            holdout_fraction=0.2,
+            train=TrainConfig(method="sft", epochs=6, learning_rate=1e-2, rank=8, threads=1),
+            gate=GateConfig(min_accuracy=0.5, auto_promote="live", threads=1),
+        ),
+    )
+    start_actor(spec)
+    yield {"url": f"{serve_url}/learn", "sessions": sessions, "root": root}
+    stop_actor()
+    serve.delete("learn")
+
+
+def ask(url, question, user="teacher"):
+    r = httpx.post(
+        f"{url}/v1/chat/completions",
+        timeout=60,
+        json={
+            "model": "acme",
+            "messages": [{"role": "user", "content": question}],
+            "max_tokens": 6,
+            "temperature": 0,
+            "user": user,
+        },
+    )
+    assert r.status_code == 200, r.text
+    return r
+
+
+def wait_for_next_version(learning_app, url, previous):
+    """The learner's next version once registered and gated: served if it went live."""
+    from storage import get_alias, list_versions
+
+    deadline = time.monotonic() + 240
+    while True:
+        assert time.monotonic() < deadline, "the learner made no new version in time"
+        with learning_app["sessions"]() as session:
+            versions = list_versions(session, tenant="acme")
+            newest = versions[0] if versions else None
+            live = get_alias(session, tenant="acme", alias="live")
+        known = previous.id if previous is not None else None
+        if newest is not None and newest.id != known and newest.status in ("live", "rejected"):
+            break
+        time.sleep(1)
+    if newest.status == "rejected":  # the gate kept the current live version
+        return previous
+    while ask(url, "Hi").headers["x-adapter-version"] != live.version_id:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    return newest
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.slow
+def test_corrections_through_the_api_teach_the_live_model(learning_app, tiny_model_dir):
+    from learner.scoring import load_tokenizer, prompt_text, sequence_logprobs
+    from storage import ArtifactStore, get_version
+
+    url = learning_app["url"]
+    questions = [(p.format(c), a) for c, a in FACTS for p in PHRASINGS]
+    events, version, history = 0, None, []
+    for round_ in range(3):  # users keep using it: thumbs up when right, corrections if not
+        matches = 0
+        for question, answer in questions:
+            response = ask(url, question, user=f"teacher-{answer}")
+            right = response.json()["choices"][0]["message"]["content"].strip().startswith(answer)
+            matches += right
+            rated = httpx.post(
+                f"{url}/v1/feedback",
+                timeout=30,
+                json={
+                    "interaction_id": response.json()["id"],
+                    "user": f"teacher-{answer}",
+                    **({"rating": "up"} if right else {"rating": "down", "correction": answer}),
+                },
+            )
+            assert rated.status_code == 202, rated.text
+            events += 1
+        history.append(matches)
+        if matches >= 0.75 * len(questions) or round_ == 2:
+            break
+        promoted = wait_for_next_version(learning_app, url, previous=version)
+        if promoted is version:  # rejected by the gate: keep what users have
+            break
+        version = promoted
+    with learning_app["sessions"]() as session:
+        version = get_version(session, version_id=version.id)
+
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    path = ArtifactStore(learning_app["root"] / "art").load(
+        version.artifact_uri, sha256=version.artifact_sha256
+    )
+    pairs = [(prompt_text(tokenizer, [{"role": "user", "content": q}]), a) for q, a in questions]
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    with torch.no_grad():
+        before = sequence_logprobs(base, tokenizer, pairs)
+        adapted = PeftModel.from_pretrained(base, str(path))
+        after = sequence_logprobs(adapted, tokenizer, pairs)
+    rose = sum(a > b for a, b in zip(after, before, strict=True))
+    print(
+        f"{events - len(questions)} feedback events trained {len(history) - 1} version(s); "
+        f"greedy answers matching per round {history} of {len(questions)}; "
+        f"log-prob of the taught answer rose for {rose}/{len(pairs)} "
+        f"(mean {sum(before) / len(before):.2f} -> {sum(after) / len(after):.2f})"
+    )
+    assert rose >= 0.75 * len(pairs)
+    assert history[-1] > history[0]
+    assert history[-1] >= len(questions) // 4

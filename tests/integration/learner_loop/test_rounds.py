@@ -1,0 +1,144 @@
+"""Learning rounds end to end below HTTP: stream -> curate -> train -> gate -> registry -> ack."""
+
+from __future__ import annotations
+
+import pytest
+
+from feedback.events import Interaction, hash_user
+from feedback.keys import RedisKeys
+from feedback.store import FeedbackConfig, FeedbackStore
+from learner.gate import GateConfig
+from learner.loop import Learner, LearnerConfig
+from learner.train import TrainConfig
+from storage import ArtifactStore, dataset_stream_ids, get_alias, list_versions
+from storage.db import open_registry
+from tests.integration.learner_loop.conftest import REDIS_URL
+
+pytestmark = pytest.mark.asyncio(loop_scope="function")
+
+
+@pytest.fixture
+def registry(tmp_path):
+    return open_registry(f"sqlite:///{tmp_path / 'registry.db'}")
+
+
+def make_learner(keys, registry, tmp_path, tiny_model_dir, **config) -> Learner:
+    config.setdefault("train", TrainConfig(epochs=4, learning_rate=5e-3, threads=1, rank=4))
+    config.setdefault("gate", GateConfig(min_accuracy=0.5, auto_promote="live", threads=1))
+    return Learner(
+        redis_url=REDIS_URL,
+        keys=keys,
+        sessions=registry,
+        artifacts=ArtifactStore(tmp_path / "artifacts"),
+        base_model=str(tiny_model_dir),
+        base_model_name="builtin:tiny",
+        work_dir=tmp_path / "learner",
+        config=LearnerConfig(min_new_examples=8, holdout_fraction=0.25, **config),
+    )
+
+
+FACTS = [
+    ("France", "Paris", "Rome"),
+    ("Italy", "Rome", "Madrid"),
+    ("Japan", "Tokyo", "Seoul"),
+    ("Spain", "Madrid", "Lisbon"),
+    ("Germany", "Berlin", "Vienna"),
+    ("Egypt", "Cairo", "Tunis"),
+    ("Peru", "Lima", "Quito"),
+    ("Kenya", "Nairobi", "Accra"),
+]
+
+
+PHRASINGS = [
+    "What is the capital of {}?",
+    "Capital of {}?",
+    "Tell me the capital of {}.",
+    "Which city is the capital of {}?",
+]
+
+
+async def teach(client, keys, users: list[str]) -> int:
+    """Each user asks about a country and rates two logged answers: the right one up."""
+    store = FeedbackStore(client, keys, FeedbackConfig(user_limit=1000))
+    await store.start()
+    events = 0
+    for i, user in enumerate(users):
+        country, right, wrong = FACTS[i % len(FACTS)]
+        phrasing = PHRASINGS[(i // len(FACTS)) % len(PHRASINGS)]
+        question = [{"role": "user", "content": phrasing.format(country)}]
+        for answer, rating in ((f"{right}.", "up"), (f"{wrong}.", "down")):
+            interaction = Interaction(
+                tenant="acme",
+                user=hash_user(user),
+                model="acme",
+                messages=question,
+                completion=answer,
+            )
+            await client.set(keys.interaction(interaction.id), interaction.to_json(), ex=600)
+            await store.record(interaction_id=interaction.id, user=user, rating=rating)
+            events += 1
+    return events
+
+
+async def test_a_round_trains_gates_promotes_and_acks_exactly_what_it_used(
+    client, keys, registry, tmp_path, tiny_model_dir
+):
+    sent = await teach(client, keys, [f"user{i}" for i in range(32)])
+    learner = make_learner(keys, registry, tmp_path, tiny_model_dir)
+    await learner.start()
+    reports = await learner.step()
+    await learner.close()
+    [report] = reports
+    assert report["outcome"] == "live", report
+    with registry() as session:
+        [version] = list_versions(session, tenant="acme")
+        trained = dataset_stream_ids(session, version_id=version.id)
+        live = get_alias(session, tenant="acme", alias="live")
+    assert live.version_id == version.id and version.parent_id is None
+    assert len(trained) == sent  # every event in the snapshot, none twice
+    assert set(report["timings"]) >= {"read_s", "curate_s", "train_s", "evaluate_s", "publish_s"}
+    pending = await client.xpending(keys.feedback_stream, RedisKeys.LEARNER_GROUP)
+    assert pending["pending"] == 0
+
+
+async def test_a_crash_between_commit_and_ack_never_trains_twice(
+    client, keys, registry, tmp_path, tiny_model_dir, monkeypatch
+):
+    await teach(client, keys, [f"user{i}" for i in range(10)])
+    first = make_learner(keys, registry, tmp_path, tiny_model_dir, claim_idle_ms=200)
+    await first.start()
+
+    async def lost_ack(stream_ids):  # the process "dies" before the acks reach Redis
+        return None
+
+    monkeypatch.setattr(first, "_ack", lost_ack)
+    [report] = await first.step()
+    await first.close()
+    assert report["version"]
+    pending = await client.xpending(keys.feedback_stream, RedisKeys.LEARNER_GROUP)
+    assert pending["pending"] > 0
+
+    restarted = make_learner(keys, registry, tmp_path, tiny_model_dir, claim_idle_ms=200)
+    await restarted.start()
+    import asyncio
+
+    await asyncio.sleep(0.3)  # past claim_idle_ms: the entries look abandoned
+    assert await restarted.step() == []  # recognised as trained: acked, no new round
+    await restarted.close()
+    with registry() as session:
+        assert len(list_versions(session, tenant="acme")) == 1
+    pending = await client.xpending(keys.feedback_stream, RedisKeys.LEARNER_GROUP)
+    assert pending["pending"] == 0
+
+
+async def test_one_flooding_user_is_capped(client, keys, registry, tmp_path, tiny_model_dir):
+    await teach(client, keys, ["flooder"] * 20 + ["a", "b", "c", "d"])
+    learner = make_learner(keys, registry, tmp_path, tiny_model_dir, per_user_cap=6)
+    await learner.start()
+    [report] = await learner.step()
+    await learner.close()
+    assert report["capped_users"] == 1
+    with registry() as session:
+        [version] = list_versions(session, tenant="acme")
+        trained = dataset_stream_ids(session, version_id=version.id)
+    assert len(trained) == 48  # all consumed (capped ones too), so none is read again
