@@ -151,27 +151,6 @@ class Engine(abc.ABC):
                 f"{self.max_context}: shorten it to at most {self.max_context - 1} tokens"
             )
 
-    @staticmethod
-    def _detach_adapter(adapters: dict, users, version_id: str):
-        """Remove ``version_id`` from an engine's adapter and user maps; return its handle.
-
-        Raises ``AdapterNotLoaded`` if it is not resident and ``AdapterBusy`` while
-        requests use it. Callers hold their own lock and free the handle after.
-        """
-        from serving.errors import AdapterBusy, AdapterNotLoaded
-
-        handle = adapters.get(version_id)
-        if handle is None:
-            raise AdapterNotLoaded(f"adapter version {version_id!r} is not loaded")
-        if users[version_id] > 0:
-            raise AdapterBusy(
-                f"adapter {version_id!r} is used by {users[version_id]} "
-                "running request(s); unload it when they finish"
-            )
-        del adapters[version_id]
-        del users[version_id]
-        return handle
-
     # -- tokenization, shared by both engines through the model's tokenizer ---
     @abc.abstractmethod
     def encode_chat(self, messages: Sequence[dict[str, str]]) -> list[int]:

@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from serving.engines.adapter_table import AdapterTable
 from serving.engines.base import Chunk, Engine, GenerationRequest
 from serving.engines.lora_check import validate_adapter
 from serving.errors import (
     AdapterLimitReached,
-    AdapterNotLoaded,
     EngineNotStarted,
     EngineOverloaded,
     EngineUnhealthy,
@@ -60,8 +60,7 @@ class HFEngine(Engine):
         self._module_shapes: dict[str, tuple[int, int]] = {}
         self._base_names: set[str] = set()
         self._eos_ids: set[int] = set()
-        self._adapters: dict[str, str] = {}  # version id -> peft adapter name
-        self._adapter_users: collections.Counter[str] = collections.Counter()
+        self._adapters: AdapterTable[str] = AdapterTable()  # version id -> peft adapter name
         self._peft_names = (f"v{n}" for n in itertools.count(1))
         self._waiting: collections.deque[_Sequence] = collections.deque()
         self._commands: collections.deque[tuple[Callable[[], Any], concurrent.futures.Future]] = (
@@ -144,12 +143,12 @@ class HFEngine(Engine):
         seq = _Sequence(
             request=request,
             deliver=lambda item: loop.call_soon_threadsafe(queue.put_nowait, item),
-            peft_name=self._claim_adapter(request.adapter),
+            peft_name=self._adapters.claim(request.adapter) or _BASE,
         )
         with self._lock:
             # Up to max_batch_size requests decode; max_queue more may wait for a row.
             if self._active >= self.config.max_queue + self.config.max_batch_size:
-                self._release_adapter(request.adapter)
+                self._adapters.release(request.adapter)
                 raise EngineOverloaded(
                     f"the engine queue is full ({self.config.max_queue} requests waiting)"
                 )
@@ -169,24 +168,6 @@ class HFEngine(Engine):
                 seq.cancelled = True
                 self._retire(seq)
                 self._wake.set()
-
-    def _claim_adapter(self, version_id: str | None) -> str:
-        if version_id is None:
-            return _BASE
-        with self._lock:
-            name = self._adapters.get(version_id)
-            if name is None:
-                raise AdapterNotLoaded(
-                    f"adapter version {version_id!r} is not loaded; loaded: "
-                    f"{sorted(self._adapters) or 'none'}"
-                )
-            self._adapter_users[version_id] += 1
-            return name
-
-    def _release_adapter(self, version_id: str | None) -> None:
-        if version_id is not None:
-            with self._lock:
-                self._adapter_users[version_id] -= 1
 
     # -- adapters -----------------------------------------------------------------
     async def load_adapter(self, version_id: str, path: str | Path) -> None:
@@ -213,8 +194,7 @@ class HFEngine(Engine):
         return max(0, self._active - self.config.max_batch_size)
 
     def loaded_adapters(self) -> list[str]:
-        with self._lock:
-            return sorted(self._adapters)
+        return self._adapters.versions()
 
     def _load_on_worker(self, version_id: str, path: Path) -> None:
         from peft import PeftModel
@@ -224,7 +204,7 @@ class HFEngine(Engine):
         if len(self._adapters) >= self.config.max_loras:
             raise AdapterLimitReached(
                 f"the engine holds max_loras={self.config.max_loras} adapters "
-                f"({sorted(self._adapters)}); unload one before loading {version_id!r}"
+                f"({self._adapters.versions()}); unload one before loading {version_id!r}"
             )
         name = next(self._peft_names)
         wrapped = isinstance(self._model, PeftModel)
@@ -237,13 +217,11 @@ class HFEngine(Engine):
         except Exception:
             self._drop_peft_adapter(name)
             raise
-        with self._lock:
-            self._adapters[version_id] = name
+        self._adapters.add(version_id, name)
         logger.info("loaded adapter %s as %s from %s", version_id, name, path)
 
     def _unload_on_worker(self, version_id: str) -> None:
-        with self._lock:
-            name = self._detach_adapter(self._adapters, self._adapter_users, version_id)
+        name = self._adapters.detach(version_id)
         self._drop_peft_adapter(name)
         logger.info("unloaded adapter %s (%s)", version_id, name)
 
@@ -321,8 +299,7 @@ class HFEngine(Engine):
                 return
             seq.retired = True
             self._active -= 1
-            if seq.request.adapter is not None:
-                self._adapter_users[seq.request.adapter] -= 1
+        self._adapters.release(seq.request.adapter)
 
     def _require_started(self) -> None:
         if self._model is None:

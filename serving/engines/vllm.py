@@ -31,7 +31,6 @@ importing it (or :mod:`serving`) stays cheap.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import itertools
 import logging
@@ -40,13 +39,13 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from serving.engines.adapter_table import AdapterTable
 from serving.engines.base import Chunk, Engine, GenerationRequest, SamplingParams
 from serving.engines.lora_check import validate_adapter
 from serving.engines.vllm_setup import ModelFacts, engine_kwargs, read_model_facts
 from serving.engines.vllm_stream import DeltaDecoder
 from serving.errors import (
     AdapterLimitReached,
-    AdapterNotLoaded,
     AdapterValidationError,
     EngineNotStarted,
     EngineOverloaded,
@@ -75,8 +74,7 @@ class VLLMEngine(Engine):
         super().__init__(config)
         self._llm: Any = None  # vllm.v1.engine.async_llm.AsyncLLM once started
         self._facts: ModelFacts | None = None
-        self._adapters: dict[str, Any] = {}  # version id -> vllm LoRARequest
-        self._adapter_users: collections.Counter[str] = collections.Counter()
+        self._adapters: AdapterTable[Any] = AdapterTable()  # version id -> vllm LoRARequest
         self._adapter_lock: asyncio.Lock | None = None
         self._active = 0  # requests accepted and not yet finished or abandoned
         self._token_text: dict[int, str] = {}  # token id -> its text, for log-probs
@@ -116,7 +114,6 @@ class VLLMEngine(Engine):
             # Blocks while vLLM stops its processes (up to ~5 s before it kills them).
             llm.shutdown()
         self._adapters.clear()
-        self._adapter_users.clear()
 
     async def check_health(self) -> None:
         if self._llm is None:
@@ -150,10 +147,10 @@ class VLLMEngine(Engine):
 
         await self.check_health()
         self.check_prompt(request)
-        lora = self._claim_adapter(request.adapter)
+        lora = self._adapters.claim(request.adapter)
         # Up to max_batch_size requests decode; max_queue more may wait for a row.
         if self._active >= self.config.max_queue + self.config.max_batch_size:
-            self._release_adapter(request.adapter)
+            self._adapters.release(request.adapter)
             raise EngineOverloaded(
                 f"the engine queue is full ({self.config.max_queue} requests waiting)"
             )
@@ -190,7 +187,7 @@ class VLLMEngine(Engine):
             if decoder is None or not decoder.engine_finished:
                 await self._abort(vllm_id)
             self._active -= 1
-            self._release_adapter(request.adapter)
+            self._adapters.release(request.adapter)
 
     def _vllm_params(self, sampling: SamplingParams, prompt_len: int):
         from vllm import SamplingParams as VLLMSamplingParams
@@ -217,22 +214,6 @@ class VLLMEngine(Engine):
             await llm.abort(vllm_id)
         except Exception:  # the engine may be shutting down; nothing is left to free
             logger.warning("could not abort vllm request %s", vllm_id, exc_info=True)
-
-    def _claim_adapter(self, version_id: str | None):
-        if version_id is None:
-            return None
-        lora = self._adapters.get(version_id)
-        if lora is None:
-            raise AdapterNotLoaded(
-                f"adapter version {version_id!r} is not loaded; loaded: "
-                f"{sorted(self._adapters) or 'none'}"
-            )
-        self._adapter_users[version_id] += 1
-        return lora
-
-    def _release_adapter(self, version_id: str | None) -> None:
-        if version_id is not None and self._adapter_users[version_id] > 0:
-            self._adapter_users[version_id] -= 1
 
     def token_text(self, token_id: int) -> str:
         """One token decoded alone (as the ``hf`` engine names log-prob tokens)."""
@@ -265,7 +246,7 @@ class VLLMEngine(Engine):
             if len(self._adapters) >= limit:
                 raise AdapterLimitReached(
                     f"the engine holds max_cpu_loras={limit} adapters "
-                    f"({sorted(self._adapters)}); unload one before loading {version_id!r}"
+                    f"({self._adapters.versions()}); unload one before loading {version_id!r}"
                 )
             lora = LoRARequest(
                 lora_name=version_id,
@@ -284,23 +265,23 @@ class VLLMEngine(Engine):
             if not added:
                 await self._forget_lora(lora.lora_int_id)
                 raise AdapterValidationError(version_id, str(path), ["vLLM refused to load it"])
-            self._adapters[version_id] = lora
+            self._adapters.add(version_id, lora)
         logger.info("loaded adapter %s as lora id %d from %s", version_id, lora.lora_int_id, path)
 
     async def unload_adapter(self, version_id: str) -> None:
         await self.check_health()
         async with self._adapter_lock:
             # Forget it first: no request can claim it while vLLM removes it.
-            lora = self._detach_adapter(self._adapters, self._adapter_users, version_id)
+            lora = self._adapters.detach(version_id)
             await self._forget_lora(lora.lora_int_id)
         logger.info("unloaded adapter %s (lora id %d)", version_id, lora.lora_int_id)
 
     def loaded_adapters(self) -> list[str]:
-        return sorted(self._adapters)
+        return self._adapters.versions()
 
     def lora_ids(self) -> dict[str, int]:
         """The vLLM LoRA int id of each resident version (diagnostics and tests)."""
-        return {version: lora.lora_int_id for version, lora in self._adapters.items()}
+        return {version: lora.lora_int_id for version, lora in self._adapters.handles().items()}
 
     async def vllm_lora_ids(self) -> set[int]:
         """The LoRA int ids vLLM itself holds (should equal ``lora_ids().values()``)."""
