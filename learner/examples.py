@@ -133,3 +133,29 @@ def load_jsonl(path: str | Path) -> list[Example]:
             except InvalidExample as exc:
                 raise InvalidExample(f"{path}:{number}: {exc}") from exc
     return examples
+
+
+#: The examples a version was trained on, published inside its adapter artifact
+#: (the store publishes ``.json`` next to the weights, under the same sha256 manifest),
+#: so a later round can replay them from storage on any host.
+TRAINING_DATA_FILE = "training_examples.json"
+
+
+def save_with_adapter(examples: Iterable[Example], adapter_dir: str | Path) -> int:
+    """Write ``examples`` into ``adapter_dir`` as :data:`TRAINING_DATA_FILE`; returns how many."""
+    rows = [e.to_dict() for e in examples]
+    text = json.dumps({"examples": rows}, ensure_ascii=False, separators=(",", ":"))
+    (Path(adapter_dir) / TRAINING_DATA_FILE).write_text(text, encoding="utf-8")
+    return len(rows)
+
+
+def load_from_adapter(adapter_dir: str | Path) -> list[Example]:
+    """The examples :func:`save_with_adapter` stored in ``adapter_dir`` (none if it has none)."""
+    path = Path(adapter_dir) / TRAINING_DATA_FILE
+    if not path.exists():  # e.g. an adapter trained outside loraloop
+        return []
+    try:
+        rows = json.loads(path.read_text("utf-8"))["examples"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InvalidExample(f"{path} is not a training-data file: {exc}") from exc
+    return [Example.from_dict(row) for row in rows]

@@ -15,6 +15,7 @@ Ray actor and ``loraloop learner run`` runs it in the foreground.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -30,8 +31,8 @@ from feedback.keys import RedisKeys
 from feedback.sink import async_client
 from feedback.source import FeedbackEntry, FeedbackSource, SourceConfig, join_interactions
 from learner.curate import curate
-from learner.errors import NothingToTrain
-from learner.examples import Example, dump_jsonl, load_jsonl
+from learner.errors import IncompatibleParent, NothingToTrain
+from learner.examples import Example, load_from_adapter, save_with_adapter
 from learner.gate import GateConfig, evaluate
 from learner.train import TrainConfig, train_adapter
 from storage import (
@@ -182,16 +183,22 @@ class Learner:
         clock = time.perf_counter()
         await self.source.touch([e.stream_id for e in entries])  # keep them ours while we work
         joined = await join_interactions(self.client, self.keys, entries)
+
+        parent = self._live(tenant)
+        parent_dir = None
+        if parent is not None:  # warm start, gate reference and replay pool
+            parent_dir = await asyncio.to_thread(
+                self.artifacts.load, parent.artifact_uri, sha256=parent.artifact_sha256
+            )
         timings["read_s"] = time.perf_counter() - clock
 
         clock = time.perf_counter()
-        parent = self._live(tenant)
         curated = curate(
             joined,
             tenant=tenant,
             per_user_cap=self.config.per_user_cap,
             holdout_fraction=self.config.holdout_fraction,
-            replay=self._replay(parent),
+            replay=self._replay(parent_dir),
             replay_fraction=self.config.replay_fraction,
             seed=int(time.time()) & 0xFFFF,
         )
@@ -210,7 +217,10 @@ class Learner:
 
         scratch = self.work_dir / f"round-{time.time_ns()}"
         try:
-            report.update(await self._train_gate_publish(tenant, curated, parent, scratch, timings))
+            published = await self._train_gate_publish(
+                tenant, curated, parent, parent_dir, scratch, timings
+            )
+            report.update(published)
         except NothingToTrain as exc:  # e.g. only thumbs-down so far: keep them for later
             report["outcome"] = f"waiting for more feedback: {exc.reason}"
             self._deferred = len(self.waiting)
@@ -222,22 +232,11 @@ class Learner:
         timings["ack_s"] = time.perf_counter() - clock
         return self._finish(report)
 
-    async def _train_gate_publish(self, tenant, curated, parent, scratch: Path, timings) -> dict:
-        parent_dir = None
-        if parent is not None:
-            parent_dir = await asyncio.to_thread(
-                self.artifacts.load, parent.artifact_uri, sha256=parent.artifact_sha256
-            )
+    async def _train_gate_publish(
+        self, tenant, curated, parent, parent_dir, scratch: Path, timings
+    ) -> dict:
         clock = time.perf_counter()
-        trained = await asyncio.to_thread(
-            train_adapter,
-            base_model=self.base_model,
-            base_model_name=self.base_model_name,
-            examples=curated.train,
-            output_dir=scratch / "adapter",
-            config=self.config.train,
-            parent_adapter=parent_dir,
-        )
+        trained, warm_start_note = await self._train(curated.train, parent_dir, scratch)
         timings["train_s"] = time.perf_counter() - clock
         self._crash("after_train")
 
@@ -254,8 +253,12 @@ class Learner:
         timings["evaluate_s"] = time.perf_counter() - clock
 
         clock = time.perf_counter()
+        # The training set travels with the weights: later rounds replay it from storage.
+        save_with_adapter(curated.train, trained.adapter_dir)
         published = await asyncio.to_thread(self.artifacts.publish, trained.adapter_dir)
         metrics = {**trained.metrics, **verdict.metrics, "train_seconds": trained.seconds}
+        if warm_start_note:
+            metrics["warm_start_skipped"] = warm_start_note
         with self.sessions() as session:  # the snapshot commits with the version, or not at all
             version = register_candidate(
                 session,
@@ -265,13 +268,13 @@ class Learner:
                 artifact_uri=published.uri,
                 artifact_sha256=published.sha256,
                 lora_config=published.lora_config,
-                parent_id=parent.id if parent else None,
+                # The parent is the version warm-started from (none for a fresh adapter).
+                parent_id=parent.id if parent and not warm_start_note else None,
                 metrics=metrics,
                 dataset_stream_ids=curated.members,
                 actor="learner",
                 reason=f"round of {curated.counts.get('examples_new', 0)} new examples",
             )
-        self._save_dataset(version.id, curated.train)
         self._crash("after_commit")
         with self.sessions() as session:
             record_gate(
@@ -323,20 +326,34 @@ class Learner:
             alias = get_alias(session, tenant=tenant, alias="live")
             return get_version(session, version_id=alias.version_id) if alias else None
 
-    def _dataset_path(self, version_id: str) -> Path:
-        return self.work_dir / "datasets" / f"{version_id}.jsonl"
+    async def _train(self, examples: list[Example], parent_dir, scratch: Path):
+        """Train warm-started from ``parent_dir``; fresh if its LoRA shape no longer fits.
 
-    def _save_dataset(self, version_id: str, examples: list[Example]) -> None:
-        path = self._dataset_path(version_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        dump_jsonl([e for e in examples if e.source != "replay"], path)
+        Returns the result and, for a fresh adapter that had a parent, why it was not
+        warm-started (the rank or target modules were changed since the parent).
+        """
+        train = functools.partial(
+            train_adapter,
+            base_model=self.base_model,
+            base_model_name=self.base_model_name,
+            examples=examples,
+            output_dir=scratch / "adapter",
+            config=self.config.train,
+        )
+        try:
+            return await asyncio.to_thread(train, parent_adapter=parent_dir), ""
+        except IncompatibleParent as exc:  # raised before any training
+            logger.warning("%s; training a fresh adapter (replay keeps earlier examples)", exc)
+            return await asyncio.to_thread(train, parent_adapter=None), str(exc)
 
-    def _replay(self, parent) -> list[Example]:
-        """Earlier accepted examples: the live version's training set (and so on, by ancestry)."""
-        if parent is None or not self._dataset_path(parent.id).exists():
+    @staticmethod
+    def _replay(parent_dir) -> list[Example]:
+        """Earlier accepted examples: the live version's training set, which holds the
+        examples it replayed in turn, so older rounds stay in the pool by ancestry."""
+        if parent_dir is None:
             return []
-        examples = load_jsonl(self._dataset_path(parent.id))
-        random.Random(parent.id).shuffle(examples)
+        examples = load_from_adapter(parent_dir)
+        random.Random(Path(parent_dir).name).shuffle(examples)
         return examples
 
     def _finish(self, report: dict) -> dict:

@@ -57,12 +57,15 @@ PHRASINGS = [
 ]
 
 
-async def teach(client, keys, users: list[str]) -> int:
-    """Each user asks about a country and rates two logged answers: the right one up."""
+async def teach(client, keys, users: list[str], *, offset: int = 0) -> int:
+    """Each user asks about a country and rates two logged answers: the right one up.
+
+    User ``i`` asks about fact ``(offset + i) % 8`` in phrasing ``(offset + i) // 8 % 4``.
+    """
     store = FeedbackStore(client, keys, FeedbackConfig(user_limit=1000))
     await store.start()
     events = 0
-    for i, user in enumerate(users):
+    for i, user in enumerate(users, start=offset):
         country, right, wrong = FACTS[i % len(FACTS)]
         phrasing = PHRASINGS[(i // len(FACTS)) % len(PHRASINGS)]
         question = [{"role": "user", "content": phrasing.format(country)}]
@@ -142,3 +145,52 @@ async def test_one_flooding_user_is_capped(client, keys, registry, tmp_path, tin
         [version] = list_versions(session, tenant="acme")
         trained = dataset_stream_ids(session, version_id=version.id)
     assert len(trained) == 48  # all consumed (capped ones too), so none is read again
+
+
+async def test_later_rounds_warm_start_replay_from_storage_and_survive_a_shape_change(
+    client, keys, registry, tmp_path, tiny_model_dir
+):
+    from learner.examples import load_from_adapter
+    from storage import get_version
+
+    def published_examples(version_id):
+        with registry() as session:
+            info = get_version(session, version_id=version_id)
+        store = ArtifactStore(tmp_path / "artifacts")
+        return load_from_adapter(store.load(info.artifact_uri, sha256=info.artifact_sha256))
+
+    gate = GateConfig(min_accuracy=0.0, min_margin=-1e9, auto_promote="live", threads=1)
+    versions = []
+    for round_, rank in enumerate((4, 4, 8)):  # the third round changes the LoRA rank
+        # Each round asks in another phrasing: earlier examples are not new ones again.
+        await teach(client, keys, [f"round{round_}-user{i}" for i in range(8)], offset=8 * round_)
+        # A new learner each time: replay must come from storage, not this process.
+        learner = make_learner(
+            keys,
+            registry,
+            tmp_path,
+            tiny_model_dir,
+            train=TrainConfig(epochs=1, learning_rate=5e-3, threads=1, rank=rank),
+            gate=gate,
+            replay_fraction=0.5,
+        )
+        await learner.start()
+        [report] = await learner.step()
+        await learner.close()
+        assert report["outcome"] == "live", report
+        versions.append(report)
+
+    first, second, third = versions
+    own = published_examples(first["version"])
+    assert own and {e.source for e in own} == {"thumbs"}
+    # Round 2: warm-started from round 1 and replaying round 1's published examples.
+    assert second["counts"]["replay"] > 0 and second["metrics"]["warm_start"] is True
+    replayed = [e for e in published_examples(second["version"]) if e.source == "replay"]
+    assert {e.key for e in replayed} <= {e.key for e in own}
+    # Round 3: rank 8 cannot warm-start a rank-4 parent: a fresh adapter, saying why.
+    assert third["metrics"]["warm_start"] is False
+    assert "rank 8" in third["metrics"]["warm_start_skipped"]
+    with registry() as session:
+        assert get_version(session, version_id=second["version"]).parent_id == first["version"]
+        assert get_version(session, version_id=third["version"]).parent_id is None
+        assert get_alias(session, tenant="acme", alias="live").version_id == third["version"]
