@@ -13,8 +13,11 @@ PROMPTS = ["What is the capital of France?", "Tell me a joke.", "Hi"]
 TOKENS = 12
 
 
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory, redis_server):
+@pytest.fixture(scope="module", params=["hf", pytest.param("vllm", marks=pytest.mark.vllm)])
+def registry(request, tmp_path_factory, redis_server):
+    """A fresh registry for each engine the module runs against (hf, then vllm)."""
+    if request.param == "vllm":
+        pytest.importorskip("vllm")
     from feedback.keys import RedisKeys
     from feedback.notify import AliasChangePublisher
     from storage import ArtifactStore
@@ -24,14 +27,16 @@ def registry(tmp_path_factory, redis_server):
     url = f"sqlite:///{root / 'registry.db'}"
     sessions = open_registry(url)
     store = ArtifactStore(root / "artifacts")
-    publisher = AliasChangePublisher.from_url(redis_server.url, prefix="swap")
+    prefix = f"swap-{request.param}"  # ratings and notifications of one engine's run only
+    publisher = AliasChangePublisher.from_url(redis_server.url, prefix=prefix)
     return {
         "url": url,
         "sessions": sessions,
         "store": store,
         "root": root,
         "notify": publisher,
-        "keys": RedisKeys("swap"),
+        "keys": RedisKeys(prefix),
+        "engine": request.param,
     }
 
 
@@ -112,6 +117,11 @@ def expected(versions, registry, tiny_model_dir):
 
 @pytest.fixture(scope="module")
 def swap_url(serve_url, registry, redis_server, tiny_model_dir, versions):
+    """The app with 2 replicas of the registry's engine, starting with v1 live.
+
+    Answers are compared with a cold *hf* load for both engines: the vllm tier
+    (tests/integration/test_vllm_engine.py) shows both give the same greedy text.
+    """
     from ray import serve
 
     from serving.api import IngressConfig
@@ -119,13 +129,14 @@ def swap_url(serve_url, registry, redis_server, tiny_model_dir, versions):
     from serving.engines.base import EngineConfig
 
     config = ServeConfig(
+        engine=registry["engine"],
         engine_config=EngineConfig(
             model=str(tiny_model_dir), model_name="builtin:tiny", threads=1, max_loras=4
         ),
         ingress=IngressConfig(tenants=["acme"]),
         num_replicas=2,
         redis_url=redis_server.url,
-        redis_prefix="swap",
+        redis_prefix=registry["keys"].prefix,
         registry=RegistryConfig(
             database_url=registry["url"],
             artifacts_location=str(registry["root"] / "artifacts"),
