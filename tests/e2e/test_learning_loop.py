@@ -182,3 +182,73 @@ def test_corrections_through_the_api_teach_the_live_model(learning_app, tiny_mod
     assert rose >= 0.75 * len(pairs)
     assert history[-1] > history[0]
     assert history[-1] >= len(questions) // 4
+
+
+@pytest.mark.timeout(300)
+def test_a_killed_learner_restarts_and_serving_never_notices(learning_app):
+    """SIGKILL the learner actor (maybe mid-round): Ray restarts it, it reads the
+    stream again, and the replicas answer from a live version all along."""
+    import threading
+
+    import ray
+
+    from learner.actor import ACTOR_NAME, NAMESPACE
+    from storage import get_alias
+
+    url = learning_app["url"]
+
+    def live_version() -> str:
+        with learning_app["sessions"]() as session:
+            alias = get_alias(session, tenant="acme", alias="live")
+        return alias.version_id if alias else "base"
+
+    live_before = live_version()
+    actor = ray.get_actor(ACTOR_NAME, namespace=NAMESPACE)
+    before = ray.get(actor.status.remote(), timeout=60)
+    answers: list[tuple[int, str]] = []
+    stop = threading.Event()
+
+    def keep_asking():
+        with httpx.Client(timeout=60) as http:
+            while not stop.is_set():
+                r = http.post(
+                    f"{url}/v1/chat/completions",
+                    json={"model": "acme", "messages": [{"role": "user", "content": "Hi"}],
+                          "max_tokens": 4, "temperature": 0},
+                )
+                answers.append((r.status_code, r.headers.get("x-adapter-version", "")))
+
+    asker = threading.Thread(target=keep_asking)
+    asker.start()
+    try:
+        time.sleep(1)
+        ray.kill(actor, no_restart=False)  # SIGKILL; the actor has max_restarts=-1
+        deadline = time.monotonic() + 120
+        while True:
+            assert time.monotonic() < deadline, "the learner actor was not restarted"
+            try:
+                now = ray.get(actor.status.remote(), timeout=10)
+                if now["alive"] and now["started_at"] > before["started_at"]:
+                    break
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                pass
+            time.sleep(0.5)
+        # Feedback given now reaches the new incarnation through the consumer group.
+        for _ in range(3):
+            response = ask(url, "What is the capital of Chile?", user="after-kill")
+            rated = httpx.post(
+                f"{url}/v1/feedback",
+                timeout=30,
+                json={"interaction_id": response.json()["id"], "user": "after-kill",
+                      "rating": "down", "correction": "Santiago."},
+            )
+            assert rated.status_code == 202, rated.text
+        while ray.get(actor.status.remote(), timeout=30).get("backlog", 0) < 3:
+            assert time.monotonic() < deadline, "the restarted learner does not read the stream"
+            time.sleep(0.5)
+    finally:
+        stop.set()
+        asker.join()
+    assert len(answers) > 10 and [a for a in answers if a[0] != 200] == []
+    # A round the kill interrupted may finish after the restart and promote its version.
+    assert {version for _, version in answers} <= {live_before, live_version()}
