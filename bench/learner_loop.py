@@ -4,7 +4,8 @@
   evaluate, publish) ÷ a bare training loop on the same examples in memory;
 - feedback-to-live: from the last feedback event of a round to the first
   answer served by the version trained on it, with its breakdown;
-- serving p99 while a round trains ÷ idle (an hf engine on the same machine).
+- serving p99 while a round trains ÷ idle: an hf engine in this process, the
+  learner in a process of its own (as the Ray actor runs it), on the same machine.
 
     python bench/learner_loop.py [--redis redis://127.0.0.1:6379/0] [--json out.json]
 """
@@ -63,15 +64,15 @@ async def _feedback(client, keys) -> float:
     return time.time()  # the last feedback event
 
 
-async def _p99_under(engine, seconds: float) -> float:
+async def _p99_until(engine, done) -> float:
+    """p99 latency of 4 clients asking for 8 tokens until ``done()`` is true."""
     from serving.engines import GenerationRequest, SamplingParams
 
     ids = engine.encode_chat([{"role": "user", "content": "Hi"}])
     latencies: list[float] = []
-    deadline = time.monotonic() + seconds
 
     async def worker():
-        while time.monotonic() < deadline:
+        while not done():
             start = time.perf_counter()
             async for _ in engine.generate(GenerationRequest("b", ids, SamplingParams(8, 0.0))):
                 pass
@@ -82,19 +83,45 @@ async def _p99_under(engine, seconds: float) -> float:
     return ordered[int(0.99 * (len(ordered) - 1))]
 
 
+def _after(seconds: float):
+    deadline = time.monotonic() + seconds
+    return lambda: time.monotonic() >= deadline
+
+
+async def _learner_child(spec_json: str) -> None:
+    """The learner in a process of its own, as the Ray actor runs it: one round, then exit."""
+    from learner.actor import LearnerSpec, build_learner
+
+    learner = build_learner(LearnerSpec.model_validate_json(spec_json))
+    await learner.start()
+    print(json.dumps({"ready": True}), flush=True)
+    try:
+        while True:
+            started = time.time()
+            reports = await learner.step()
+            if reports:
+                line = {"started": started, "finished": time.time(), "report": reports[0]}
+                print(json.dumps(line, default=str), flush=True)
+                return
+    finally:
+        await learner.close()
+
+
 async def run(args) -> dict:
     from feedback.keys import RedisKeys
     from feedback.sink import async_client
+    from learner.actor import LearnerSpec
+    from learner.examples import load_from_adapter
     from learner.gate import GateConfig
-    from learner.loop import Learner, LearnerConfig
+    from learner.loop import LearnerConfig
     from learner.scoring import load_tokenizer, render
-    from learner.train import TrainConfig, train_adapter
+    from learner.train import TrainConfig, preload, train_adapter
     from loraloop.tiny_model import ensure_tiny_model
     from serving.adapters import AdapterManager
     from serving.engines import EngineConfig
     from serving.engines.hf import HFEngine
     from serving.registry_view import RegistryView
-    from storage import ArtifactStore
+    from storage import ArtifactStore, get_version
     from storage.db import open_registry
 
     work = Path(tempfile.mkdtemp(prefix="loraloop-bench-"))
@@ -104,14 +131,14 @@ async def run(args) -> dict:
     database = f"sqlite:///{work / 'registry.db'}"
     sessions = open_registry(database)
     train = TrainConfig(method="sft", epochs=6, learning_rate=1e-2, rank=8, threads=1)
-    learner = Learner(
+    spec = LearnerSpec(
         redis_url=args.redis,
-        keys=keys,
-        sessions=sessions,
-        artifacts=ArtifactStore(work / "artifacts"),
+        redis_prefix=keys.prefix,
+        database_url=database,
+        artifacts_location=str(work / "artifacts"),
         base_model=model,
         base_model_name="builtin:tiny",
-        work_dir=work / "learner",
+        data_dir=str(work),
         config=LearnerConfig(
             min_new_examples=len(FACTS) * len(PHRASINGS),
             train=train,
@@ -124,23 +151,37 @@ async def run(args) -> dict:
         database_url=database, artifacts_location=str(work / "artifacts"), cache_dir=work / "cache"
     )
     manager = AdapterManager(engine, view, max_resident=4)
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        __file__,
+        "--child",
+        spec.model_dump_json(),
+        stdout=asyncio.subprocess.PIPE,
+    )
     try:
-        idle_p99 = await _p99_under(engine, 5.0)
-        await learner.start()
+        assert json.loads(await child.stdout.readline()) == {"ready": True}
+        idle_p99 = await _p99_until(engine, _after(5.0))  # the learner polls, idle
         last_feedback = await _feedback(client, keys)
-        round_started = time.time()
-        training = asyncio.create_task(learner.step())
-        busy_p99 = await _p99_under(engine, 5.0)  # serving while the round trains
-        [report] = await training
-        round_s = time.time() - round_started
+        finished = asyncio.create_task(child.stdout.readline())
+        busy_p99 = await _p99_until(engine, finished.done)  # serving while the round runs
+        outcome = json.loads(await finished)
+        report, round_started = outcome["report"], outcome["started"]
+        round_s = outcome["finished"] - round_started
         await manager.reconcile()  # what a replica does on the notification
-        first_answer = time.time()
         version = report["version"]
         assert manager.routes["acme"].live == version, report
+        first_answer = time.time()
 
-        # The same examples, in memory, through the bare training loop.
+        # The same examples, in memory, through the bare training loop (its imports
+        # warm, as the learner's are after Learner.start).
+        preload()
+        with sessions() as session:
+            info = get_version(session, version_id=version)
+        artifact = ArtifactStore(work / "artifacts").load(
+            info.artifact_uri, sha256=info.artifact_sha256
+        )
+        examples = load_from_adapter(artifact)
         tokenizer = load_tokenizer(model)
-        examples = [e for e in learner_examples(work, version)]
         tokens = sum(len(tokenizer("".join(render(tokenizer, e))).input_ids) for e in examples)
         tokens *= train.epochs
         bare_started = time.perf_counter()
@@ -153,7 +194,9 @@ async def run(args) -> dict:
         )
         bare_s = time.perf_counter() - bare_started
     finally:
-        await learner.close()
+        if child.returncode is None:
+            child.kill()
+        await child.wait()
         await engine.shutdown()
         async for key in client.scan_iter(match=f"{keys.prefix}:*"):
             await client.delete(key)
@@ -169,29 +212,32 @@ async def run(args) -> dict:
         "breakdown_s": {
             "wait_and_read": round(round_started - last_feedback + timings["read_s"], 3),
             **{k.removesuffix("_s"): round(v, 3) for k, v in timings.items() if k != "read_s"},
-            "replica_load_and_switch": round(first_answer - round_started - round_s, 3),
+            "replica_load_and_switch": round(first_answer - outcome["finished"], 3),
         },
+        "train_breakdown_s": {
+            k.removesuffix("_seconds"): report["metrics"][k]
+            for k in ("prepare_seconds", "fit_seconds", "save_seconds")
+        },
+        "bare_train_s": round(bare_s, 3),
         "serving_p99_idle_ms": round(1000 * idle_p99, 1),
         "serving_p99_training_ms": round(1000 * busy_p99, 1),
         "serving_p99_training_over_idle": round(busy_p99 / idle_p99, 2),
     }
 
 
-def learner_examples(work: Path, version: str):
-    from learner.examples import load_jsonl
-
-    return load_jsonl(work / "learner" / "datasets" / f"{version}.jsonl")
-
-
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
 if __name__ == "__main__":
     arguments = parse_args()
+    if arguments.child:
+        asyncio.run(_learner_child(arguments.child))
+        sys.exit()
     outcome = asyncio.run(run(arguments))
     print(json.dumps(outcome, indent=2))
     if arguments.json:

@@ -34,7 +34,7 @@ from learner.curate import curate
 from learner.errors import IncompatibleParent, NothingToTrain
 from learner.examples import Example, load_from_adapter, save_with_adapter
 from learner.gate import GateConfig, evaluate
-from learner.train import TrainConfig, train_adapter
+from learner.train import TrainConfig, preload, train_adapter
 from storage import (
     ArtifactStore,
     get_alias,
@@ -132,6 +132,8 @@ class Learner:
 
     async def start(self) -> None:
         await self.source.ensure_group()
+        seconds = await asyncio.to_thread(preload)
+        logger.info("learner ready (training stack imported in %.1f s)", seconds)
 
     async def close(self) -> None:
         await self.client.aclose()

@@ -175,6 +175,20 @@ def train_adapter(*, base_model: str, base_model_name: str, examples: Sequence[E
     return TrainResult(out, metrics, seconds)
 
 
+def preload() -> float:
+    """Import the training stack now (trl, peft, datasets); returns the seconds it took.
+
+    The imports take seconds on a small machine; a learner calls this at start so
+    that its first round is not that much slower than the next ones.
+    """
+    started = time.perf_counter()
+    with _quiet_libraries():
+        import datasets  # noqa: F401
+        import peft  # noqa: F401
+        from trl import KTOTrainer, SFTTrainer  # noqa: F401
+    return time.perf_counter() - started
+
+
 def _choose_method(requested: str, examples: Sequence[Example]) -> tuple[str, str]:
     desirable = sum(e.desirable for e in examples)
     undesirable = len(examples) - desirable
