@@ -194,3 +194,55 @@ async def test_later_rounds_warm_start_replay_from_storage_and_survive_a_shape_c
         assert get_version(session, version_id=second["version"]).parent_id == first["version"]
         assert get_version(session, version_id=third["version"]).parent_id is None
         assert get_alias(session, tenant="acme", alias="live").version_id == third["version"]
+
+
+async def test_a_candidate_worse_on_the_holdout_is_rejected_and_never_served(
+    client, keys, registry, tmp_path, tiny_model_dir
+):
+    from serving.adapters import AdapterManager
+    from serving.engines import EngineConfig
+    from serving.engines.hf import HFEngine
+    from serving.registry_view import RegistryView
+    from storage import IllegalTransition, get_version
+    from storage import promote as promote_version
+
+    await teach(client, keys, [f"good{i}" for i in range(32)])
+    good = make_learner(keys, registry, tmp_path, tiny_model_dir)
+    await good.start()
+    [first] = await good.step()
+    await good.close()
+    assert first["outcome"] == "live", first
+
+    # A round whose training diverges (a learning rate 200x too high) makes the
+    # held-out answers less likely than the live version does.
+    await teach(client, keys, [f"more{i}" for i in range(16)], offset=32)
+    wild = make_learner(
+        keys,
+        registry,
+        tmp_path,
+        tiny_model_dir,
+        train=TrainConfig(epochs=3, learning_rate=1.0, threads=1, rank=4),
+    )
+    await wild.start()
+    [second] = await wild.step()
+    await wild.close()
+    assert second["outcome"].startswith("rejected: "), second
+    with registry() as session:
+        assert get_version(session, version_id=second["version"]).status == "rejected"
+        with pytest.raises(IllegalTransition):
+            promote_version(session, version_id=second["version"], actor="test")
+
+    engine = HFEngine(EngineConfig(model=str(tiny_model_dir), model_name="builtin:tiny", threads=1))
+    await engine.start()
+    try:
+        view = RegistryView(
+            database_url=f"sqlite:///{tmp_path / 'registry.db'}",
+            artifacts_location=str(tmp_path / "artifacts"),
+            cache_dir=tmp_path / "cache",
+        )
+        manager = AdapterManager(engine, view, max_resident=4)
+        await manager.reconcile()  # what every replica does
+        assert manager.routes["acme"].live == first["version"]
+        assert second["version"] not in engine.loaded_adapters()
+    finally:
+        await engine.shutdown()
