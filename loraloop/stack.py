@@ -97,6 +97,7 @@ class Stack:
             engine_config=settings.engine_config(model_path),
             ingress=IngressConfig(tenants=settings.tenants, api_keys=settings.api_keys),
             num_replicas=self.replicas,
+            admin_token=settings.admin_token,
             redis_url=redis_url,
             redis_prefix=settings.redis_prefix,
             registry=RegistryConfig(

@@ -66,6 +66,11 @@ class ServeConfig(BaseModel):
     registry: RegistryConfig | None = Field(
         default=None, description="Serve adapters from the registry; None serves base only."
     )
+    admin_token: str = Field(
+        default="",
+        description="Bearer token of the /admin API (served with a registry). Empty: the "
+        "admin API refuses every request.",
+    )
 
 
 class LLMServer(LLMReplica):
@@ -137,8 +142,10 @@ class Ingress:
             except FeedbackUnavailable:
                 logger.warning("Redis is unreachable; feedback answers 503 until it is back")
         catalog = None
+        self._admin = None
         if config.registry is not None:
             catalog = config.registry.view(actor="ingress").catalog
+            self._admin = _admin_router(config)
         self.service = ChatService(
             generate=self._generate,
             config=config.ingress,
@@ -154,7 +161,10 @@ class Ingress:
             await self._sink.close(timeout=5)
 
     def __serve_build_asgi_app__(self):
-        return build_api(self.service)
+        api = build_api(self.service)
+        if self._admin is not None:
+            api.include_router(self._admin)
+        return api
 
     async def _generate(self, payload: dict) -> AsyncIterator[dict]:
         if not payload["stream"]:  # one round trip for the whole answer
@@ -189,6 +199,24 @@ class Ingress:
         if self._sink is not None:
             checks["redis"] = True if await self._sink.ping() else "unreachable"
         return checks
+
+
+def _admin_router(config: ServeConfig):
+    """``/admin/...`` over the registry; alias moves are announced to the replicas."""
+    from serving.admin_routes import build_admin_router
+    from storage.db import open_registry
+
+    notifier = None
+    if config.redis_url:
+        from feedback.notify import AliasChangePublisher
+
+        notifier = AliasChangePublisher.from_url(config.redis_url, prefix=config.redis_prefix)
+    return build_admin_router(
+        session_factory=open_registry(config.registry.database_url),
+        admin_token=config.admin_token,
+        user_keys=set(config.ingress.api_keys),
+        notifier=notifier,
+    )
 
 
 def _subscriber(config: ServeConfig):

@@ -3,7 +3,7 @@
 One base class, :class:`RegistryError`; each subclass also inherits the
 built-in an ordinary caller would catch (``LookupError`` for unknown ids,
 ``ValueError`` for bad values and illegal status moves). The HTTP edge
-(``loraloop.admin_api``) and the CLI map them to status and exit codes.
+(``serving.admin_routes``) and the CLI map them to status and exit codes.
 """
 
 from __future__ import annotations

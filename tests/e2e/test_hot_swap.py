@@ -11,6 +11,7 @@ import pytest
 
 PROMPTS = ["What is the capital of France?", "Tell me a joke.", "Hi"]
 TOKENS = 12
+ADMIN_TOKEN = "ops-secret"
 
 
 @pytest.fixture(scope="module", params=["hf", pytest.param("vllm", marks=pytest.mark.vllm)])
@@ -135,6 +136,7 @@ def swap_url(serve_url, registry, redis_server, tiny_model_dir, versions):
         ),
         ingress=IngressConfig(tenants=["acme"]),
         num_replicas=2,
+        admin_token=ADMIN_TOKEN,
         redis_url=redis_server.url,
         redis_prefix=registry["keys"].prefix,
         registry=RegistryConfig(
@@ -232,6 +234,29 @@ def test_promote_and_rollback_converge_within_a_second(swap_url, versions, regis
             and e["at"] > committed_at["rollback"]
         ]
         assert loads == []
+
+
+def test_the_admin_api_of_the_running_app_moves_what_replicas_serve(swap_url, versions):
+    admin = httpx.Client(base_url=f"{swap_url}/admin", timeout=30)
+    assert admin.get("/adapters").status_code == 401  # no admin token
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    listed = admin.get("/adapters", params={"tenant": "acme"}, headers=auth)
+    assert listed.status_code == 200, listed.text
+    assert {v["id"]: v["status"] for v in listed.json()}[versions["v1"]] == "live"
+
+    promoted = admin.post(f"/adapters/{versions['v2']}/promote", headers=auth,
+                          json={"reason": "e2e", "expected_live": versions["v1"]})
+    assert promoted.status_code == 200, promoted.text
+    converge(swap_url, versions["v2"])
+    stale = admin.post(f"/adapters/{versions['v1']}/promote", headers=auth,
+                       json={"expected_live": versions["v1"]})  # v2 is live now: 409
+    assert stale.status_code == 409, stale.text
+    back = admin.post("/tenants/acme/rollback", headers=auth, json={"reason": "e2e"})
+    assert back.status_code == 200, back.text
+    converge(swap_url, versions["v1"])
+    audit = admin.get("/audit", params={"tenant": "acme"}, headers=auth).json()
+    assert {(e["actor"], e["action"], e["outcome"]) for e in audit} >= {
+        ("admin-api", "promote", "ok"), ("admin-api", "rollback", "ok")}
 
 
 def test_swaps_under_streaming_load_drop_nothing(swap_url, versions, registry, expected):

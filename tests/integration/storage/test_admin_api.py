@@ -11,7 +11,7 @@ import pytest
 import uvicorn
 
 import storage
-from loraloop.admin_api import build_admin_app
+from serving.admin_routes import build_admin_app
 
 ADMIN = "admin-secret-token"
 USER_KEY = "sk-user-123"
