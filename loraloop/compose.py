@@ -17,6 +17,32 @@ async def build_engine(settings: Settings) -> Engine:
     return engine
 
 
+def serve_config(settings: Settings, *, redis_url: str, replicas: int | None = None):
+    """The Serve application's config: engine, ingress, registry and admin API from settings.
+
+    ``redis_url`` is the Redis the stack really uses (``loraloop up`` may have
+    embedded one); ``replicas`` overrides ``settings.replicas``.
+    """
+    from serving.api import IngressConfig
+    from serving.app import RegistryConfig, ServeConfig
+
+    model_path = resolve_model(settings.model, settings.data_dir)
+    return ServeConfig(
+        engine=settings.engine,
+        engine_config=settings.engine_config(model_path),
+        ingress=IngressConfig(tenants=settings.tenants, api_keys=settings.api_keys),
+        num_replicas=replicas or settings.replicas,
+        admin_token=settings.admin_token,
+        redis_url=redis_url,
+        redis_prefix=settings.redis_prefix,
+        registry=RegistryConfig(
+            database_url=settings.sqlalchemy_url,
+            artifacts_location=settings.artifacts_location,
+            cache_dir=str(settings.data_dir / "adapter-cache"),
+        ),
+    )
+
+
 def learner_spec(settings: Settings, *, redis_url: str | None = None):
     """What the learner needs, from settings (and the running stack's Redis if embedded)."""
     from learner.actor import LearnerSpec

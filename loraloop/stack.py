@@ -17,7 +17,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from loraloop.models import resolve_model
+from loraloop.compose import serve_config
 from loraloop.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -81,31 +81,16 @@ class Stack:
         from storage.db import migrate
 
         migrate(settings.sqlalchemy_url)
-        model_path = resolve_model(settings.model, settings.data_dir)
+        config = serve_config(settings, redis_url=redis_url, replicas=self.replicas)
 
         import ray
         from ray import serve
 
-        from serving.api import IngressConfig
-        from serving.app import RegistryConfig, ServeConfig, build_app
+        from serving.app import build_app
 
         ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
         self._ray_started = True
         serve.start(http_options={"host": settings.http_host, "port": settings.http_port})
-        config = ServeConfig(
-            engine=settings.engine,
-            engine_config=settings.engine_config(model_path),
-            ingress=IngressConfig(tenants=settings.tenants, api_keys=settings.api_keys),
-            num_replicas=self.replicas,
-            admin_token=settings.admin_token,
-            redis_url=redis_url,
-            redis_prefix=settings.redis_prefix,
-            registry=RegistryConfig(
-                database_url=settings.sqlalchemy_url,
-                artifacts_location=settings.artifacts_location,
-                cache_dir=str(settings.data_dir / "adapter-cache"),
-            ),
-        )
         serve.run(build_app(config), name="loraloop", route_prefix="/")
         if settings.learner:
             from learner.actor import start_actor
