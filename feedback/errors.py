@@ -44,6 +44,10 @@ class InvalidFeedback(FeedbackError, ValueError):
     """A feedback request is malformed (an unknown rating, for example): HTTP 400."""
 
 
+class IdempotencyKeyReused(InvalidFeedback):
+    """An ``Idempotency-Key`` already recorded a different feedback: HTTP 422."""
+
+
 class FeedbackTooLarge(InvalidFeedback):
     """A correction or comment is longer than its configured limit: HTTP 413."""
 

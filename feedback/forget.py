@@ -152,6 +152,7 @@ async def forget_user(client: aioredis.Redis, keys: RedisKeys, user: str, *,
         except ValueError:
             continue
     key_names.update(await _scan(client, keys.feedback_current_pattern(user_hash), page_size))
+    key_names.update(await _scan(client, keys.feedback_request_pattern(user_hash), page_size))
     key_names.update(await _scan(client, keys.rate_limit_pattern("feedback-user", user_hash),
                                  page_size))
     deleted = 0

@@ -72,6 +72,16 @@ class RedisKeys:
         """SCAN pattern matching every :meth:`feedback_current` key of ``user`` (a hash)."""
         return f"{self.prefix}:feedback:current:*:{_part('user', user)}"
 
+    def feedback_request(self, user: str, key_digest: str) -> str:
+        """The feedback ``user`` recorded under an ``Idempotency-Key`` (by its digest); it
+        expires. A retry with the same key finds it instead of adding a second event."""
+        return (f"{self.prefix}:feedback:request:{_part('user', user)}:"
+                f"{_part('idempotency key digest', key_digest)}")
+
+    def feedback_request_pattern(self, user: str) -> str:
+        """SCAN pattern matching every :meth:`feedback_request` key of ``user``."""
+        return f"{self.prefix}:feedback:request:{_part('user', user)}:*"
+
     def interaction_pattern(self) -> str:
         """SCAN pattern matching every :meth:`interaction` key."""
         return f"{self.prefix}:interaction:*"

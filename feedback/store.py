@@ -36,6 +36,8 @@ neither makes :meth:`FeedbackStore.start` raise ``DurabilityUnavailable``.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 import math
 import time
@@ -53,7 +55,9 @@ from feedback.errors import (
     FeedbackError,
     FeedbackTooLarge,
     FeedbackUnavailable,
+    IdempotencyKeyReused,
     InteractionNotFound,
+    InvalidFeedback,
     NotYourInteraction,
     RateLimited,
 )
@@ -78,11 +82,17 @@ FEEDBACK_EVENTS = Counter(
 )
 
 # KEYS: 1 interaction, 2 user rate counter, 3 tenant rate counter, 4 feedback stream,
-#       5 current-rating key.
+#       5 current-rating key, 6 idempotency key (unused when ARGV[9] is '').
 # ARGV: 1 user limit, 2 tenant limit, 3 ms to the end of the rate window, 4 feedback id,
-#       5 user, 6 interaction id, 7 event JSON, 8 current-rating TTL ms.
-# Returns {'ok', stream id} | {'gone'} | {'user' | 'tenant', ms until the window ends}.
+#       5 user, 6 interaction id, 7 event JSON, 8 current-rating TTL ms,
+#       9 request fingerprint ('' without an Idempotency-Key), 10 idempotency TTL ms.
+# Returns {'ok', stream id} | {'gone'} | {'user' | 'tenant', ms until the window ends}
+#       | {'repeat', '<feedback id> <fingerprint>'} (the key was used before).
 RECORD_FEEDBACK_LUA = """
+if ARGV[9] ~= '' then
+  local earlier = redis.call('GET', KEYS[6])
+  if earlier then return {'repeat', earlier} end
+end
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'gone'} end
 if tonumber(redis.call('GET', KEYS[2]) or '0') >= tonumber(ARGV[1]) then
   return {'user', redis.call('PTTL', KEYS[2])}
@@ -96,6 +106,7 @@ end
 local id = redis.call('XADD', KEYS[4], '*', 'id', ARGV[4], 'user', ARGV[5],
                       'interaction_id', ARGV[6], 'event', ARGV[7])
 redis.call('SET', KEYS[5], ARGV[7], 'PX', ARGV[8])
+if ARGV[9] ~= '' then redis.call('SET', KEYS[6], ARGV[4] .. ' ' .. ARGV[9], 'PX', ARGV[10]) end
 return {'ok', id}
 """
 
@@ -132,6 +143,9 @@ class FeedbackConfig(BaseModel):
                                      "blackholed host).")
     redactor: RedactorName = Field("regex", description="PII redactor of corrections and "
                                    "comments: regex (default), presidio, none.")
+    idempotency_ttl_s: int = Field(24 * 3600, ge=1, description=(
+        "How long an Idempotency-Key is remembered: a retry with it within this time "
+        "returns the first feedback id and adds no event."))
     interaction_grace_s: float = Field(1.0, ge=0, le=30, description=(
         "How long feedback on an interaction not (yet) in Redis waits for it before the "
         "answer is 404. Serving logs interactions asynchronously, so a client rating an "
@@ -231,17 +245,21 @@ class FeedbackStore:
     # -- API --------------------------------------------------------------------------
     async def record(self, *, interaction_id: str, user: str | None, rating: object,
                      correction: str | None = None, comment: str | None = None,
-                     tenant: str | None = None) -> str:
+                     tenant: str | None = None, idempotency_key: str | None = None) -> str:
         """Record ``user``'s rating of an interaction; returns the new feedback id.
 
         ``user`` is the caller's raw identity (hashed here with ``hash_user``, as
         the serving side hashes the request's user); ``tenant``, when the caller's
         tenant is known (API key), must also match the interaction's. A second
         rating of the same interaction replaces the current one (both stay in the
-        stream). Raises the errors listed in the module docstring.
+        stream). With an ``idempotency_key`` (the client's ``Idempotency-Key``), a
+        repeat of the same request returns the first feedback id and writes
+        nothing; the same key with a different request raises
+        ``IdempotencyKeyReused``. Raises the errors listed in the module docstring.
         """
         try:
-            return await self._record(interaction_id, user, rating, correction, comment, tenant)
+            return await self._record(interaction_id, user, rating, correction, comment, tenant,
+                                      idempotency_key)
         except FeedbackError as exc:
             FEEDBACK_EVENTS.labels(type(exc).__name__).inc()
             raise
@@ -279,8 +297,12 @@ class FeedbackStore:
 
     # -- internals --------------------------------------------------------------------
     async def _record(self, interaction_id: str, user: str | None, rating: object,
-                      correction: str | None, comment: str | None, tenant: str | None) -> str:
+                      correction: str | None, comment: str | None, tenant: str | None,
+                      idempotency_key: str | None) -> str:
         value = normalize_rating(rating)
+        if idempotency_key is not None and not 0 < len(idempotency_key) <= 255:
+            raise InvalidFeedback(f"Idempotency-Key must be 1 to 255 characters, got "
+                                  f"{len(idempotency_key)}")
         cfg = self.config
         for field, text, limit, setting in (
             ("correction", correction, cfg.max_correction_chars, "max_correction_chars"),
@@ -309,12 +331,17 @@ class FeedbackStore:
         window_ms = cfg.rate_window_s * 1000
         now_ms = int(time.time() * 1000)
         window = now_ms // window_ms
+        request_key, fingerprint = self.keys.feedback_current(interaction_id, user_hash), ""
+        if idempotency_key is not None:
+            request_key = self.keys.feedback_request(user_hash, _digest(idempotency_key))
+            fingerprint = _digest(json.dumps([interaction_id, value, correction, comment]))
         keys = [ikey, self.keys.rate_limit("feedback-user", user_hash, window),
                 self.keys.rate_limit("feedback-tenant", interaction.tenant, window),
-                self.keys.feedback_stream, self.keys.feedback_current(interaction_id, user_hash)]
+                self.keys.feedback_stream, self.keys.feedback_current(interaction_id, user_hash),
+                request_key]
         args = [cfg.user_limit, cfg.tenant_limit, (window + 1) * window_ms - now_ms,
                 feedback.id, user_hash, interaction_id, feedback.to_json(),
-                cfg.current_ttl_s * 1000]
+                cfg.current_ttl_s * 1000, fingerprint, cfg.idempotency_ttl_s * 1000]
         async with self._redis("record feedback"):
             if self._waitaof:
                 # WAITAOF covers the writes of *its* connection: send both on one pipeline.
@@ -329,6 +356,14 @@ class FeedbackStore:
             else:
                 result = await self._script(keys=keys, args=args)
         status = _text(result[0])
+        if status == "repeat":
+            earlier_id, _, earlier_fingerprint = _text(result[1]).partition(" ")
+            if earlier_fingerprint != fingerprint:
+                raise IdempotencyKeyReused(
+                    f"Idempotency-Key {idempotency_key!r} already recorded feedback "
+                    f"{earlier_id} for a different request; use a new key for a new rating")
+            FEEDBACK_EVENTS.labels("repeat").inc()
+            return earlier_id
         if status == "ok":
             FEEDBACK_EVENTS.labels("accepted").inc()
             log.debug("feedback %s (%+d) on %s stored as %s", feedback.id, value,
@@ -393,3 +428,7 @@ def _text(value: Any) -> str | None:
     if value is None:
         return None
     return value.decode() if isinstance(value, bytes | bytearray) else str(value)
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:32]

@@ -1,5 +1,9 @@
 """`POST /v1/feedback` and `GET /v1/feedback/{interaction_id}`: thumbs and corrections.
 
+A client that may retry (after a timeout or a 503) sends an ``Idempotency-Key``
+header: a repeat with the same key answers the first feedback id and records
+nothing more; the same key on a different request is a 422.
+
 The store (``feedback.store.FeedbackStore``) does the work: it checks the
 interaction exists and belongs to the caller, applies limits and redaction,
 and writes the event exactly once. This module maps its errors to HTTP.
@@ -16,6 +20,7 @@ from pydantic import BaseModel, Field, ValidationError
 from feedback.errors import (
     FeedbackTooLarge,
     FeedbackUnavailable,
+    IdempotencyKeyReused,
     InteractionNotFound,
     InvalidFeedback,
     NotYourInteraction,
@@ -64,6 +69,7 @@ def register_feedback_routes(api: FastAPI, service, api_error) -> None:
                 correction=body.correction,
                 comment=body.comment,
                 tenant=who.tenant,
+                idempotency_key=request.headers.get("idempotency-key"),
             )
         except Exception as exc:
             raise _mapped(exc, api_error) from exc
@@ -103,6 +109,8 @@ def register_feedback_routes(api: FastAPI, service, api_error) -> None:
 
 def _mapped(exc: Exception, api_error):
     kind = "invalid_request_error"
+    if isinstance(exc, IdempotencyKeyReused):
+        return api_error(422, str(exc), type_=kind, code="idempotency_key_reused")
     if isinstance(exc, FeedbackTooLarge):
         return api_error(413, str(exc), type_=kind, param=exc.field)
     if isinstance(exc, InvalidFeedback):

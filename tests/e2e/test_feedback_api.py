@@ -118,3 +118,20 @@ def test_users_forget_deletes_the_data_and_lists_trained_versions(
     gone = httpx.get(f"{serve_url}/v1/feedback/{interaction}", params={"user": "frank"})
     assert gone.status_code == 404
     assert feedback(serve_url, interaction, user="frank").status_code == 404
+
+
+def test_a_retried_post_with_an_idempotency_key_counts_once(serve_url):
+    interaction = chat(serve_url, user="gina")  # rated at once: the store waits for the log
+    body = {"interaction_id": interaction, "rating": "down", "user": "gina",
+            "correction": "Paris."}
+
+    def post(key, **change):
+        return httpx.post(f"{serve_url}/v1/feedback", timeout=30, json={**body, **change},
+                          headers={"Idempotency-Key": key})
+
+    first, retry = post("tap-7"), post("tap-7")
+    assert first.status_code == retry.status_code == 202, (first.text, retry.text)
+    assert retry.json()["id"] == first.json()["id"]
+    reused = post("tap-7", rating="up")
+    assert reused.status_code == 422
+    assert reused.json()["error"]["code"] == "idempotency_key_reused"

@@ -15,6 +15,7 @@ from feedback import (
     FeedbackStore,
     FeedbackTooLarge,
     FeedbackUnavailable,
+    IdempotencyKeyReused,
     InteractionNotFound,
     InvalidFeedback,
     NotYourInteraction,
@@ -125,6 +126,28 @@ async def test_feedback_ahead_of_the_interaction_log_waits_for_it(
         never = make_interaction()
         with pytest.raises(InteractionNotFound):
             await store.record(interaction_id=never.id, user="alice", rating="up")
+
+
+async def test_a_retry_with_the_same_idempotency_key_records_once(
+        redis_url, client, keys, put_interactions, make_interaction):
+    interaction = make_interaction()
+    await put_interactions(interaction)
+    config = FeedbackConfig(user_limit=2, tenant_limit=100)
+    async with FeedbackStore(redis_url, keys, config) as store:
+        rate = dict(interaction_id=interaction.id, user="alice", rating="down",
+                    correction="Paris")
+        first = await store.record(**rate, idempotency_key="retry-1")
+        for _ in range(3):  # retries after lost replies: same id, no event, no rate use
+            assert await store.record(**rate, idempotency_key="retry-1") == first
+        assert [f.id for f in await stream(client, keys)] == [first]
+        with pytest.raises(IdempotencyKeyReused, match="'retry-1' already recorded"):
+            await store.record(**{**rate, "rating": "up"}, idempotency_key="retry-1")
+        second = await store.record(**{**rate, "rating": "up"}, idempotency_key="retry-2")
+        assert second != first and (await store.current(interaction.id, "alice")).rating == 1
+        with pytest.raises(InvalidFeedback, match="1 to 255 characters"):
+            await store.record(**rate, idempotency_key="k" * 256)
+        with pytest.raises(RateLimited):  # two real events used alice's limit of 2
+            await store.record(**rate, idempotency_key="retry-3")
 
 
 async def test_bad_rating_and_oversized_texts_are_refused_before_redis(

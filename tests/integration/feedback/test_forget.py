@@ -34,7 +34,7 @@ async def test_forget_removes_everything_of_one_user_and_nothing_else(
     async with FeedbackStore(redis_url, keys) as store:
         await store.record(interaction_id=alices[0].id, user="alice", rating="up")
         await store.record(interaction_id=alices[0].id, user="alice", rating="down",
-                           correction="better")
+                           correction="better", idempotency_key="tap-1")
         await store.record(interaction_id=alices[1].id, user="alice", rating="up")
         bob_feedback = await store.record(interaction_id=bobs.id, user="bob", rating="up")
     # ...and the learner has read the rest but acknowledged nothing yet.
@@ -48,8 +48,9 @@ async def test_forget_removes_everything_of_one_user_and_nothing_else(
     assert len(summary.interaction_stream_ids) == 3
     assert summary.feedback_stream_ids == feedback_ids[:4]  # the poison entry too
     assert len(summary.dead_letter_stream_ids) == 1
-    # 3 interaction keys, 2 current ratings, 1 rate-limit counter
-    assert summary.keys_deleted == 6
+    # 3 interaction keys, 2 current ratings, 1 rate-limit counter, 1 idempotency key
+    assert summary.keys_deleted == 7
+    assert [k async for k in client.scan_iter(match=keys.feedback_request_pattern(alice))] == []
     raw = await stored_bytes()
     assert alice.encode() not in raw
     assert bob.encode() in raw and bobs.id.encode() in raw
