@@ -90,9 +90,12 @@ class VLLMEngine(Engine):
         args = AsyncEngineArgs(**engine_kwargs(self.config, self._facts, on_cpu=on_cpu))
         child_env = dict(_CPU_CHILD_ENV) if on_cpu else {}
         if on_cpu and self.config.threads:
-            # vLLM's CPU worker takes its OpenMP cores only from this variable
-            # (vllm/utils/ompmultiprocessing.py); loraloop never reads it.
-            child_env["VLLM_CPU_OMP_THREADS_BIND"] = f"0-{self.config.threads - 1}"
+            # vLLM's CPU worker would pin its OpenMP threads to the same first cores
+            # in every replica on a host (vllm/utils/ompmultiprocessing.py), so two
+            # replicas would share one core. Unpinned, with the thread count given,
+            # the OS spreads them. loraloop never reads these variables itself.
+            child_env["VLLM_CPU_OMP_THREADS_BIND"] = "nobind"
+            child_env["OMP_NUM_THREADS"] = str(self.config.threads)
         # Created on the event loop: AsyncLLM binds its output handler to the
         # running loop. The engine core starts in child processes (~20-40 s on
         # 2 cores), which inherit the environment as it is during this call.
