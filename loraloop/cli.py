@@ -340,8 +340,10 @@ def learner_run() -> None:
 
     from learner.actor import run_forever
     from loraloop.compose import learner_spec
+    from storage.db import migrate
 
     settings = _settings()
+    migrate(settings.sqlalchemy_url)  # the learner may start before the app's first deploy
     spec = learner_spec(settings)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

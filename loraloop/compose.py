@@ -32,6 +32,7 @@ def serve_config(settings: Settings, *, redis_url: str, replicas: int | None = N
         engine_config=settings.engine_config(model_path),
         ingress=IngressConfig(tenants=settings.tenants, api_keys=settings.api_keys),
         num_replicas=replicas or settings.replicas,
+        replica_gpus=settings.replica_gpus,
         admin_token=settings.admin_token,
         redis_url=redis_url,
         redis_prefix=settings.redis_prefix,

@@ -113,7 +113,12 @@ class Settings(BaseSettings):
         description="Tenants served (comma-separated); a request's `model` names one of them, "
         "`<tenant>@canary`, `<tenant>@<version>` or `base`.",
     )
-    replicas: int = Field(default=1, ge=1, le=64, description="LLM replicas `loraloop up` starts.")
+    replicas: int = Field(
+        default=1, ge=1, le=64, description="LLM replicas of the Serve app (`loraloop up`, "
+        "or `loraloop.deploy` on a cluster).")
+    replica_gpus: float = Field(
+        default=0, ge=0, le=8, description="GPUs each LLM replica asks Ray for (1 for vLLM on "
+        "a GPU cluster, so Ray places one replica per GPU). 0: CPU only.")
     api_keys: dict[str, ApiKey] = Field(
         default_factory=dict,
         description='Users\' API keys as JSON: {"<key>": {"user": "alice", "tenant": "acme"}}. '

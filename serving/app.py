@@ -61,6 +61,7 @@ class ServeConfig(BaseModel):
         "allowed: an unbounded queue hides overload).",
     )
     replica_cpus: float = Field(default=0.5, gt=0)
+    replica_gpus: float = Field(default=0, ge=0, description="GPUs per LLM replica (Ray).")
     redis_url: str = ""
     redis_prefix: str = "loraloop"
     registry: RegistryConfig | None = Field(
@@ -251,7 +252,7 @@ def build_app(config: ServeConfig):
         num_replicas=config.num_replicas,
         max_ongoing_requests=config.max_ongoing_requests,
         max_queued_requests=config.max_queued_requests,
-        ray_actor_options={"num_cpus": config.replica_cpus},
+        ray_actor_options={"num_cpus": config.replica_cpus, "num_gpus": config.replica_gpus},
         health_check_period_s=5,
     ).bind(config)
     ingress = serve.deployment(

@@ -27,6 +27,7 @@ def test_the_builder_migrates_the_registry_and_binds_ingress_and_replicas(
         "data_dir": str(tmp_path),
         "model": str(tiny_model_dir),
         "replicas": 3,
+        "replica_gpus": 1,
         "admin_token": "ops",
         "tenants": "acme,globex",
     })
@@ -34,6 +35,7 @@ def test_the_builder_migrates_the_registry_and_binds_ingress_and_replicas(
     llm, config = ingress.init_args
     assert ingress.name == "ingress" and llm._bound_deployment.name == "llm"
     assert llm._bound_deployment.num_replicas == config.num_replicas == 3
+    assert llm._bound_deployment.ray_actor_options["num_gpus"] == 1  # one replica per GPU
     assert config.admin_token == "ops" and config.ingress.tenants == ["acme", "globex"]
     assert config.registry.artifacts_location == "s3://adapters/loraloop"
     assert config.redis_url == "redis://redis.loraloop.svc:6379/0"
