@@ -1,0 +1,119 @@
+"""The Kubernetes deployment in k8s/ fits the schemas, the settings and the code it deploys."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from pathlib import Path
+
+import jsonschema
+import kubernetes_validate
+import yaml
+from sqlalchemy.engine import make_url
+
+from loraloop.settings import Settings
+
+K8S = Path(__file__).resolve().parents[2] / "k8s"
+K8S_VERSION = "1.31.0"  # every kubernetes-validate release pyproject.toml allows ships it
+CORE_KINDS = {"Namespace", "ConfigMap", "Secret", "Service", "StatefulSet", "Deployment",
+              "PersistentVolumeClaim"}
+
+
+def _kustomization() -> dict:
+    return yaml.safe_load((K8S / "kustomization.yaml").read_text())
+
+
+def _docs() -> tuple[dict, ...]:
+    names = _kustomization()["resources"]
+    return tuple(d for name in names for d in yaml.safe_load_all((K8S / name).read_text()) if d)
+
+
+def _doc(kind: str, name: str) -> dict:
+    [doc] = [d for d in _docs() if d["kind"] == kind and d["metadata"]["name"] == name]
+    return doc
+
+
+def _pod_specs(doc: dict) -> list[dict]:
+    spec = doc.get("spec", {})
+    ray = spec.get("rayClusterConfig")
+    groups = [ray["headGroupSpec"], *ray["workerGroupSpecs"]] if ray else [spec]
+    return [group["template"]["spec"] for group in groups if "template" in group]
+
+
+def test_kustomization_lists_every_manifest():
+    listed = _kustomization()["resources"]
+    assert _kustomization()["namespace"] == "loraloop"
+    assert all((K8S / name).is_file() for name in listed), listed
+    assert sorted({p.name for p in K8S.glob("*.y*ml")} - {"kustomization.yaml"}) == sorted(listed)
+
+
+def test_every_document_validates_strictly():
+    # KubeRay's CRD schema, refusing unknown fields as `kubectl apply` does (see its $comment).
+    crd = json.loads((K8S / "schemas" / "rayservice-v1.schema.json").read_text())
+    for doc in _docs():
+        if doc["kind"] == "RayService":
+            jsonschema.validate(doc, crd)
+            for spec in _pod_specs(doc):  # the pod templates, against the core Pod schema
+                pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "t"}, "spec": spec}
+                kubernetes_validate.validate(pod, K8S_VERSION, strict=True)
+        else:
+            assert doc["kind"] in CORE_KINDS, doc["kind"]
+            kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+
+
+def test_config_and_secret_load_as_settings(monkeypatch, tmp_path):
+    env = {**_doc("ConfigMap", "loraloop-config")["data"],
+           **_doc("Secret", "loraloop-secrets")["stringData"]}
+    ours = [k for k in env if k.startswith("LORALOOP_")]
+    unknown = [k for k in ours if k.removeprefix("LORALOOP_").lower() not in Settings.model_fields]
+    assert not unknown, f"not loraloop settings: {unknown}"
+    # Through the environment, as the pods load them (LORALOOP_API_KEYS is JSON there).
+    for name in [n for n in os.environ if n.startswith("LORALOOP_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    for key in ours:
+        monkeypatch.setenv(key, env[key])
+    settings = Settings()
+    assert settings.redis_url and settings.database_url  # loraloop.deploy refuses without them
+    assert settings.engine == "vllm" and settings.admin_token and settings.api_keys
+    db = make_url(settings.database_url)
+    assert db.drivername == "postgresql+psycopg"  # the driver pyproject.toml installs
+    assert [db.username, db.password, db.database] == [
+        env["POSTGRES_USER"], env["POSTGRES_PASSWORD"], env["POSTGRES_DB"]]  # postgres.yaml's
+    [workers] = _doc("RayService", "loraloop")["spec"]["rayClusterConfig"]["workerGroupSpecs"]
+    assert workers["replicas"] == settings.replicas  # one LLM replica per GPU worker
+    assert settings.replica_gpus == 1  # ...because each replica asks Ray for the GPU
+
+
+def test_serve_config_imports_the_app_builder():
+    [app] = yaml.safe_load(_doc("RayService", "loraloop")["spec"]["serveConfigV2"])["applications"]
+    assert (app["name"], app["route_prefix"]) == ("loraloop", "/")
+    module, _, attribute = app["import_path"].partition(":")
+    assert callable(getattr(importlib.import_module(module), attribute))
+
+
+def test_gpu_workers_and_a_head_that_runs_nothing():
+    cluster = _doc("RayService", "loraloop")["spec"]["rayClusterConfig"]
+    assert cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+    for group in cluster["workerGroupSpecs"]:
+        assert group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
+        for container in group["template"]["spec"]["containers"]:
+            assert int(container["resources"]["limits"]["nvidia.com/gpu"]) >= 1
+
+
+def test_loraloop_containers_get_config_and_secrets():
+    loraloop = [_doc("RayService", "loraloop"), _doc("Deployment", "loraloop-learner")]
+    for doc in _docs():
+        for c in [c for spec in _pod_specs(doc) for c in spec["containers"]]:
+            refs = {(r.get("configMapRef") or r["secretRef"])["name"] for r in c.get("envFrom", [])}
+            if refs or doc in loraloop:  # every loraloop container, and any other using envFrom
+                assert refs == {"loraloop-config", "loraloop-secrets"}, (c["name"], refs)
+
+
+def test_learner_is_a_single_recreated_pod():
+    spec = _doc("Deployment", "loraloop-learner")["spec"]
+    assert (spec["replicas"], spec["strategy"]["type"]) == (1, "Recreate")
+    [container] = spec["template"]["spec"]["containers"]
+    assert container["command"] + container.get("args", []) == ["loraloop", "learner", "run"]
+    assert int(container["resources"]["limits"]["nvidia.com/gpu"]) == 1
