@@ -23,6 +23,7 @@ def serve_config(settings: Settings, *, redis_url: str, replicas: int | None = N
     ``redis_url`` is the Redis the stack really uses (``loraloop up`` may have
     embedded one); ``replicas`` overrides ``settings.replicas``.
     """
+    from feedback.store import FeedbackConfig
     from serving.api import IngressConfig
     from serving.app import RegistryConfig, ServeConfig
 
@@ -30,7 +31,11 @@ def serve_config(settings: Settings, *, redis_url: str, replicas: int | None = N
     return ServeConfig(
         engine=settings.engine,
         engine_config=settings.engine_config(model_path),
-        ingress=IngressConfig(tenants=settings.tenants, api_keys=settings.api_keys),
+        ingress=IngressConfig(
+            tenants=settings.tenants,
+            api_keys=settings.api_keys,
+            feedback=FeedbackConfig(strict_durability=settings.feedback_strict),
+        ),
         num_replicas=replicas or settings.replicas,
         replica_gpus=settings.replica_gpus,
         admin_token=settings.admin_token,

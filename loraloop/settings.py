@@ -124,6 +124,10 @@ class Settings(BaseSettings):
         description='Users\' API keys as JSON: {"<key>": {"user": "alice", "tenant": "acme"}}. '
         "Empty: auth is off and the request's `user` field names the caller.",
     )
+    feedback_strict: bool = Field(
+        default=False, description="Answer a feedback POST only once it is on disk: WAITAOF on "
+        "Redis >= 7.2, else the server must run appendfsync always (the embedded Redis then "
+        "does). The app refuses to start if the server can do neither.")
     learner: bool = Field(default=True, description="`loraloop up` starts the learner.")
     learner_min_new_examples: int = Field(
         default=32, ge=1, description="Feedback events that start a learning round at once."

@@ -74,7 +74,8 @@ class Stack:
         if not redis_url:
             from feedback.redis_server import EmbeddedRedis
 
-            self._redis = EmbeddedRedis(settings.data_dir).start()
+            fsync = "always" if settings.feedback_strict else "everysec"
+            self._redis = EmbeddedRedis(settings.data_dir, appendfsync=fsync).start()
             redis_url = self._redis.url
         logger.info("redis at %s", redis_url)
 

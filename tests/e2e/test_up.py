@@ -11,6 +11,8 @@ import time
 
 import httpx
 import psutil
+import pytest
+import redis
 
 
 def _cli(*args, env, timeout=300):
@@ -23,17 +25,28 @@ def _cli(*args, env, timeout=300):
     )
 
 
-def test_up_serves_then_down_leaves_no_process_behind(tmp_path, data_dir, tiny_model_dir):
+@pytest.mark.parametrize("strict", [False, True], ids=["defaults", "strict-feedback"])
+def test_up_serves_then_down_leaves_no_process_behind(tmp_path, data_dir, tiny_model_dir, strict):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if not k.startswith("LORALOOP_")}
     # The session's data dir already holds the tiny model; everything else is default.
     env.update(LORALOOP_DATA_DIR=str(data_dir), LORALOOP_HTTP_PORT=str(port))
+    if strict:  # feedback answered only once on disk: the embedded Redis fsyncs every write
+        env.update(LORALOOP_FEEDBACK_STRICT="true")
     assert _cli("status", env=env).returncode == 3  # not running yet
 
     started = time.monotonic()
     up = _cli("up", "--background", "--timeout", "240", env=env)
+    try:
+        _check_the_running_stack(up, env, port, started, strict)
+    finally:  # a failed check must not leave a stack running for the next test
+        if _cli("status", env=env).returncode != 3:
+            _cli("down", env=env)
+
+
+def _check_the_running_stack(up, env, port, started, strict):
     assert up.returncode == 0, up.stdout + up.stderr
     ready_s = time.monotonic() - started
     assert ready_s < 240
@@ -47,19 +60,34 @@ def test_up_serves_then_down_leaves_no_process_behind(tmp_path, data_dir, tiny_m
     assert replica["engine"] == "HFEngine" and replica["adapter_manager"]["routes"] == {}
     family = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
     assert any("redis-server" in " ".join(p.cmdline()) for p in family)
+    fsync = redis.Redis.from_url(report["redis_url"]).config_get("appendfsync")["appendfsync"]
+    assert fsync == ("always" if strict else "everysec")
 
     answer = httpx.post(
         f"http://127.0.0.1:{port}/v1/chat/completions",
         timeout=60,
-        json={"model": "default", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4},
+        json={
+            "model": "default",
+            "messages": [{"role": "user", "content": "Hi"}],
+            "max_tokens": 4,
+            "user": "anyone",
+        },
     )
     assert answer.status_code == 200, answer.text
+    rated = httpx.post(
+        f"http://127.0.0.1:{port}/v1/feedback",
+        timeout=30,
+        json={"interaction_id": answer.json()["id"], "rating": "up", "user": "anyone"},
+    )
+    assert rated.status_code == 202, rated.text
 
-    deadline = time.monotonic() + 60
-    while (learner := _cli("learner", "status", "--json", env=env)).returncode != 0:
+    deadline = time.monotonic() + 60  # the learner actor reads the feedback stream
+    while True:
+        learner = _cli("learner", "status", "--json", env=env)
+        if learner.returncode == 0 and json.loads(learner.stdout).get("backlog") == 1:
+            break
         assert time.monotonic() < deadline, learner.stdout + learner.stderr
         time.sleep(1)
-    assert json.loads(learner.stdout)["backlog"] == 0
 
     again = _cli("up", "--background", env=env)
     assert again.returncode == 1 and "already running" in again.stderr
