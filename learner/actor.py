@@ -58,11 +58,29 @@ def build_learner(spec: LearnerSpec) -> Learner:
     )
 
 
+def build_canary_controller(spec: LearnerSpec, learner: Learner):
+    """The canary controller over the learner's registry, Redis and notifier."""
+    import redis
+
+    from learner.canary_controller import CanaryController
+
+    return CanaryController(
+        redis_client=redis.Redis.from_url(spec.redis_url, socket_timeout=10),
+        keys=learner.keys,
+        sessions=learner.sessions,
+        policy=spec.config.canary,
+        notifier=learner.notifier,
+    )
+
+
 async def run_forever(spec: LearnerSpec, stop: threading.Event, holder: dict) -> None:
-    """Poll and run rounds until ``stop`` is set; a failed round is logged and retried."""
+    """Poll and run rounds until ``stop`` is set, and decide on running canaries every
+    ``canary_interval_s``; a failed step is logged and retried."""
     learner = build_learner(spec)
     holder["learner"] = learner
     await learner.start()
+    canaries = build_canary_controller(spec, learner) if spec.config.canary.enabled else None
+    next_canary_check = time.monotonic()
     try:
         while not stop.is_set():
             try:
@@ -70,9 +88,23 @@ async def run_forever(spec: LearnerSpec, stop: threading.Event, holder: dict) ->
             except Exception:  # Redis or the registry was unreachable: try again shortly
                 logger.exception("learner step failed; retrying")
                 await asyncio.sleep(1.0)
+            if canaries is not None and time.monotonic() >= next_canary_check:
+                next_canary_check = time.monotonic() + spec.config.canary_interval_s
+                try:
+                    reports = await asyncio.to_thread(canaries.evaluate)
+                    acted = [r for r in reports if r["verdict"] != "wait"]
+                    learner.status["canaries"] = reports  # the canaries running now
+                    learner.status["canary_actions"] = [
+                        *learner.status.get("canary_actions", []), *acted
+                    ][-10:]
+                except Exception:
+                    logger.exception("canary check failed; retrying in %.0f s",
+                                     spec.config.canary_interval_s)
             learner.write_status(spec.status_path)
     finally:
         await learner.close()
+        if canaries is not None:
+            canaries.redis.close()
 
 
 def _actor_class():

@@ -30,6 +30,7 @@ from pydantic import BaseModel, Field
 from feedback.keys import RedisKeys
 from feedback.sink import async_client
 from feedback.source import FeedbackEntry, FeedbackSource, SourceConfig, join_interactions
+from learner.canary import CanaryPolicy
 from learner.curate import curate
 from learner.errors import IncompatibleParent, NothingToTrain
 from learner.examples import Example, load_from_adapter, save_with_adapter
@@ -81,6 +82,13 @@ class LearnerConfig(BaseModel):
         description="Traffic of a canary the learner starts (gate.auto_promote = canary).",
     )
     regression_set: str | None = Field(default=None, description="JSONL regression set.")
+    canary: CanaryPolicy = Field(
+        default_factory=CanaryPolicy,
+        description="When the canary controller promotes or rolls back a running canary.",
+    )
+    canary_interval_s: float = Field(
+        default=30.0, gt=0, description="How often the learner looks at running canaries."
+    )
     claim_idle_ms: int = Field(
         default=30_000,
         ge=100,

@@ -378,6 +378,16 @@ def learner_status(
             f"{k.removesuffix('_s')} {v:.2f} s" for k, v in last.get("timings", {}).items()
         )
         typer.echo(f"last round   {last.get('tenant')}: {last.get('outcome')} ({timings})")
+    for canary in status.get("canaries", []):
+        p = canary.get("p_canary_better")
+        typer.echo(
+            f"canary       {canary['tenant']}: {canary['canary'][:12]} "
+            f"{canary['canary_up']} up / {canary['canary_down']} down vs live "
+            f"{canary['live_up']} / {canary['live_down']}, P(better) "
+            f"{'-' if p is None else f'{p:.3f}'}: {canary['verdict']}"
+        )
+    for action in status.get("canary_actions", [])[-3:]:
+        typer.echo(f"canary acted {action['tenant']}: {action['verdict']} {action['canary'][:12]}")
 
 
 def _print_status(report: dict) -> None:

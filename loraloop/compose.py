@@ -52,7 +52,9 @@ def serve_config(settings: Settings, *, redis_url: str, replicas: int | None = N
 def learner_spec(settings: Settings, *, redis_url: str | None = None):
     """What the learner needs, from settings (and the running stack's Redis if embedded)."""
     from learner.actor import LearnerSpec
+    from learner.gate import GateConfig
     from learner.loop import LearnerConfig
+    from learner.train import TrainConfig
     from loraloop.stack import StackState
 
     if redis_url is None:
@@ -71,5 +73,12 @@ def learner_spec(settings: Settings, *, redis_url: str | None = None):
         config=LearnerConfig(
             min_new_examples=settings.learner_min_new_examples,
             max_interval_s=settings.learner_max_interval_s,
+            train=TrainConfig(
+                method=settings.learner_method,
+                learning_rate=settings.learner_learning_rate,
+                epochs=settings.learner_epochs,
+                rank=settings.learner_lora_rank,
+            ),
+            gate=GateConfig(auto_promote=settings.learner_auto_promote),
         ),
     )

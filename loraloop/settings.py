@@ -138,6 +138,27 @@ class Settings(BaseSettings):
         description="A round also starts this long after the last one "
         "if at least one feedback event waits.",
     )
+    learner_auto_promote: Literal["off", "canary", "live"] = Field(
+        default="off",
+        description="What the learner does with a version that passes the gate: `off` (ops "
+        "promote it), `canary` (a canary at 10% of users; the canary controller decides) or "
+        "`live`.",
+    )
+    learner_method: Literal["kto", "sft"] = Field(
+        default="kto",
+        description="`kto`: thumbs up/down as unpaired preferences; `sft`: fine-tune on the "
+        "liked answers and corrections only.",
+    )
+    learner_learning_rate: float = Field(
+        default=1e-3, gt=0, le=1, description="LoRA learning rate of a round (the built-in "
+        "tiny model needs about 1e-2).")
+    learner_epochs: float = Field(
+        default=3.0, gt=0, le=100, description="Passes over a round's examples (the built-in "
+        "tiny model needs about 6).")
+    learner_rank: int | None = Field(
+        default=None, ge=1, le=256, description="LoRA rank of trained adapters, at most "
+        "`max_lora_rank`; empty: 8, or `max_lora_rank` if smaller. A change trains the next "
+        "version fresh instead of warm-starting.")
     http_host: str = Field(default="127.0.0.1", description="Address the HTTP API binds to.")
     http_port: int = Field(default=8000, ge=1, le=65535, description="Port of the HTTP API.")
 
@@ -164,7 +185,23 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("learner_rank")
+    @classmethod
+    def _rank_fits_the_engines(cls, value: int | None, info) -> int | None:
+        max_rank = info.data.get("max_lora_rank")
+        if value is not None and max_rank is not None and value > max_rank:
+            raise ValueError(
+                f"learner_rank ({value}) must be <= max_lora_rank ({max_rank}): the replicas "
+                "refuse adapters of a higher rank"
+            )
+        return value
+
     # -- derived values -------------------------------------------------------
+    @property
+    def learner_lora_rank(self) -> int:
+        """The rank the learner trains (``learner_rank``, or its default)."""
+        return self.learner_rank or min(8, self.max_lora_rank)
+
     @property
     def sqlalchemy_url(self) -> str:
         """The registry database URL, defaulting to SQLite in the data dir."""

@@ -55,6 +55,8 @@ def test_dotenv_file_is_read(tmp_path):
         ("LORALOOP_HTTP_PORT", "70000", "less than or equal to 65535"),
         ("LORALOOP_REDIS_PREFIX", "has space", "pattern"),
         ("LORALOOP_MAX_CPU_LORAS", "2", "must be >= max_loras"),
+        ("LORALOOP_LEARNER_RANK", "32", "must be <= max_lora_rank (16)"),
+        ("LORALOOP_LEARNER_AUTO_PROMOTE", "always", "'off', 'canary' or 'live'"),
     ],
 )
 def test_bad_values_are_refused_naming_the_field(monkeypatch, name, value, message):
@@ -101,3 +103,16 @@ def test_auto_engine_names_its_choice_and_reason():
     installed = importlib.util.find_spec("vllm") is not None
     assert (name == "vllm") == installed or "no GPU" in reason
     assert reason.startswith("auto: ")
+
+
+def test_learner_settings_reach_the_learner(tmp_path, tiny_model_dir):
+    from loraloop.compose import learner_spec
+
+    settings = Settings(
+        data_dir=tmp_path, model=str(tiny_model_dir), learner_auto_promote="canary",
+        learner_method="sft", learner_learning_rate=1e-2, learner_epochs=6, max_lora_rank=4,
+    )
+    config = learner_spec(settings, redis_url="redis://127.0.0.1:6379/0").config
+    assert config.gate.auto_promote == "canary"
+    train = config.train
+    assert (train.method, train.learning_rate, train.epochs, train.rank) == ("sft", 1e-2, 6, 4)
