@@ -98,6 +98,11 @@ class RedisKeys:
         """SCAN pattern matching every window of :meth:`rate_limit` ``(scope, subject)``."""
         return f"{self.prefix}:ratelimit:{_part('scope', scope)}:{_part('subject', subject)}:*"
 
+    @property
+    def learner_status(self) -> str:
+        """JSON of the learner's latest status (backlog, last round, canaries); it expires."""
+        return f"{self.prefix}:learner:status"
+
     # -- pub/sub -------------------------------------------------------------------------
     @property
     def alias_changes_channel(self) -> str:

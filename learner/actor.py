@@ -8,6 +8,7 @@ foreground without Ray. Either way it writes its status to
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -100,7 +101,9 @@ async def run_forever(spec: LearnerSpec, stop: threading.Event, holder: dict) ->
                 except Exception:
                     logger.exception("canary check failed; retrying in %.0f s",
                                      spec.config.canary_interval_s)
-            learner.write_status(spec.status_path)
+            text = learner.write_status(spec.status_path)
+            with contextlib.suppress(Exception):  # Redis down: the step above logged it
+                await learner.publish_status(text)
     finally:
         await learner.close()
         if canaries is not None:

@@ -378,8 +378,15 @@ class Learner:
             logger.error("crashing at %s as configured", point)
             os._exit(17)
 
-    def write_status(self, path: Path) -> None:
+    def write_status(self, path: Path) -> str:
+        """Write the status to ``path`` (atomically); returns the JSON written."""
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({**self.status, "updated_at": time.time()}, default=str))
+        text = json.dumps({**self.status, "updated_at": time.time()}, default=str)
+        tmp.write_text(text)
         os.replace(tmp, path)
+        return text
+
+    async def publish_status(self, text: str, ttl_s: int = 3600) -> None:
+        """Put the status in Redis too, for `loraloop learner status` on any host."""
+        await self.client.set(self.keys.learner_status, text, ex=ttl_s)

@@ -356,14 +356,20 @@ def learner_run() -> None:
 def learner_status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Backlog, last round (with its timing breakdown) and last version. Exit 3 if unknown."""
+    """Backlog, last round (with its timing breakdown), canaries and last version.
+
+    Read from Redis when there is one (the learner may run on another host or
+    pod), else from the data dir. Exit 3 if no learner has reported.
+    """
     settings = _settings()
-    path = settings.data_dir / "run" / "learner.json"
-    try:
-        status = json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        typer.echo("no learner has reported yet" if not as_json else json.dumps({}))
-        raise typer.Exit(3) from None
+    status = _learner_status_from_redis(settings)
+    if status is None:
+        path = settings.data_dir / "run" / "learner.json"
+        try:
+            status = json.loads(path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            typer.echo("no learner has reported yet" if not as_json else json.dumps({}))
+            raise typer.Exit(3) from None
     if as_json:
         typer.echo(json.dumps(status, indent=2))
         return
@@ -388,6 +394,25 @@ def learner_status(
         )
     for action in status.get("canary_actions", [])[-3:]:
         typer.echo(f"canary acted {action['tenant']}: {action['verdict']} {action['canary'][:12]}")
+
+
+def _learner_status_from_redis(settings) -> dict | None:
+    from loraloop.cli_adapters import _running_stack_redis
+
+    redis_url = settings.redis_url or _running_stack_redis(settings)
+    if not redis_url:
+        return None
+    import redis
+
+    from feedback.keys import RedisKeys
+
+    try:
+        client = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
+        raw = client.get(RedisKeys(settings.redis_prefix).learner_status)
+        client.close()
+    except redis.RedisError:
+        return None  # fall back to the data dir's file
+    return json.loads(raw) if raw else None
 
 
 def _print_status(report: dict) -> None:

@@ -100,7 +100,10 @@ async def test_the_learner_promotes_a_canary_its_users_prefer(
     assert [(a["canary"], a["verdict"]) for a in status["canary_actions"]] == [
         (canary, "promote")]
     env = {k: v for k, v in os.environ.items() if not k.startswith("LORALOOP_")}
-    shown = subprocess.run([sys.executable, "-m", "loraloop.cli", "learner", "status"],
-                           env={**env, "LORALOOP_DATA_DIR": str(tmp_path)},
-                           capture_output=True, text=True, timeout=60)
-    assert f"canary acted acme: promote {canary[:12]}" in shown.stdout, shown
+    elsewhere = tmp_path / "another-host"  # no status file: the status comes from Redis
+    for where in ({"LORALOOP_DATA_DIR": str(tmp_path)},
+                  {"LORALOOP_DATA_DIR": str(elsewhere), "LORALOOP_REDIS_URL": REDIS_URL,
+                   "LORALOOP_REDIS_PREFIX": keys.prefix}):
+        shown = subprocess.run([sys.executable, "-m", "loraloop.cli", "learner", "status"],
+                               env={**env, **where}, capture_output=True, text=True, timeout=60)
+        assert f"canary acted acme: promote {canary[:12]}" in shown.stdout, shown
