@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import sys
 import tempfile
@@ -25,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import engine_throughput as bench  # the bench directory is on sys.path, not a package
+from report import emit
 
 from serving.engines import EngineConfig, engine_class
 
@@ -98,7 +98,4 @@ def parse_args(argv=None):
 
 if __name__ == "__main__":
     arguments = parse_args()
-    outcome = asyncio.run(compare(arguments))
-    print(json.dumps(outcome, indent=2))
-    if arguments.json:
-        Path(arguments.json).write_text(json.dumps(outcome, indent=2) + "\n")
+    emit(asyncio.run(compare(arguments)), arguments.json)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import socket
 import statistics
 import sys
@@ -20,6 +19,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from report import emit
 
 
 async def _measure(url: str, posts: int, concurrency: int) -> dict:
@@ -130,7 +131,4 @@ def parse_args(argv=None):
 
 if __name__ == "__main__":
     arguments = parse_args()
-    outcome = main(arguments)
-    print(json.dumps(outcome, indent=2))
-    if arguments.json:
-        Path(arguments.json).write_text(json.dumps(outcome, indent=2) + "\n")
+    emit(main(arguments), arguments.json)

@@ -23,6 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from report import emit
+
 FACTS = [
     ("France", "Paris."),
     ("Italy", "Rome."),
@@ -238,7 +240,4 @@ if __name__ == "__main__":
     if arguments.child:
         asyncio.run(_learner_child(arguments.child))
         sys.exit()
-    outcome = asyncio.run(run(arguments))
-    print(json.dumps(outcome, indent=2))
-    if arguments.json:
-        Path(arguments.json).write_text(json.dumps(outcome, indent=2) + "\n")
+    emit(asyncio.run(run(arguments)), arguments.json)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import socket
 import statistics
 import sys
@@ -26,6 +25,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from report import emit
 
 PROMPT = [{"role": "user", "content": "What is the capital of France?"}]
 
@@ -151,7 +152,4 @@ def parse_args(argv=None):
 
 if __name__ == "__main__":
     arguments = parse_args()
-    outcome = main(arguments)
-    print(json.dumps(outcome, indent=2))
-    if arguments.json:
-        Path(arguments.json).write_text(json.dumps(outcome, indent=2) + "\n")
+    emit(main(arguments), arguments.json)

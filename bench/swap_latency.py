@@ -23,6 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from report import emit
+
 
 def _make_adapters(model: str, root: Path, count: int) -> list[Path]:
     import torch
@@ -197,7 +199,4 @@ def parse_args(argv=None):
 
 if __name__ == "__main__":
     arguments = parse_args()
-    outcome = main(arguments)
-    print(json.dumps(outcome, indent=2))
-    if arguments.json:
-        Path(arguments.json).write_text(json.dumps(outcome, indent=2) + "\n")
+    emit(main(arguments), arguments.json)
