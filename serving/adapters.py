@@ -72,6 +72,7 @@ class AdapterManager:
         self.name = name
         self.routes: dict[str, TenantRoutes] = {}
         self._wanted: set[str] = set()
+        self._pinned: set[str] = set()  # loaded for pinned requests; LRU-evicted only
         self._last_used: dict[str, float] = {}
         self._loading: dict[str, asyncio.Task] = {}
         self._leases: collections.Counter[str] = collections.Counter()
@@ -100,16 +101,25 @@ class AdapterManager:
         if version is None:
             return
         self._leases[version] -= 1
-        if self._leases[version] <= 0 and version not in self._wanted:
+        if self._leases[version] <= 0 and version not in self._wanted | self._pinned:
+            # A version the registry dropped while requests used it goes with the last one.
             asyncio.get_running_loop().create_task(self._evict())
 
     async def _ensure_pinned(self, version_id: str) -> str:
         if version_id in self.engine.loaded_adapters():
             return version_id
+        if version_id in self.failed:
+            raise AdapterNotLoaded(f"adapter version {version_id!r} failed to load here: "
+                                   f"{self.failed[version_id]}")
         version = await asyncio.to_thread(self.registry.get, version_id)
         if version is None or version.status in ("failed", "rejected"):
             raise AdapterNotLoaded(f"adapter version {version_id!r} cannot be served")
-        await self._load(version)
+        try:
+            await self._load(version)
+        except Exception as exc:
+            await self._fail(version, exc, "pinned")
+            raise AdapterNotLoaded(f"adapter version {version_id!r} failed to load: {exc}") from exc
+        self._pinned.add(version_id)
         return version_id
 
     # -- reconciliation -------------------------------------------------------------------
@@ -127,12 +137,24 @@ class AdapterManager:
                     await self._load(version)
                     loaded.add(version.id)
                 except Exception as exc:  # reported, and the old routing keeps serving
-                    self._fail(version, exc, role)
+                    await self._fail(version, exc, role)
             routes: dict[str, TenantRoutes] = {}
+            resident = set(self.engine.loaded_adapters())
             for role, version, fraction in wanted:
-                if version.id not in loaded or role == "warm":
+                if role == "warm":
                     continue
                 current = routes.get(version.tenant, TenantRoutes())
+                if version.id not in loaded:  # it failed: what this replica served stays
+                    before = self.routes.get(version.tenant, TenantRoutes())
+                    if role == "canary" and before.canary in resident:
+                        routes[version.tenant] = TenantRoutes(
+                            current.live, before.canary, before.fraction
+                        )
+                    elif role == "live" and before.live in resident:
+                        routes[version.tenant] = TenantRoutes(
+                            before.live, current.canary, current.fraction
+                        )
+                    continue
                 if role == "canary":
                     routes[version.tenant] = TenantRoutes(current.live, version.id, fraction or 0.0)
                 else:
@@ -189,7 +211,7 @@ class AdapterManager:
 
     async def _evict(self) -> None:
         for version in self.engine.loaded_adapters():
-            if version not in self._wanted and self._leases[version] <= 0:
+            if version not in self._wanted | self._pinned and self._leases[version] <= 0:
                 await self._unload(version)
 
     async def _unload(self, version: str) -> None:
@@ -198,16 +220,17 @@ class AdapterManager:
         except (AdapterBusy, AdapterNotLoaded):
             return  # still in use (its last release evicts it) or already gone
         self._last_used.pop(version, None)
+        self._pinned.discard(version)
         self.swaps.append({"version": version, "event": "unloaded", "at": time.time()})
 
-    def _fail(self, version, exc: Exception, role: str) -> None:
+    async def _fail(self, version, exc: Exception, role: str) -> None:
         reason = f"{self.name} could not load it: {exc}"
         logger.error(
             "version %s (%s of %s) failed to load: %s", version.id[:12], role, version.tenant, exc
         )
         self.failed[version.id] = str(exc)
-        try:
-            self.registry.report_failed(version.id, reason[:2000])
+        try:  # off the event loop: requests keep flowing while the registry is written
+            await asyncio.to_thread(self.registry.report_failed, version.id, reason[:2000])
         except Exception:  # another replica may have reported it first
             logger.warning(
                 "could not mark %s failed in the registry", version.id[:12], exc_info=True

@@ -34,7 +34,7 @@ class RegistryConfig(BaseModel):
     warm_previous: int = Field(default=2, ge=0, description="Previous live versions kept warm.")
     reconcile_interval_s: float = Field(default=10.0, gt=0, description="Safety-net period.")
 
-    def view(self, actor: str):
+    def view(self, actor: str, on_alias_change=None):
         from serving.registry_view import RegistryView
 
         return RegistryView(
@@ -43,6 +43,7 @@ class RegistryConfig(BaseModel):
             cache_dir=self.cache_dir,
             warm_previous=self.warm_previous,
             actor=actor,
+            on_alias_change=on_alias_change,
         )
 
 
@@ -82,7 +83,9 @@ class LLMServer(LLMReplica):
         self._reconciler: asyncio.Task | None = None
         if config.registry is not None:
             name = f"replica-{serve.get_replica_context().replica_id.unique_id}"
-            view = config.registry.view(actor=name)
+            # A version this replica cannot load is marked failed, which may move an
+            # alias: the other replicas hear of it at once.
+            view = config.registry.view(actor=name, on_alias_change=_publisher(config))
             max_resident = config.engine_config.max_loras
 
             def factory(engine):
@@ -207,17 +210,21 @@ def _admin_router(config: ServeConfig):
     from serving.admin_routes import build_admin_router
     from storage.db import open_registry
 
-    notifier = None
-    if config.redis_url:
-        from feedback.notify import AliasChangePublisher
-
-        notifier = AliasChangePublisher.from_url(config.redis_url, prefix=config.redis_prefix)
     return build_admin_router(
         session_factory=open_registry(config.registry.database_url),
         admin_token=config.admin_token,
         user_keys=set(config.ingress.api_keys),
-        notifier=notifier,
+        notifier=_publisher(config),
     )
+
+
+def _publisher(config: ServeConfig):
+    """Announces committed alias changes on Redis, if the deployment has one."""
+    if not config.redis_url:
+        return None
+    from feedback.notify import AliasChangePublisher
+
+    return AliasChangePublisher.from_url(config.redis_url, prefix=config.redis_prefix)
 
 
 def _subscriber(config: ServeConfig):

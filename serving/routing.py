@@ -46,6 +46,7 @@ class ModelRouter:
     catalog: Callable[[], Catalog] | None = None
     refresh_every_s: float = 1.0
     _known: Catalog = field(default_factory=dict)
+    _merged: Catalog | None = None  # _known plus the configured tenants, rebuilt on refresh
     _refreshed_at: float = -1e9
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -80,16 +81,18 @@ class ModelRouter:
         raise UnknownModel(model, self.names())
 
     def _snapshot(self, *, force: bool) -> Catalog:
+        """The catalog (read-only). The registry is read at most once per
+        ``refresh_every_s``: at first use, and again on a miss."""
         with self._lock:
             now = time.monotonic()
             stale = now - self._refreshed_at >= self.refresh_every_s
-            if self.catalog is not None and (not self._known or (force and stale)):
+            if self.catalog is not None and stale and (force or self._merged is None):
                 self._refreshed_at = now
                 try:
                     self._known = self.catalog()
                 except Exception:  # the registry is down: keep serving what we knew
                     logger.warning("could not read the registry's catalog", exc_info=True)
-            known = {t: list(v) for t, v in self._known.items()}
-        for tenant in self.tenants:
-            known.setdefault(tenant, [])
-        return known
+                self._merged = None
+            if self._merged is None:
+                self._merged = {tenant: [] for tenant in self.tenants} | self._known
+            return self._merged

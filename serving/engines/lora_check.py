@@ -122,8 +122,9 @@ def _read_tensor_shapes(path: Path, problems: list[str]) -> dict[str, tuple[int,
         shapes: dict[str, tuple[int, ...]] = {}
         with safe_open(str(weights), framework="pt") as handle:
             for key in handle.keys():  # noqa: SIM118 - safe_open is not a mapping
-                # Reading every tensor also proves the file is not truncated.
-                shapes[key] = tuple(handle.get_tensor(key).shape)
+                # The header is enough: safe_open already refuses a file its header
+                # does not fully cover (truncated), and no tensor is read here.
+                shapes[key] = tuple(handle.get_slice(key).get_shape())
         return shapes
     except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
         problems.append(f"{WEIGHTS_FILE} is corrupt or truncated: {exc}")
