@@ -233,7 +233,7 @@ class Learner:
             report.update(published)
         except NothingToTrain as exc:  # e.g. only thumbs-down so far: keep them for later
             report["outcome"] = f"waiting for more feedback: {exc.reason}"
-            self._deferred = len(self.waiting)
+            self._deferred += len(entries)  # this tenant's; other tenants' rounds go on
             return self._finish(report)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)

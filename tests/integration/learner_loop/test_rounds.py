@@ -246,3 +246,25 @@ async def test_a_candidate_worse_on_the_holdout_is_rejected_and_never_served(
         assert second["version"] not in engine.loaded_adapters()
     finally:
         await engine.shutdown()
+
+
+async def test_a_tenant_that_cannot_train_yet_does_not_hold_back_another(
+    client, keys, registry, tmp_path, tiny_model_dir
+):
+    store = FeedbackStore(client, keys, FeedbackConfig(user_limit=1000))
+    await store.start()
+    for i in range(5):  # "aardvark" (sorted first) has only thumbs-down: nothing to train
+        interaction = Interaction(tenant="aardvark", user=hash_user(f"a{i}"), model="aardvark",
+                                  messages=[{"role": "user", "content": "Hi"}], completion="no")
+        await client.set(keys.interaction(interaction.id), interaction.to_json(), ex=600)
+        await store.record(interaction_id=interaction.id, user=f"a{i}", rating="down")
+    await teach(client, keys, [f"first{i}" for i in range(16)])
+    learner = make_learner(keys, registry, tmp_path, tiny_model_dir)
+    await learner.start()
+    first = {r["tenant"]: r["outcome"] for r in await learner.step()}
+    assert first["aardvark"].startswith("waiting for more feedback") and first["acme"] == "live"
+    # acme's next 8 events are due: only aardvark's 5 are known not to train.
+    await teach(client, keys, [f"second{i}" for i in range(4)], offset=16)
+    second = {r["tenant"]: r["outcome"] for r in await learner.step()}
+    await learner.close()
+    assert "acme" in second, second
