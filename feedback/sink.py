@@ -278,7 +278,7 @@ class InteractionSink:
         batch: list[_Pending] = []
         while True:
             if not batch:
-                batch = self._take_batch()
+                batch = await self._take_batch()
                 if not batch:
                     if self._closed:
                         return
@@ -305,22 +305,33 @@ class InteractionSink:
             elif not batch:
                 delay = self.config.retry_initial_s
 
-    def _take_batch(self) -> list[_Pending]:
-        batch: list[_Pending] = []
-        while self._buffer and len(batch) < self.config.batch_size:
-            pending = self._buffer.popleft()
+    async def _take_batch(self) -> list[_Pending]:
+        taken: list[_Pending] = []
+        while self._buffer and len(taken) < self.config.batch_size:
+            taken.append(self._buffer.popleft())
+        self._inflight = len(taken)
+        if not taken:
+            return taken
+        # Building (redaction) and serialising a batch of long chats takes a while:
+        # in a thread, so the requests sharing this event loop never wait for it.
+        batch = await asyncio.to_thread(self._prepare, taken)
+        self._invalid += len(taken) - len(batch)
+        self._inflight = len(batch)
+        return batch
+
+    def _prepare(self, taken: list[_Pending]) -> list[_Pending]:
+        batch = []
+        for pending in taken:
             try:
                 if not isinstance(pending.event, Interaction):
                     pending.event = pending.event()
                 pending.json = pending.event.to_json()
                 pending.key = self.keys.interaction(pending.event.id)
             except Exception:
-                self._invalid += 1
                 log.exception("interaction sink: cannot build or serialise event %r; "
                               "skipped", getattr(pending.event, "id", pending.event))
                 continue
             batch.append(pending)
-        self._inflight = len(batch)
         return batch
 
     async def _write(self, batch: list[_Pending]) -> list[Any]:

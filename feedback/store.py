@@ -283,7 +283,7 @@ class FeedbackStore:
             pipe.get(ikey)
             raw_current, raw_interaction = await pipe.execute()
         if raw_current is None and raw_interaction is None:
-            raw_interaction = await self._load_interaction(ikey, waited=True)
+            raw_interaction = await self._load_interaction(ikey)
         if raw_current is not None:
             feedback = Feedback.from_json(raw_current)
             if tenant is not None and feedback.tenant != tenant:
@@ -322,11 +322,12 @@ class FeedbackStore:
             raise InteractionNotFound(interaction_id)
         interaction = Interaction.from_json(raw)
         self._check_owner(interaction, user_hash, tenant)
+        # Redaction (regex or Presidio) can take milliseconds: not on the event loop.
+        correction, comment = await asyncio.to_thread(self._redact_texts, correction, comment)
         feedback = Feedback(
             interaction_id=interaction_id, rating=value, user=user_hash,
             tenant=interaction.tenant, adapter_version=interaction.adapter_version,
-            correction=None if correction is None else self.redactor.redact(correction),
-            comment=None if comment is None else self.redactor.redact(comment),
+            correction=correction, comment=comment,
         )
         window_ms = cfg.rate_window_s * 1000
         now_ms = int(time.time() * 1000)
@@ -375,20 +376,18 @@ class FeedbackStore:
         retry_after = max(1, math.ceil(max(int(result[1]), 0) / 1000))
         raise RateLimited(status, limit, cfg.rate_window_s, retry_after)
 
-    async def _load_interaction(self, key: str, *, waited: bool = False) -> bytes | None:
-        """The stored interaction, waiting up to ``interaction_grace_s`` for one just served.
+    def _redact_texts(self, *texts: str | None) -> list[str | None]:
+        return [None if text is None else self.redactor.redact(text) for text in texts]
 
-        ``waited``: the caller already found the key missing once.
-        """
+    async def _load_interaction(self, key: str) -> bytes | None:
+        """The stored interaction, waiting up to ``interaction_grace_s`` for one just served."""
         deadline = time.monotonic() + self.config.interaction_grace_s
         pause = 0.01
         while True:
-            if not waited:
-                async with self._redis("load the interaction"):
-                    raw = await self._client.get(key)
-                if raw is not None:
-                    return raw
-            waited = False
+            async with self._redis("load the interaction"):
+                raw = await self._client.get(key)
+            if raw is not None:
+                return raw
             left = deadline - time.monotonic()
             if left <= 0:
                 return None
