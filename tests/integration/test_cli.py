@@ -45,6 +45,7 @@ def test_chat_with_an_adapter_and_with_a_bad_one(data_dir, tiny_model_dir, make_
         str(make_adapter("a", seed=1)),
         data_dir=data_dir,
     )
+    assert base.returncode == 0, base.stderr
     assert adapted.returncode == 0, adapted.stderr
     assert adapted.stdout != base.stdout
     bad = run_cli("chat", "Hi", "--adapter", str(tmp_path), data_dir=data_dir)

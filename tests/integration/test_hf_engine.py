@@ -46,12 +46,14 @@ async def test_requests_join_a_running_batch(hf):
     ids = hf.encode_chat([{"role": "user", "content": "Hi"}])
     params = SamplingParams(max_tokens=60, temperature=0)
     alone, _ = await complete(hf, ids, max_tokens=60)
+    hf.stats["max_batch_rows"] = 0
     first = hf.generate(GenerationRequest("long", ids, params))
     await first.__anext__()
     late, _ = await complete(hf, "Tell me a joke.", max_tokens=8)  # admitted mid-flight
     rest = "".join([c.text async for c in first])
     assert late
-    assert alone.startswith(rest) or rest in alone
+    assert hf.stats["max_batch_rows"] == 2  # decoded together, not one after the other
+    assert rest and (alone.startswith(rest) or rest in alone)
 
 
 async def test_full_queue_is_refused_with_overloaded(hf):

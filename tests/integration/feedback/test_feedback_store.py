@@ -21,6 +21,7 @@ from feedback import (
     NotYourInteraction,
     RateLimited,
     async_client,
+    durability_mode,
     hash_user,
 )
 
@@ -217,9 +218,14 @@ async def test_pii_in_correction_and_comment_never_reaches_redis(
     assert b"4111111111111111" not in raw.replace(b" ", b"")
 
 
-async def test_durability_mode_is_detected(store):
+async def test_durability_mode_is_detected(store, client):
     assert store.server_version is not None
     assert store.durability != "undetected"
+    config = {k.decode() if isinstance(k, bytes) else k: v.decode() if isinstance(v, bytes) else v
+              for k, v in (await client.config_get("append*")).items()}
+    expected, _ = durability_mode(store.server_version, config["appendonly"],
+                                  config["appendfsync"], False)
+    assert store.durability == expected  # what this server really does
     assert ("not strict" in store.durability or "not durable" in store.durability
             or store.durability in ("appendfsync-always", "waitaof"))
 
