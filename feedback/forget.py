@@ -151,10 +151,10 @@ async def forget_user(client: aioredis.Redis, keys: RedisKeys, user: str, *,
             key_names.add(keys.interaction(interaction_id))
         except ValueError:
             continue
-    key_names.update(await _scan(client, keys.feedback_current_pattern(user_hash), page_size))
-    key_names.update(await _scan(client, keys.feedback_request_pattern(user_hash), page_size))
-    key_names.update(await _scan(client, keys.rate_limit_pattern("feedback-user", user_hash),
-                                 page_size))
+    for pattern in (keys.feedback_current_pattern(user_hash),
+                    keys.feedback_request_pattern(user_hash),
+                    keys.rate_limit_pattern(RedisKeys.USER_FEEDBACK, user_hash)):
+        key_names.update(await _scan(client, pattern, page_size))
     deleted = 0
     names = sorted(key_names)
     for i in range(0, len(names), page_size):

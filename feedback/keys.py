@@ -32,6 +32,9 @@ class RedisKeys:
 
     #: Consumer group of the learner on the feedback and interaction streams.
     LEARNER_GROUP = "learner"
+    #: Rate-limit scopes of feedback (see :meth:`rate_limit`): per user, per tenant.
+    USER_FEEDBACK = "feedback-user"
+    TENANT_FEEDBACK = "feedback-tenant"
 
     def __post_init__(self) -> None:
         if not _PREFIX.match(self.prefix):

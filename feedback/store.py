@@ -336,8 +336,8 @@ class FeedbackStore:
         if idempotency_key is not None:
             request_key = self.keys.feedback_request(user_hash, _digest(idempotency_key))
             fingerprint = _digest(json.dumps([interaction_id, value, correction, comment]))
-        keys = [ikey, self.keys.rate_limit("feedback-user", user_hash, window),
-                self.keys.rate_limit("feedback-tenant", interaction.tenant, window),
+        keys = [ikey, self.keys.rate_limit(RedisKeys.USER_FEEDBACK, user_hash, window),
+                self.keys.rate_limit(RedisKeys.TENANT_FEEDBACK, interaction.tenant, window),
                 self.keys.feedback_stream, self.keys.feedback_current(interaction_id, user_hash),
                 request_key]
         args = [cfg.user_limit, cfg.tenant_limit, (window + 1) * window_ms - now_ms,

@@ -257,11 +257,3 @@ def _id_tuple(stream_id: str) -> tuple[int, int]:
         return int(ms), int(seq or 0)
     except ValueError:  # not a Redis id (hand-made in tests): order after real ones
         return (1 << 62), 0
-
-
-def counts_summary(rounds: Iterable[CuratedRound]) -> dict[str, int]:
-    """Sum the counts of several rounds (e.g. one per tenant) for a status report."""
-    total: Counter[str] = Counter()
-    for r in rounds:
-        total.update(r.counts)
-    return dict(total)

@@ -284,13 +284,12 @@ def users_forget(
     from feedback.forget import forget_user
     from feedback.keys import RedisKeys
     from feedback.sink import async_client
-    from loraloop.stack import StackState
+    from loraloop.stack import redis_url_for
     from storage import versions_trained_on
     from storage.db import open_registry
 
     settings = _settings()
-    state = StackState.load(settings.data_dir)
-    redis_url = settings.redis_url or (state.redis_url if state is not None else "")
+    redis_url = redis_url_for(settings)
     if not redis_url:
         typer.echo(
             "error: no Redis: set LORALOOP_REDIS_URL or start the stack with `loraloop up`",
@@ -397,9 +396,9 @@ def learner_status(
 
 
 def _learner_status_from_redis(settings) -> dict | None:
-    from loraloop.cli_adapters import _running_stack_redis
+    from loraloop.stack import redis_url_for
 
-    redis_url = settings.redis_url or _running_stack_redis(settings)
+    redis_url = redis_url_for(settings)
     if not redis_url:
         return None
     import redis

@@ -84,6 +84,7 @@ class _Ctx:
 def _registry() -> Iterator[_Ctx]:
     """Open the registry from Settings; map storage errors to messages and exit codes."""
     from loraloop.settings import Settings
+    from loraloop.stack import redis_url_for
     from storage import (
         AliasNotFound,
         ArtifactError,
@@ -101,7 +102,7 @@ def _registry() -> Iterator[_Ctx]:
     except Exception as exc:
         _fail(f"cannot open the registry: {exc}", EXIT_ERROR)
     notifier = None
-    redis_url = settings.redis_url or _running_stack_redis(settings)
+    redis_url = redis_url_for(settings)
     if redis_url:
         from feedback.notify import AliasChangePublisher
 
@@ -528,15 +529,3 @@ def _done(as_json: bool, data: dict[str, Any], message: str) -> None:
         _emit_json(data)
     else:
         typer.echo(message)
-
-
-def _running_stack_redis(settings) -> str:
-    """The embedded Redis of a stack `loraloop up` runs on this data dir, if any.
-
-    Replicas also reconcile periodically, so a change made without a
-    notification still arrives; this makes it arrive in well under a second.
-    """
-    from loraloop.stack import StackState
-
-    state = StackState.load(settings.data_dir)
-    return state.redis_url if state is not None else ""

@@ -55,11 +55,10 @@ def learner_spec(settings: Settings, *, redis_url: str | None = None):
     from learner.gate import GateConfig
     from learner.loop import LearnerConfig
     from learner.train import TrainConfig
-    from loraloop.stack import StackState
+    from loraloop.stack import redis_url_for
 
     if redis_url is None:
-        state = StackState.load(settings.data_dir)
-        redis_url = settings.redis_url or (state.redis_url if state else "")
+        redis_url = redis_url_for(settings)
     if not redis_url:
         raise ValueError("the learner needs Redis: set LORALOOP_REDIS_URL or run `loraloop up`")
     return LearnerSpec(

@@ -15,6 +15,7 @@ from platformdirs import user_data_dir
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from learner.gate import AutoPromote
 from serving.auth import ApiKey
 from serving.engines.base import EngineConfig
 
@@ -138,7 +139,7 @@ class Settings(BaseSettings):
         description="A round also starts this long after the last one "
         "if at least one feedback event waits.",
     )
-    learner_auto_promote: Literal["off", "canary", "live"] = Field(
+    learner_auto_promote: AutoPromote = Field(
         default="off",
         description="What the learner does with a version that passes the gate: `off` (ops "
         "promote it), `canary` (a canary at 10% of users; the canary controller decides) or "

@@ -57,6 +57,15 @@ class StackState:
             return None
 
 
+def redis_url_for(settings: Settings) -> str:
+    """The Redis to use: the configured one, else that of a stack `loraloop up` runs on
+    this data dir (its embedded server), else ``""``."""
+    if settings.redis_url:
+        return settings.redis_url
+    state = StackState.load(settings.data_dir)
+    return state.redis_url if state is not None else ""
+
+
 class Stack:
     """The running parts, started in dependency order and stopped in reverse."""
 
