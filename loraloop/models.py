@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from loraloop.smollm2 import ensure_smollm2
 from loraloop.tiny_model import ensure_tiny_model
 
-BUILTINS = {"builtin:tiny": ensure_tiny_model}
+#: Built-in model name -> the function that returns its directory, building it first if needed.
+BUILTINS = {"builtin:tiny": ensure_tiny_model, "builtin:smollm2": ensure_smollm2}
 
 
 def resolve_model(spec: str, data_dir: Path) -> str:
@@ -27,7 +29,8 @@ def resolve_model(spec: str, data_dir: Path) -> str:
         if not (path / "config.json").is_file():
             raise ValueError(
                 f"model directory {path} has no config.json; point LORALOOP_MODEL at a "
-                "directory saved with save_pretrained, a hub id, or builtin:tiny"
+                "directory saved with save_pretrained, a hub id, or one of "
+                f"{sorted(BUILTINS)}"
             )
         return str(path.resolve())
     return spec

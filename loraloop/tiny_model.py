@@ -15,17 +15,10 @@ attention rejects a head_dim below 64, so hidden 128 with 2 heads.
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import hashlib
-import json
-import logging
-import os
-import shutil
-import tempfile
 from importlib import resources
 from pathlib import Path
 
-logger = logging.getLogger(__name__)
+from loraloop.model_build import build_once, sha256_file, write_marker
 
 #: Bump when the recipe changes, so an old build in a data dir is not reused.
 RECIPE_VERSION = 1
@@ -51,28 +44,10 @@ def tiny_model_dir(data_dir: Path) -> Path:
 def ensure_tiny_model(data_dir: Path) -> Path:
     """Return the tiny model's directory, building it first if it is missing.
 
-    Safe to call from several processes at once: one builds (under a file
-    lock) into a temporary directory that is renamed into place when complete,
-    so nobody ever sees a half-written model.
+    Safe to call from several processes at once (see
+    :func:`loraloop.model_build.build_once`).
     """
-    dest = tiny_model_dir(data_dir)
-    if (dest / _DONE_MARKER).exists():
-        return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with _file_lock(dest.parent / f".{dest.name}.lock"):
-        if (dest / _DONE_MARKER).exists():
-            return dest
-        staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
-        try:
-            build_tiny_model(staging)
-            if dest.exists():  # a leftover from an interrupted older build
-                shutil.rmtree(dest)
-            os.replace(staging, dest)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-    logger.info("built the tiny model in %s", dest)
-    return dest
+    return build_once(tiny_model_dir(data_dir), build_tiny_model, marker=_DONE_MARKER)
 
 
 def build_tiny_model(dest: Path) -> Path:
@@ -109,9 +84,9 @@ def build_tiny_model(dest: Path) -> Path:
     model.generation_config.bos_token_id = tokenizer.bos_token_id
     model.save_pretrained(dest, safe_serialization=True)
     tokenizer.save_pretrained(dest)
-    digest = hashlib.sha256((dest / "model.safetensors").read_bytes()).hexdigest()
+    digest = sha256_file(dest / "model.safetensors")
     marker = {"recipe_version": RECIPE_VERSION, "seed": SEED, "weights_sha256": digest}
-    (dest / _DONE_MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
+    write_marker(dest, _DONE_MARKER, marker)
     return dest
 
 
@@ -156,13 +131,3 @@ def _seeded_cpu_rng(seed: int):
         yield
     finally:
         torch.random.set_rng_state(state)
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path):
-    with open(path, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)

