@@ -89,7 +89,10 @@ async def run_forever(spec: LearnerSpec, stop: threading.Event, holder: dict) ->
             except Exception:  # Redis or the registry was unreachable: try again shortly
                 logger.exception("learner step failed; retrying")
                 await asyncio.sleep(1.0)
-            if canaries is not None and time.monotonic() >= next_canary_check:
+            # A round that just started a canary gets it looked at now, not in 30 s.
+            due = learner.canary_started or time.monotonic() >= next_canary_check
+            if canaries is not None and due:
+                learner.canary_started = False
                 next_canary_check = time.monotonic() + spec.config.canary_interval_s
                 try:
                     reports = await asyncio.to_thread(canaries.evaluate)

@@ -41,6 +41,17 @@ class CanaryPolicy(BaseModel):
     )
     min_ratings: int = Field(default=50, ge=1, description="Ratings each side needs first.")
     enabled: bool = Field(default=True, description="Off: operators decide from the CLI.")
+    fast_track_evidence: float = Field(
+        default=0.95, gt=0.5, le=1.0, description="Gate evidence (learner.gate: the "
+        "posterior that the canary learned what it was taught, with the regression set "
+        "held) at which the controller promotes without waiting for min_ratings of thumbs; "
+        "1.0 turns the fast track off.")
+    fast_track_after_s: float = Field(
+        default=0.0, ge=0, description="How long a canary serves before the fast track may "
+        "promote it (its thumbs so far can still stop it).")
+    block_ratings: int = Field(
+        default=5, ge=1, description="Canary ratings after which thumbs that point the other "
+        "way (P(canary better) <= 0.25) stop the fast track.")
 
 
 @dataclass(frozen=True)
@@ -85,6 +96,21 @@ def decide(canary: Tally, live: Tally, policy: CanaryPolicy) -> tuple[Verdict, f
     if p <= 1.0 - policy.confidence:
         return "rollback", p
     return "wait", p
+
+
+def fast_track(evidence: float, age_s: float, canary: Tally, live: Tally,
+               policy: CanaryPolicy) -> tuple[bool, str]:
+    """Whether strong gate evidence promotes the canary now, and why (or why not)."""
+    if not policy.enabled or policy.fast_track_evidence >= 1.0:
+        return False, "fast track off"
+    if evidence < policy.fast_track_evidence:
+        return False, f"gate evidence {evidence:.3f} < {policy.fast_track_evidence}"
+    if age_s < policy.fast_track_after_s:
+        return False, f"serving {age_s:.0f} s of {policy.fast_track_after_s:.0f} s first"
+    if canary.n >= policy.block_ratings and prob_canary_better(canary, live) <= 0.25:
+        return False, "its thumbs so far point the other way"
+    return True, (f"gate evidence {evidence:.3f} >= {policy.fast_track_evidence}, and "
+                  f"{canary.n} canary ratings do not contradict it")
 
 
 def tally_ratings(events, versions: set[str]) -> dict[str, Tally]:

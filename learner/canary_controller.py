@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 
+from feedback.events import BASE_VERSION
 from feedback.keys import RedisKeys
 from feedback.ratings import feedback_since
-from learner.canary import CanaryPolicy, decide, tally_ratings
-from storage import Conflict, get_alias, list_aliases, promote, stop_canary
+from learner.canary import CanaryPolicy, decide, fast_track, tally_ratings
+from storage import Conflict, get_alias, get_version, list_aliases, promote, stop_canary
 
 logger = logging.getLogger(__name__)
 
@@ -33,31 +35,40 @@ class CanaryController:
     def _evaluate(self, canary) -> dict:
         with self.sessions() as session:
             live = get_alias(session, tenant=canary.tenant, alias="live")
+            evidence = float((get_version(session, version_id=canary.version_id).metrics
+                              or {}).get("evidence") or 0.0)
+        # Without a live version the canary is compared with the base model's answers.
+        live_id = live.version_id if live else BASE_VERSION
         since_ms = int(canary.updated_at.timestamp() * 1000)
-        versions = {canary.version_id} | ({live.version_id} if live else set())
         events = feedback_since(self.redis, self.keys, since_ms)
-        tallies = tally_ratings(events, versions)
-        canary_tally = tallies[canary.version_id]
-        live_tally = tallies.get(live.version_id) if live else None
+        tallies = tally_ratings(events, {canary.version_id, live_id})
+        canary_tally, live_tally = tallies[canary.version_id], tallies[live_id]
         report = {"tenant": canary.tenant, "canary": canary.version_id,
                   "live": live.version_id if live else None,
                   "canary_up": canary_tally.up, "canary_down": canary_tally.down,
-                  "live_up": live_tally.up if live_tally else 0,
-                  "live_down": live_tally.down if live_tally else 0}
-        if live_tally is None:
-            return {**report, "verdict": "wait", "p_canary_better": None}
+                  "live_up": live_tally.up, "live_down": live_tally.down,
+                  "gate_evidence": evidence}
         verdict, p = decide(canary_tally, live_tally, self.policy)
         report.update(verdict=verdict, p_canary_better=round(p, 6))
+        thumbs = (f"canary thumbs-up {canary_tally.up}/{canary_tally.n} vs live "
+                  f"{live_tally.up}/{live_tally.n}: P(canary better) = {p:.4f}")
+        reason = f"{thumbs} (threshold {self.policy.confidence})"
         if verdict == "wait":
-            return report
-        reason = (f"canary thumbs-up {canary_tally.up}/{canary_tally.n} vs live "
-                  f"{live_tally.up}/{live_tally.n}: P(canary better) = {p:.4f} "
-                  f"(threshold {self.policy.confidence})")
+            started = canary.updated_at
+            if started.tzinfo is None:  # SQLite hands back naive UTC times
+                started = started.replace(tzinfo=UTC)
+            age_s = (datetime.now(UTC) - started).total_seconds()
+            go, why = fast_track(evidence, age_s, canary_tally, live_tally, self.policy)
+            report["fast_track"] = why
+            if not go:
+                return report
+            verdict, reason = "promote", f"fast track: {why}; {thumbs}"
+            report["verdict"] = verdict
         try:
             with self.sessions() as session:
                 if verdict == "promote":
                     promote(session, version_id=canary.version_id, actor=self.actor,
-                            reason=reason, expected_live=live.version_id,
+                            reason=reason, expected_live=live.version_id if live else None,
                             on_alias_change=self.notifier)
                 else:
                     stop_canary(session, tenant=canary.tenant, actor=self.actor, reason=reason,

@@ -26,9 +26,13 @@ returns:
    but at least 1 when ``holdout_fraction > 0`` and ``n >= 2``, and never all of
    them (training keeps at least one). Desirable and undesirable entries are
    taken alternately, so a small slice still has both kinds when it can.
-7. **Replay.** ``round(replay_fraction * len(new train examples))`` earlier
-   examples (at most all of ``replay``), drawn with the seed, of this tenant only
-   and not duplicating a new example, join the train set with ``source="replay"``.
+7. **Carried.** Examples an earlier round of this tenant used but that are not live
+   yet (its candidate was not promoted, or they were held out) join the train set
+   as they are: data accumulates until it reaches users. A new example equal to a
+   carried one is kept once.
+8. **Replay.** ``round(replay_fraction * len(train))`` examples the live version
+   was trained on (at most all of ``replay``), drawn with the seed, of this tenant
+   only and not duplicating another, join the train set with ``source="replay"``.
 
 Every stream id the round used or deliberately dropped is in
 ``consumed_stream_ids``: the caller registers them with the version and
@@ -80,6 +84,7 @@ def curate(
     holdout_fraction: float = 0.2,
     replay: Sequence[Example] = (),
     replay_fraction: float = 0.0,
+    carried: Sequence[Example] = (),
     seed: int = 0,
 ) -> CuratedRound:
     """Apply the module's rules to joined feedback of one tenant; see the module docstring.
@@ -147,12 +152,19 @@ def curate(
     holdout_units, train_units = _split_holdout(units, holdout_fraction, seed)
     holdout = [e for unit in holdout_units for e in unit]
     train = [e for unit in train_units for e in unit]
+    carried_kept = []
+    for example in carried:
+        if example.tenant == tenant and example.key not in known:
+            known.add(example.key)
+            carried_kept.append(example)
+    train.extend(carried_kept)
     replayed = _sample_replay(replay, tenant, known, round(replay_fraction * len(train)),
                               seed, counts)
     train.extend(replayed)
 
     consumed = sorted({*(e.stream_id for e in selection.kept), *dropped}, key=_id_tuple)
     members = {sid: users[sid] for sid in consumed}
+    members.update({e.stream_id: e.user for e in carried_kept})
     _check_tenant(tenant, train, holdout)
 
     new = [e for unit in units for e in unit]
@@ -162,6 +174,7 @@ def curate(
         "undesirable": sum(not e.desirable for e in new),
         "corrections": sum(1 for unit in units if unit[0].source == "correction"),
         "holdout": len(holdout),
+        "carried": len(carried_kept),
         "train_new": len(train) - len(replayed),
         "replay": len(replayed),
         "train": len(train),

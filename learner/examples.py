@@ -141,21 +141,26 @@ def load_jsonl(path: str | Path) -> list[Example]:
 TRAINING_DATA_FILE = "training_examples.json"
 
 
-def save_with_adapter(examples: Iterable[Example], adapter_dir: str | Path) -> int:
-    """Write ``examples`` into ``adapter_dir`` as :data:`TRAINING_DATA_FILE`; returns how many."""
+def save_with_adapter(examples: Iterable[Example], adapter_dir: str | Path,
+                      holdout: Iterable[Example] = ()) -> int:
+    """Write a round's training ``examples`` and its ``holdout`` into ``adapter_dir`` as
+    :data:`TRAINING_DATA_FILE`; returns how many training examples."""
     rows = [e.to_dict() for e in examples]
-    text = json.dumps({"examples": rows}, ensure_ascii=False, separators=(",", ":"))
+    held = [e.to_dict() for e in holdout]
+    text = json.dumps({"examples": rows, "holdout": held}, ensure_ascii=False,
+                      separators=(",", ":"))
     (Path(adapter_dir) / TRAINING_DATA_FILE).write_text(text, encoding="utf-8")
     return len(rows)
 
 
-def load_from_adapter(adapter_dir: str | Path) -> list[Example]:
-    """The examples :func:`save_with_adapter` stored in ``adapter_dir`` (none if it has none)."""
+def load_from_adapter(adapter_dir: str | Path, part: str = "examples") -> list[Example]:
+    """The examples :func:`save_with_adapter` stored in ``adapter_dir`` (none if it has none):
+    ``part="examples"`` the trained ones, ``"holdout"`` the held-out ones."""
     path = Path(adapter_dir) / TRAINING_DATA_FILE
     if not path.exists():  # e.g. an adapter trained outside loraloop
         return []
     try:
-        rows = json.loads(path.read_text("utf-8"))["examples"]
-    except (ValueError, KeyError, TypeError) as exc:
+        rows = json.loads(path.read_text("utf-8")).get(part, [])
+    except (ValueError, AttributeError, TypeError) as exc:
         raise InvalidExample(f"{path} is not a training-data file: {exc}") from exc
     return [Example.from_dict(row) for row in rows]

@@ -1,35 +1,47 @@
-"""The evaluation gate: is a candidate adapter better than what is live, and no worse elsewhere?
+"""The evaluation gate: did a candidate learn what it was taught, without forgetting?
 
 :func:`evaluate` compares the candidate with a reference (the tenant's live
 adapter, or the base model when there is none) and returns a verdict; the
-caller records it (``storage.record_gate``) and acts on ``auto_promote``.
+caller records it (``storage.record_gate``, with every metric and the reasons)
+and acts on ``auto_promote``.
 
-**Held-out preference.** For each held-out example the implicit reward is
-``r = logp_candidate(completion | prompt) - logp_reference(completion | prompt)``
-(sums over the completion's tokens, :func:`learner.scoring.sequence_logprobs`).
+For an example the implicit reward is ``r = logp_candidate(completion | prompt)
+- logp_reference(completion | prompt)`` (sums over the completion's tokens,
+:func:`learner.scoring.sequence_logprobs`); the candidate moved it the right
+way when ``r > 0`` for a desirable example and ``r < 0`` for an undesirable one.
 
-* ``accuracy`` = mean over held-out examples of ``[r > 0]`` for desirable and
-  ``[r < 0]`` for undesirable ones (a candidate identical to the reference
-  scores 0);
-* ``margin`` = mean ``r`` over desirable minus mean ``r`` over undesirable
-  examples (a side that is absent counts as 0).
+Three checks, each a decision with its evidence recorded:
 
-It passes when ``accuracy >= min_accuracy`` and ``margin >= min_margin``. An
-empty held-out slice fails unless ``allow_empty_holdout``.
+1. **Taught** — on the round's new training examples, ``k`` of ``n`` pieces of
+   feedback moved the right way (a correction counts once: its answer gained on
+   the one it replaced). With a uniform prior on the rate, ``taught_confidence`` =
+   P(rate > 1/2 | k, n) must reach ``confidence`` (0.95: 4 of 4, 6 of 7, 9 of
+   11, ...). It shows the round learned what users said, however few they were.
+2. **Held out** — the same count on the round's held-out slice, which was not
+   trained. It fails the candidate only when it is *significantly worse*:
+   P(rate < 1/2) >= ``confidence``. A small slice cannot decide either way, and
+   the metrics say so; a large one that goes the wrong way is caught.
+3. **Regression set** — rows ``{"messages": [...], "expected": "..."}`` (the
+   greedy answer, stripped, must start with the stripped expected text, or
+   equal it with ``match="exact"``) or ``{"messages": [...], "pattern":
+   "regex"}``. The candidate must match at least as many rows as the
+   reference minus ``regression_tolerance``. The reference's answers are
+   cached per reference and set (they do not change between rounds).
 
-**Regression set** (optional): a JSONL file whose rows are
-``{"messages": [...], "expected": "..."}`` (the greedy answer, stripped, must
-start with the stripped expected text, or equal it with ``match="exact"``) or
-``{"messages": [...], "pattern": "regex"}`` (``re.search`` on the answer).
-Greedy answers of ``max_new_tokens`` tokens from candidate and reference are
-checked; the candidate passes when it matches at least as many rows as the
-reference minus ``regression_tolerance``.
+``evidence`` in the metrics is ``taught_confidence`` of a candidate that passed
+every check: the canary controller may promote on it (learner.canary).
+With ``enforce=False`` the gate measures and records everything but passes any
+candidate (tests of the mechanics use that).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import logging
+import math
+import os
 import re
 import time
 from collections.abc import Sequence
@@ -43,7 +55,7 @@ from learner.errors import InvalidRegressionSet
 from learner.examples import Example
 from learner.scoring import (
     default_threads,
-    greedy_generate,
+    greedy_answers,
     limited_threads,
     load_tokenizer,
     render,
@@ -62,25 +74,24 @@ class GateConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    min_accuracy: float = Field(0.6, ge=0, le=1, description="Least held-out preference "
-                                "accuracy (share of examples moved the right way).")
-    min_margin: float = Field(0.0, description="Least implicit reward margin (nats): mean r "
-                              "of desirable minus mean r of undesirable held-out examples.")
-    allow_empty_holdout: bool = Field(False, description="Pass a candidate with no held-out "
-                                      "examples on the other checks alone (else it fails).")
-    regression_tolerance: int = Field(0, ge=0, description="How many fewer regression rows "
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="Posterior probability the "
+                              "taught examples need (better than chance), and at which a held-out "
+                              "slice counts as worse.")
+    regression_tolerance: int = Field(1, ge=0, description="How many fewer regression rows "
                                       "the candidate may match than the reference.")
+    enforce: bool = Field(True, description="False: measure and record, but pass every "
+                          "candidate (for testing the loop's mechanics).")
     match: Literal["prefix", "exact"] = Field("prefix", description="How an `expected` row "
                                               "matches the stripped greedy answer.")
-    max_new_tokens: int = Field(32, ge=1, le=4096, description="Greedy answer length for "
-                                "the regression set.")
+    max_new_tokens: int = Field(24, ge=1, le=4096, description="Greedy answer length for "
+                                "the regression set (the rows' answers come early).")
     auto_promote: AutoPromote = Field("off", description="What the learner does with a "
                                       "passing candidate: nothing, start a canary, or make "
                                       "it live. The gate only reports it.")
-    batch_size: int = Field(16, ge=1, description="Held-out examples scored per forward pass.")
+    batch_size: int = Field(16, ge=1, description="Sequences scored or generated per pass.")
     max_length: int = Field(1024, ge=16, description="Longest scored sequence in tokens.")
-    threads: int | None = Field(None, ge=1, le=256, description="torch threads; None: half "
-                                "the CPUs (at least 1).")
+    threads: int | None = Field(None, ge=1, le=256, description="torch threads; None: "
+                                "learner.scoring.default_threads().")
 
 
 @dataclass(frozen=True)
@@ -147,12 +158,15 @@ def _parse_row(data: Any) -> RegressionRow:
 
 
 def evaluate(*, base_model: str, candidate_dir: str | Path, reference_dir: str | Path | None,
-             holdout: Sequence[Example], regression_set: str | Path | None = None,
-             config: GateConfig | None = None) -> GateResult:
+             taught: Sequence[Example] = (), holdout: Sequence[Example] = (),
+             regression_set: str | Path | None = None, config: GateConfig | None = None,
+             cache_dir: str | Path | None = None) -> GateResult:
     """Judge ``candidate_dir`` against ``reference_dir`` (``None``: the base model).
 
-    ``base_model`` is the base model's local path. See the module docstring for
-    the metrics and the rule. Raises ``InvalidRegressionSet`` for a bad file.
+    ``base_model`` is the base model's local path; ``taught`` the round's new
+    training examples, ``holdout`` its held-out ones. See the module docstring
+    for the checks. ``cache_dir`` keeps the reference's regression answers.
+    Raises ``InvalidRegressionSet`` for a bad file.
     """
     config = config or GateConfig()
     started = time.perf_counter()
@@ -164,45 +178,71 @@ def evaluate(*, base_model: str, candidate_dir: str | Path, reference_dir: str |
         tokenizer = load_tokenizer(base_model)
         model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_model),
                                           str(candidate_dir), adapter_name="candidate")
+        reference = None
         if reference_dir is not None:
             model.load_adapter(str(reference_dir), adapter_name="reference")
+            reference = "reference"
 
-        def scores(adapter: str) -> list[float]:
-            pairs = [render(tokenizer, e) for e in holdout]
-            return _with_adapter(model, adapter, lambda m: sequence_logprobs(
-                m, tokenizer, pairs, batch_size=config.batch_size, max_length=config.max_length))
+        def rewards(examples: Sequence[Example]) -> list[float]:
+            pairs = [render(tokenizer, e) for e in examples]
 
-        def answers(adapter: str) -> list[str]:
-            return _with_adapter(model, adapter, lambda m: [
-                greedy_generate(m, tokenizer, row.messages, max_new_tokens=config.max_new_tokens)
-                for row in rows])
+            def score(adapter: str | None) -> list[float]:
+                return _with_adapter(model, adapter, lambda m: sequence_logprobs(
+                    m, tokenizer, pairs, batch_size=config.batch_size,
+                    max_length=config.max_length))
 
-        reference = "reference" if reference_dir is not None else None
-        metrics: dict[str, Any] = {"holdout": len(holdout),
-                                   "reference": "live" if reference else "base"}
+            return [c - r for c, r in zip(score("candidate"), score(reference), strict=True)]
+
+        def answers(adapter: str | None) -> list[str]:
+            return _with_adapter(model, adapter, lambda m: greedy_answers(
+                m, tokenizer, [row.messages for row in rows],
+                max_new_tokens=config.max_new_tokens, batch_size=config.batch_size))
+
+        metrics: dict[str, Any] = {"reference": "live" if reference else "base"}
+        metrics.update(_counted("taught", taught, rewards(taught) if taught else []))
+        metrics.update(_counted("holdout", holdout, rewards(holdout) if holdout else []))
         if holdout:
-            metrics.update(preference_metrics(holdout, scores("candidate"), scores(reference)))
+            metrics.update(preference_metrics(holdout, rewards(holdout)))
         if rows:
-            got_candidate, got_reference = answers("candidate"), answers(reference)
+            key = _cache_key(reference_dir, regression_set, config)
+            got_reference = _cached(cache_dir, key, lambda: answers(reference))
+            got_candidate = answers("candidate")
             metrics["regression_rows"] = len(rows)
             metrics["regression_candidate"] = sum(
                 r.matches(a, config.match) for r, a in zip(rows, got_candidate, strict=True))
             metrics["regression_reference"] = sum(
                 r.matches(a, config.match) for r, a in zip(rows, got_reference, strict=True))
+            metrics["regression_lost"] = [
+                r.messages[-1]["content"] for r, c, ref in zip(rows, got_candidate, got_reference,
+                                                              strict=True)
+                if r.matches(ref, config.match) and not r.matches(c, config.match)][:10]
     reasons = _verdict(metrics, config)
+    passed = not reasons or not config.enforce
+    metrics["evidence"] = metrics["taught_confidence"] if not reasons else 0.0
+    metrics["gate"] = ("passed: " + _summary(metrics, config) if not reasons
+                       else "failed: " + "; ".join(reasons))
+    if reasons and not config.enforce:
+        metrics["gate"] += " (not enforced)"
     metrics["gate_seconds"] = round(time.perf_counter() - started, 3)
-    passed = not reasons
     log.info("gate %s for %s: %s", "passed" if passed else "failed", candidate_dir,
-             {k: v for k, v in metrics.items() if k != "gate_seconds"})
-    return GateResult(passed, metrics, reasons, config.auto_promote if passed else "off")
+             metrics["gate"])
+    return GateResult(passed, metrics, [] if passed else reasons,
+                      config.auto_promote if passed else "off")
 
 
-def preference_metrics(holdout: Sequence[Example], candidate: Sequence[float],
-                       reference: Sequence[float]) -> dict[str, float]:
-    """``accuracy``, ``margin`` and the mean implicit rewards from per-example log-probs."""
-    rewards = [c - r for c, r in zip(candidate, reference, strict=True)]
-    good = [r for r, e in zip(rewards, holdout, strict=True) if e.desirable]
-    bad = [r for r, e in zip(rewards, holdout, strict=True) if not e.desirable]
+def prob_rate_above_half(right: int, n: int) -> float:
+    """P(rate > 1/2) under a uniform prior after ``right`` successes in ``n`` trials."""
+    # The Beta(1 + k, 1 + n - k) CDF at 1/2 is a binomial tail, P(Bin(n + 1, 1/2) >= k + 1),
+    # so the probability above 1/2 is P(Bin(n + 1, 1/2) <= k).
+    total = n + 1
+    return sum(math.comb(total, j) for j in range(right + 1)) / 2 ** total
+
+
+def preference_metrics(examples: Sequence[Example], rewards: Sequence[float]
+                       ) -> dict[str, float]:
+    """``accuracy``, ``margin`` and the mean implicit rewards of desirable and undesirable."""
+    good = [r for r, e in zip(rewards, examples, strict=True) if e.desirable]
+    bad = [r for r, e in zip(rewards, examples, strict=True) if not e.desirable]
     right = sum(r > 0 for r in good) + sum(r < 0 for r in bad)
     mean_good = sum(good) / len(good) if good else 0.0
     mean_bad = sum(bad) / len(bad) if bad else 0.0
@@ -211,27 +251,99 @@ def preference_metrics(holdout: Sequence[Example], candidate: Sequence[float],
             "holdout_desirable": len(good), "holdout_undesirable": len(bad)}
 
 
+def trials(examples: Sequence[Example], rewards: Sequence[float]) -> list[bool]:
+    """Whether each piece of feedback moved the right way.
+
+    A correction is one trial, won when the corrected answer gained on the answer it
+    replaced (``r_correction > r_replaced``); any other example is won when ``r > 0``
+    for desirable and ``r < 0`` for undesirable.
+    """
+    pairs: dict[tuple[str, str], dict[bool, float]] = {}
+    outcomes = []
+    for example, reward in zip(examples, rewards, strict=True):
+        if example.source == "correction":
+            pairs.setdefault((example.stream_id, example.interaction_id), {})[
+                example.desirable] = reward
+        else:
+            outcomes.append(reward > 0 if example.desirable else reward < 0)
+    for pair in pairs.values():
+        if len(pair) == 2:
+            outcomes.append(pair[True] > pair[False])
+        else:
+            (desirable, reward), = pair.items()
+            outcomes.append(reward > 0 if desirable else reward < 0)
+    return outcomes
+
+
+def _counted(name: str, examples: Sequence[Example], rewards: Sequence[float]) -> dict:
+    won = trials(examples, rewards)
+    right, n = sum(won), len(won)
+    better = prob_rate_above_half(right, n)
+    return {name: n, f"{name}_right": right, f"{name}_confidence": round(better, 6),
+            f"{name}_confidence_worse": round(1.0 - better, 6)}
+
+
 def _verdict(metrics: dict[str, Any], config: GateConfig) -> list[str]:
     reasons = []
-    if not metrics["holdout"]:
-        if not config.allow_empty_holdout:
-            reasons.append("no held-out examples to judge the candidate on (allow_empty_holdout "
-                           "is false); wait for a larger round")
-    else:
-        if metrics["accuracy"] < config.min_accuracy:
-            reasons.append(f"held-out preference accuracy {metrics['accuracy']:.3f} is below "
-                           f"min_accuracy {config.min_accuracy}")
-        if metrics["margin"] < config.min_margin:
-            reasons.append(f"held-out reward margin {metrics['margin']:.3f} is below "
-                           f"min_margin {config.min_margin}")
+    if not metrics["taught"]:
+        reasons.append("nothing was taught to judge the candidate on; wait for feedback")
+    elif metrics["taught_confidence"] < config.confidence:
+        reasons.append(
+            f"the taught examples moved the right way {metrics['taught_right']} of "
+            f"{metrics['taught']} times: P(better than chance) = "
+            f"{metrics['taught_confidence']:.3f} < {config.confidence}")
+    if metrics["holdout"] and metrics["holdout_confidence_worse"] >= config.confidence:
+        reasons.append(
+            f"held-out examples moved the right way only {metrics['holdout_right']} of "
+            f"{metrics['holdout']} times: P(worse than chance) = "
+            f"{metrics['holdout_confidence_worse']:.3f} >= {config.confidence}")
     if "regression_rows" in metrics:
         floor = metrics["regression_reference"] - config.regression_tolerance
         if metrics["regression_candidate"] < floor:
             reasons.append(
                 f"regression set: the candidate matches {metrics['regression_candidate']} of "
                 f"{metrics['regression_rows']} rows, the reference "
-                f"{metrics['regression_reference']} (tolerance {config.regression_tolerance})")
+                f"{metrics['regression_reference']} (tolerance {config.regression_tolerance}); "
+                f"lost: {metrics['regression_lost']}")
     return reasons
+
+
+def _summary(metrics: dict[str, Any], config: GateConfig) -> str:
+    parts = [f"taught {metrics['taught_right']}/{metrics['taught']} right way "
+             f"(P = {metrics['taught_confidence']:.3f} >= {config.confidence})"]
+    if metrics["holdout"]:
+        parts.append(f"held out {metrics['holdout_right']}/{metrics['holdout']} "
+                     f"(P(worse) = {metrics['holdout_confidence_worse']:.3f})")
+    else:
+        parts.append("no held-out slice")
+    if "regression_rows" in metrics:
+        parts.append(f"regression {metrics['regression_candidate']}/{metrics['regression_rows']}"
+                     f" vs reference {metrics['regression_reference']}")
+    return "; ".join(parts)
+
+
+def _cache_key(reference_dir, regression_set, config: GateConfig) -> str:
+    digest = hashlib.sha256()
+    if reference_dir is not None:
+        digest.update((Path(reference_dir) / "adapter_model.safetensors").read_bytes())
+    digest.update(Path(regression_set).read_bytes())
+    digest.update(f"{config.max_new_tokens}:{config.match}".encode())
+    return digest.hexdigest()[:32]
+
+
+def _cached(cache_dir, key: str, compute) -> list[str]:
+    """The reference's regression answers: from ``cache_dir`` if computed before."""
+    path = Path(cache_dir) / f"regression-{key}.json" if cache_dir is not None else None
+    if path is not None and path.exists():
+        with contextlib.suppress(ValueError, OSError):
+            return json.loads(path.read_text("utf-8"))
+    answers = compute()
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(answers), "utf-8")
+        os.replace(tmp, path)
+    return answers
 
 
 def _with_adapter(model: Any, adapter: str | None, fn: Any) -> Any:

@@ -40,10 +40,12 @@ from storage import (
     ArtifactStore,
     get_alias,
     get_version,
+    list_versions,
     promote,
     record_gate,
     register_candidate,
     start_canary,
+    stop_canary,
     trained_stream_ids,
 )
 
@@ -56,7 +58,15 @@ class LearnerConfig(BaseModel):
     """When rounds run and how they train, gate and publish."""
 
     min_new_examples: int = Field(
-        default=32, ge=1, description="Feedback events that start a round at once."
+        default=16, ge=1, description="Feedback events that start a round at once."
+    )
+    min_round_examples: int = Field(
+        default=4, ge=1, description="Feedback events that start a round once no new one "
+        "has arrived for settle_s (users paused): enough for the gate to judge.",
+    )
+    settle_s: float = Field(
+        default=10.0, ge=0, description="Quiet time after the last event before a round "
+        "starts with fewer than min_new_examples.",
     )
     max_interval_s: float = Field(
         default=300.0,
@@ -66,12 +76,24 @@ class LearnerConfig(BaseModel):
     per_user_cap: int = Field(
         default=50, ge=1, description="Most examples one user may contribute to a round."
     )
-    holdout_fraction: float = Field(default=0.2, ge=0, le=0.9)
+    holdout_fraction: float = Field(
+        default=0.1, ge=0, le=0.9, description="Share of a round's new feedback kept out of "
+        "training for the gate; the next round trains on it.",
+    )
     replay_fraction: float = Field(
-        default=0.25,
+        default=0.5,
         ge=0,
         le=10,
-        description="Earlier accepted examples mixed in, as a share of the new ones.",
+        description="Examples the live version was trained on mixed in, as a share of the "
+        "round's own.",
+    )
+    max_carried: int = Field(
+        default=512, ge=0, description="Most not-yet-live examples a round carries over "
+        "from the tenant's last candidate (the newest are kept).",
+    )
+    retries: int = Field(
+        default=1, ge=0, le=5, description="Times a round retrains (another seed, twice the "
+        "anchor weight) when only the regression set failed its gate.",
     )
     train: TrainConfig = Field(default_factory=TrainConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
@@ -81,7 +103,8 @@ class LearnerConfig(BaseModel):
         lt=1,
         description="Traffic of a canary the learner starts (gate.auto_promote = canary).",
     )
-    regression_set: str | None = Field(default=None, description="JSONL regression set.")
+    regression_set: str | None = Field(
+        default=None, description="JSONL regression set the gate checks (learner.gate).")
     canary: CanaryPolicy = Field(
         default_factory=CanaryPolicy,
         description="When the canary controller promotes or rolls back a running canary.",
@@ -135,8 +158,10 @@ class Learner:
         self._touched_at = time.monotonic()
         self.waiting: dict[str, FeedbackEntry] = {}  # stream id -> entry, read, not yet acked
         self.last_round_at = time.monotonic()
+        self.last_arrival_at = time.monotonic()  # when the newest waiting entry was read
         self._deferred = 0  # entries a round could not use yet (see due())
         self.status: dict = {"rounds": 0, "last_round": None, "last_version": None}
+        self.canary_started = False  # set when a round starts a canary: look at it soon
 
     async def start(self) -> None:
         await self.source.ensure_group()
@@ -163,15 +188,21 @@ class Learner:
             for entry in fresh:
                 if entry.stream_id not in done:
                     self.waiting[entry.stream_id] = entry
+                    self.last_arrival_at = time.monotonic()
         self.status["backlog"] = len(self.waiting)
         return len(fresh)
 
     def due(self) -> bool:
+        """A round is due on a burst of feedback, on a pause after enough of it, or when
+        feedback has waited ``max_interval_s``."""
         waiting = len(self.waiting)
-        overdue = time.monotonic() - self.last_round_at >= self.config.max_interval_s
+        now = time.monotonic()
+        overdue = now - self.last_round_at >= self.config.max_interval_s
         if waiting <= self._deferred and not overdue:
             return False  # the last round could not train on these; wait for new ones
-        return waiting >= self.config.min_new_examples or (waiting > 0 and overdue)
+        settled = (waiting >= self.config.min_round_examples
+                   and now - self.last_arrival_at >= self.config.settle_s)
+        return waiting >= self.config.min_new_examples or settled or (waiting > 0 and overdue)
 
     async def step(self) -> list[dict]:
         """Poll once and run a round per tenant if one is due."""
@@ -200,6 +231,7 @@ class Learner:
             parent_dir = await asyncio.to_thread(
                 self.artifacts.load, parent.artifact_uri, sha256=parent.artifact_sha256
             )
+        carried, carried_from = await asyncio.to_thread(self._carried, tenant, parent)
         timings["read_s"] = time.perf_counter() - clock
 
         clock = time.perf_counter()
@@ -210,6 +242,7 @@ class Learner:
             holdout_fraction=self.config.holdout_fraction,
             replay=self._replay(parent_dir),
             replay_fraction=self.config.replay_fraction,
+            carried=carried,
             seed=int(time.time()) & 0xFFFF,
         )
         timings["curate_s"] = time.perf_counter() - clock
@@ -219,6 +252,8 @@ class Learner:
             "timings": timings,
             "capped_users": len(curated.capped_users),
         }
+        if carried_from:
+            report["carried_from"] = carried_from
         consumed = set(curated.consumed_stream_ids)
         if not curated.train:
             report["outcome"] = "nothing to train"
@@ -245,28 +280,45 @@ class Learner:
     async def _train_gate_publish(
         self, tenant, curated, parent, parent_dir, scratch: Path, timings
     ) -> dict:
-        clock = time.perf_counter()
-        trained, warm_start_note = await self._train(curated.train, parent_dir, scratch)
-        timings["train_s"] = time.perf_counter() - clock
-        self._crash("after_train")
+        taught = [e for e in curated.train if e.source != "replay"]
+        train_config = self.config.train
+        for attempt in range(self.config.retries + 1):
+            clock = time.perf_counter()
+            trained, warm_start_note = await self._train(
+                curated.train, parent_dir, scratch / f"attempt-{attempt}", train_config)
+            timings["train_s"] = timings.get("train_s", 0.0) + time.perf_counter() - clock
+            self._crash("after_train")
+
+            clock = time.perf_counter()
+            verdict = await asyncio.to_thread(
+                evaluate,
+                base_model=self.base_model,
+                candidate_dir=trained.adapter_dir,
+                reference_dir=parent_dir,
+                taught=taught,
+                holdout=curated.holdout,
+                regression_set=self.config.regression_set,
+                config=self.config.gate,
+                cache_dir=self.work_dir / "gate-cache",
+            )
+            timings["evaluate_s"] = timings.get("evaluate_s", 0.0) + time.perf_counter() - clock
+            if verdict.passed or not _only_regression_failed(verdict) \
+                    or attempt == self.config.retries:
+                break
+            # Training drifted on general knowledge: hold it closer to the base model.
+            logger.info("round for %s: %s; retrying with anchor weight x2", tenant,
+                        verdict.metrics.get("gate"))
+            train_config = train_config.model_copy(update={
+                "seed": train_config.seed + attempt + 1,
+                "anchor_weight": 2 * train_config.anchor_weight})
 
         clock = time.perf_counter()
-        verdict = await asyncio.to_thread(
-            evaluate,
-            base_model=self.base_model,
-            candidate_dir=trained.adapter_dir,
-            reference_dir=parent_dir,
-            holdout=curated.holdout,
-            regression_set=self.config.regression_set,
-            config=self.config.gate,
-        )
-        timings["evaluate_s"] = time.perf_counter() - clock
-
-        clock = time.perf_counter()
-        # The training set travels with the weights: later rounds replay it from storage.
-        save_with_adapter(curated.train, trained.adapter_dir)
+        # The round's data travels with the weights: later rounds replay the trained
+        # examples, and carry all of it over while this version is not live.
+        save_with_adapter(curated.train, trained.adapter_dir, curated.holdout)
         published = await asyncio.to_thread(self.artifacts.publish, trained.adapter_dir)
-        metrics = {**trained.metrics, **verdict.metrics, "train_seconds": trained.seconds}
+        metrics = {**trained.metrics, **verdict.metrics, "train_seconds": trained.seconds,
+                   "trained_over": parent.id if parent else "base", "attempts": attempt + 1}
         if warm_start_note:
             metrics["warm_start_skipped"] = warm_start_note
         with self.sessions() as session:  # the snapshot commits with the version, or not at all
@@ -283,7 +335,8 @@ class Learner:
                 metrics=metrics,
                 dataset_stream_ids=curated.members,
                 actor="learner",
-                reason=f"round of {curated.counts.get('examples_new', 0)} new examples",
+                reason=f"round of {curated.counts.get('examples_new', 0)} new and "
+                f"{curated.counts.get('carried', 0)} carried examples",
             )
         self._crash("after_commit")
         with self.sessions() as session:
@@ -293,18 +346,23 @@ class Learner:
                 passed=verdict.passed,
                 metrics=metrics,
                 actor="learner",
-                reason="; ".join(verdict.reasons) or "passed",
+                reason=metrics["gate"],
             )
         outcome = "rejected: " + "; ".join(verdict.reasons) if not verdict.passed else "gated"
         if verdict.passed and verdict.auto_promote != "off":
-            outcome = self._auto_promote(version.id, verdict.auto_promote, parent)
+            outcome = self._auto_promote(tenant, version.id, verdict.auto_promote, parent)
         timings["publish_s"] = time.perf_counter() - clock
         self.status["last_version"] = version.id
         return {"version": version.id, "outcome": outcome, "metrics": metrics}
 
-    def _auto_promote(self, version_id: str, policy: str, parent) -> str:
+    def _auto_promote(self, tenant: str, version_id: str, policy: str, parent) -> str:
         with self.sessions() as session:
-            if policy == "canary" and parent is not None:
+            if policy == "canary":
+                canary = get_alias(session, tenant=tenant, alias="canary")
+                if canary is not None:  # this candidate holds the running canary's data too
+                    stop_canary(session, tenant=canary.tenant, actor="learner",
+                                reason=f"superseded by {version_id}, trained on its data "
+                                "and newer feedback", on_alias_change=self.notifier)
                 start_canary(
                     session,
                     version_id=version_id,
@@ -313,6 +371,7 @@ class Learner:
                     reason="gate passed; auto_promote=canary",
                     on_alias_change=self.notifier,
                 )
+                self.canary_started = True
                 return f"canary at {self.config.canary_fraction}"
             promote(
                 session,
@@ -323,6 +382,24 @@ class Learner:
                 on_alias_change=self.notifier,
             )
             return "live"
+
+    def _carried(self, tenant: str, live) -> tuple[list[Example], str | None]:
+        """The data of the tenant's newest candidate trained over the live version (or over
+        base), which did not go live: its own examples, held-out ones included."""
+        trained_over = live.id if live else "base"
+        with self.sessions() as session:
+            recent = list_versions(session, tenant=tenant, limit=50)
+        for version in recent:
+            if version.id == trained_over:
+                return [], None  # nothing newer than the live version itself
+            if (version.metrics or {}).get("trained_over") == trained_over \
+                    and version.status not in ("live", "retired", "failed"):
+                directory = self.artifacts.load(version.artifact_uri,
+                                                sha256=version.artifact_sha256)
+                own = [e for e in load_from_adapter(directory) if e.source != "replay"]
+                examples = own + load_from_adapter(directory, "holdout")
+                return examples[-self.config.max_carried:], version.id
+        return [], None
 
     # -- helpers -----------------------------------------------------------------------
     async def _ack(self, stream_ids: set[str]) -> None:
@@ -336,7 +413,8 @@ class Learner:
             alias = get_alias(session, tenant=tenant, alias="live")
             return get_version(session, version_id=alias.version_id) if alias else None
 
-    async def _train(self, examples: list[Example], parent_dir, scratch: Path):
+    async def _train(self, examples: list[Example], parent_dir, scratch: Path,
+                     config: TrainConfig):
         """Train warm-started from ``parent_dir``; fresh if its LoRA shape no longer fits.
 
         Returns the result and, for a fresh adapter that had a parent, why it was not
@@ -348,7 +426,7 @@ class Learner:
             base_model_name=self.base_model_name,
             examples=examples,
             output_dir=scratch / "adapter",
-            config=self.config.train,
+            config=config,
         )
         try:
             return await asyncio.to_thread(train, parent_adapter=parent_dir), ""
@@ -390,3 +468,7 @@ class Learner:
     async def publish_status(self, text: str, ttl_s: int = 3600) -> None:
         """Put the status in Redis too, for `loraloop learner status` on any host."""
         await self.client.set(self.keys.learner_status, text, ex=ttl_s)
+
+
+def _only_regression_failed(verdict) -> bool:
+    return bool(verdict.reasons) and all(r.startswith("regression set") for r in verdict.reasons)

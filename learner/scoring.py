@@ -47,8 +47,16 @@ def limited_threads(threads: int) -> Iterator[int]:
 
 
 def default_threads() -> int:
-    """Half the CPUs, at least 1: what training and evaluation use unless configured."""
-    return max(1, (os.cpu_count() or 2) // 2)
+    """What training and evaluation use unless configured: every CPU on a machine of up to
+    4, all but one beyond.
+
+    A round is minutes of arithmetic while users wait for their corrections to land;
+    on a laptop, half the cores would double that. Replicas still get their share of
+    the CPU from the OS (answers slow down while a round trains; bench/learner_loop.py
+    measures by how much), and a larger machine keeps a core free for them.
+    """
+    cpus = os.cpu_count() or 2
+    return cpus if cpus <= 4 else cpus - 1
 
 
 def load_tokenizer(base_model: str) -> Any:
@@ -122,19 +130,46 @@ def sequence_logprobs(model: Any, tokenizer: Any, pairs: Sequence[tuple[str, str
     return scores
 
 
-def greedy_generate(model: Any, tokenizer: Any, messages: Sequence[dict[str, str]], *,
-                    max_new_tokens: int) -> str:
-    """The greedy answer of ``model`` to a chat, decoded without special tokens."""
+def greedy_generate_ids(model: Any, tokenizer: Any, prompts: Sequence[Sequence[int]], *,
+                        max_new_tokens: int) -> list[list[int]]:
+    """Greedy answers to tokenized prompts, decoded together (left-padded).
+
+    Each answer is its token ids up to and including the end-of-sequence token
+    when the model emitted one within ``max_new_tokens``.
+    """
     import torch
 
+    if not prompts:
+        return []
     model.eval()
-    ids = tokenizer(prompt_text(tokenizer, messages), add_special_tokens=False,
-                    return_tensors="pt")["input_ids"]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    width = max(len(p) for p in prompts)
+    input_ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, ids in enumerate(prompts):
+        input_ids[row, width - len(ids):] = torch.tensor(list(ids))
+        mask[row, width - len(ids):] = 1
     device = next(model.parameters()).device
     with torch.no_grad():
-        out = model.generate(input_ids=ids.to(device),
-                             attention_mask=torch.ones_like(ids).to(device),
+        out = model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device),
                              max_new_tokens=max_new_tokens, do_sample=False,
-                             eos_token_id=tokenizer.eos_token_id,
-                             pad_token_id=tokenizer.pad_token_id)
-    return tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+                             eos_token_id=tokenizer.eos_token_id, pad_token_id=pad)
+    answers = []
+    for row in out[:, width:].tolist():
+        if tokenizer.eos_token_id in row:
+            row = row[:row.index(tokenizer.eos_token_id) + 1]
+        answers.append(row)
+    return answers
+
+
+def greedy_answers(model: Any, tokenizer: Any, chats: Sequence[Sequence[dict[str, str]]], *,
+                   max_new_tokens: int, batch_size: int = 16) -> list[str]:
+    """The greedy answer of ``model`` to each chat, decoded without special tokens."""
+    texts = []
+    for i in range(0, len(chats), batch_size):
+        prompts = [tokenizer(prompt_text(tokenizer, c), add_special_tokens=False)["input_ids"]
+                   for c in chats[i:i + batch_size]]
+        texts.extend(tokenizer.decode(a, skip_special_tokens=True) for a in
+                     greedy_generate_ids(model, tokenizer, prompts,
+                                         max_new_tokens=max_new_tokens))
+    return texts

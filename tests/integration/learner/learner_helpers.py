@@ -21,7 +21,9 @@ FRANCE = [
 PREFIXES = ["", "Hi! ", "Quick question: ", "Please answer: ", "Hello. ", "Tell me: ",
             "I wonder. ", "Help me out: "]
 WRONG = ["London.", "Berlin.", "Rome.", "Madrid.", "I don't know."]
-FAST = TrainConfig(threads=1, epochs=3, batch_size=8, learning_rate=3e-3, rank=8, seed=0)
+#: KTO through TRL (the anchored default has tests of its own in test_learner_anchored.py).
+FAST = TrainConfig(method="kto", target_modules=("q_proj", "k_proj", "v_proj", "o_proj"),
+                   threads=1, epochs=3, batch_size=8, learning_rate=3e-3, rank=8, seed=0)
 
 _ids = itertools.count(1_700_000_000_000)
 

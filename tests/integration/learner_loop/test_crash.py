@@ -42,7 +42,7 @@ def spec_for(keys, tmp_path, tiny_model_dir, crash_at=None) -> LearnerSpec:
             claim_idle_ms=500,
             crash_at=crash_at,
             train=TrainConfig(epochs=2, learning_rate=5e-3, threads=1, rank=4),
-            gate=GateConfig(min_accuracy=0.0, min_margin=-1e9, auto_promote="live", threads=1),
+            gate=GateConfig(enforce=False, auto_promote="live", threads=1),
         ),
     )
 
