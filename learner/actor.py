@@ -79,6 +79,11 @@ async def run_forever(spec: LearnerSpec, stop: threading.Event, holder: dict) ->
     ``canary_interval_s``; a failed step is logged and retried."""
     learner = build_learner(spec)
     holder["learner"] = learner
+
+    async def publish(_status: dict) -> None:  # progress within a round, as it happens
+        await learner.publish_status(learner.write_status(spec.status_path))
+
+    learner.on_status = publish
     await learner.start()
     canaries = build_canary_controller(spec, learner) if spec.config.canary.enabled else None
     next_canary_check = time.monotonic()

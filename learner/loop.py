@@ -93,7 +93,7 @@ class LearnerConfig(BaseModel):
     )
     retries: int = Field(
         default=1, ge=0, le=5, description="Times a round retrains (another seed, twice the "
-        "anchor weight) when only the regression set failed its gate.",
+        "anchor weight, 3/4 of the learning rate) when only the regression set failed its gate.",
     )
     train: TrainConfig = Field(default_factory=TrainConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
@@ -162,6 +162,7 @@ class Learner:
         self._deferred = 0  # entries a round could not use yet (see due())
         self.status: dict = {"rounds": 0, "last_round": None, "last_version": None}
         self.canary_started = False  # set when a round starts a canary: look at it soon
+        self.on_status = None  # async callable(status): publishes progress during a round
 
     async def start(self) -> None:
         await self.source.ensure_group()
@@ -219,7 +220,27 @@ class Learner:
         return reports
 
     # -- a round -----------------------------------------------------------------------
+    async def _progress(self, tenant: str, phase: str | None, **detail) -> None:
+        """Say what the round is doing now (``None``: no round runs), for `learner status`."""
+        if phase is None:
+            self.status.pop("round", None)
+        else:
+            round_ = self.status.get("round") or {"tenant": tenant, "started_at": time.time()}
+            self.status["round"] = {**round_, "phase": phase, "phase_at": time.time(), **detail}
+        if self.on_status is not None:
+            try:
+                await self.on_status(self.status)
+            except Exception:  # progress reports are a side channel
+                logger.debug("could not publish the learner's progress", exc_info=True)
+
     async def run_round(self, tenant: str, entries: list[FeedbackEntry]) -> dict:
+        try:
+            return await self._run_round(tenant, entries)
+        finally:
+            await self._progress(tenant, None)
+
+    async def _run_round(self, tenant: str, entries: list[FeedbackEntry]) -> dict:
+        await self._progress(tenant, "reading", events=len(entries))
         timings: dict[str, float] = {}
         clock = time.perf_counter()
         await self.source.touch([e.stream_id for e in entries])  # keep them ours while we work
@@ -282,13 +303,17 @@ class Learner:
     ) -> dict:
         taught = [e for e in curated.train if e.source != "replay"]
         train_config = self.config.train
+        verdicts: list[str] = []  # every attempt's gate summary, for the version's metrics
         for attempt in range(self.config.retries + 1):
+            await self._progress(tenant, "training", attempt=attempt + 1,
+                                 examples=len(curated.train))
             clock = time.perf_counter()
             trained, warm_start_note = await self._train(
                 curated.train, parent_dir, scratch / f"attempt-{attempt}", train_config)
             timings["train_s"] = timings.get("train_s", 0.0) + time.perf_counter() - clock
             self._crash("after_train")
 
+            await self._progress(tenant, "gate")
             clock = time.perf_counter()
             verdict = await asyncio.to_thread(
                 evaluate,
@@ -302,23 +327,27 @@ class Learner:
                 cache_dir=self.work_dir / "gate-cache",
             )
             timings["evaluate_s"] = timings.get("evaluate_s", 0.0) + time.perf_counter() - clock
+            verdicts.append(verdict.metrics["gate"])
             if verdict.passed or not _only_regression_failed(verdict) \
                     or attempt == self.config.retries:
                 break
-            # Training drifted on general knowledge: hold it closer to the base model.
-            logger.info("round for %s: %s; retrying with anchor weight x2", tenant,
-                        verdict.metrics.get("gate"))
+            # Training drifted on general knowledge: hold it closer to the base model and
+            # step more gently; what it learns less of now, the next round continues.
+            logger.info("round for %s: %s; retrying gentler", tenant, verdict.metrics.get("gate"))
             train_config = train_config.model_copy(update={
                 "seed": train_config.seed + attempt + 1,
-                "anchor_weight": 2 * train_config.anchor_weight})
+                "anchor_weight": 2 * train_config.anchor_weight,
+                "learning_rate": 0.75 * train_config.learning_rate})
 
+        await self._progress(tenant, "publishing")
         clock = time.perf_counter()
         # The round's data travels with the weights: later rounds replay the trained
         # examples, and carry all of it over while this version is not live.
         save_with_adapter(curated.train, trained.adapter_dir, curated.holdout)
         published = await asyncio.to_thread(self.artifacts.publish, trained.adapter_dir)
         metrics = {**trained.metrics, **verdict.metrics, "train_seconds": trained.seconds,
-                   "trained_over": parent.id if parent else "base", "attempts": attempt + 1}
+                   "trained_over": parent.id if parent else "base", "attempts": attempt + 1,
+                   "attempt_gates": verdicts}
         if warm_start_note:
             metrics["warm_start_skipped"] = warm_start_note
         with self.sessions() as session:  # the snapshot commits with the version, or not at all

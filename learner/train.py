@@ -78,7 +78,7 @@ class TrainConfig(BaseModel):
     epochs: float = Field(6.0, gt=0, le=100, description="Passes over the round's examples.")
     min_steps: int = Field(16, ge=0, description="anchored: optimizer steps a round takes at "
                            "least (more passes over a small round).")
-    learning_rate: float = Field(6e-3, gt=0, le=1, description="AdamW peak learning rate "
+    learning_rate: float = Field(4e-3, gt=0, le=1, description="AdamW peak learning rate "
                                  "(decayed linearly to 0 over the round in `anchored`).")
     batch_size: int = Field(4, ge=2, le=1024, description="Users' examples per step (KTO "
                             "needs >= 2; lowered to the round's size for a small round).")
