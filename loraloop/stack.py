@@ -17,7 +17,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from loraloop.compose import serve_config
+from loraloop.compose import auto_promote_policy, serve_config
 from loraloop.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -37,6 +37,7 @@ class StackState:
     engine: str
     model: str
     learner: bool = False
+    promotion: str = ""  #: what happens to a version that passes the gate, and why
 
     @staticmethod
     def path(data_dir: Path) -> Path:
@@ -78,6 +79,7 @@ class Stack:
 
     def start(self) -> StackState:
         settings = self.settings
+        _, promotion = auto_promote_policy(settings)  # refuses an unsafe policy before starting
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         redis_url = settings.redis_url
         if not redis_url:
@@ -118,6 +120,7 @@ class Stack:
             engine=settings.engine,
             model=settings.model,
             learner=settings.learner,
+            promotion=promotion if settings.learner else "",
         )
 
     def stop(self) -> None:
@@ -173,7 +176,8 @@ def run_foreground(settings: Settings, *, replicas: int, address: str | None, ec
             signal.signal(sig, on_signal)
         state.save(settings.data_dir)
         echo(describe(state))
-        echo("loraloop is up; Ctrl-C (or `loraloop down`) stops it.")
+        echo("\nTry it:\n" + try_it(state.http_url))
+        echo("\nloraloop is up; Ctrl-C (or `loraloop down`) stops it.")
         while not stopping.wait(0.5):
             pass
         echo("stopping ...")
@@ -193,9 +197,18 @@ def describe(state: StackState) -> str:
             f"  database   {state.database_url}",
             f"  Ray        {state.ray_address}",
             f"  learner    {'running (loraloop learner status)' if state.learner else 'off'}",
+            *([f"  promotion  {state.promotion}"] if state.promotion else []),
             f"  pid        {state.pid}",
         ]
     )
+
+
+def try_it(http_url: str) -> str:
+    """A curl line that asks the running API something."""
+    body = ('{"model": "default", "messages": [{"role": "user", "content": '
+            '"What is the capital of France?"}], "max_tokens": 32}')
+    return (f"  curl -si {http_url}/v1/chat/completions -H 'content-type: application/json' "
+            f"-d '{body}'")
 
 
 def wait_until_ready(url: str, timeout_s: float) -> bool:

@@ -23,7 +23,7 @@ def _clean_env(monkeypatch, tmp_path):
 
 def test_defaults_need_no_configuration():
     settings = Settings()
-    assert settings.model == "builtin:tiny"
+    assert settings.model == "builtin:smollm2"
     assert settings.engine == "hf"
     assert settings.redis_url == ""
     assert settings.sqlalchemy_url == f"sqlite:///{settings.data_dir / 'loraloop.db'}"
@@ -57,7 +57,7 @@ def test_dotenv_file_is_read(tmp_path):
         ("LORALOOP_REDIS_PREFIX", "has space", "pattern"),
         ("LORALOOP_MAX_CPU_LORAS", "2", "must be >= max_loras"),
         ("LORALOOP_LEARNER_RANK", "32", "must be <= max_lora_rank (16)"),
-        ("LORALOOP_LEARNER_AUTO_PROMOTE", "always", "'off', 'canary' or 'live'"),
+        ("LORALOOP_LEARNER_AUTO_PROMOTE", "always", "'auto', 'off', 'canary' or 'live'"),
     ],
 )
 def test_bad_values_are_refused_naming_the_field(monkeypatch, name, value, message):
@@ -72,7 +72,7 @@ def test_bad_values_are_refused_naming_the_field(monkeypatch, name, value, messa
 def test_engine_config_carries_the_limits(tmp_path):
     settings = Settings(max_lora_rank=4, max_loras=2, max_batch_size=3)
     config = settings.engine_config(tmp_path)
-    assert (config.model, config.model_name) == (str(tmp_path), "builtin:tiny")
+    assert (config.model, config.model_name) == (str(tmp_path), "builtin:smollm2")
     assert (config.max_lora_rank, config.max_loras, config.max_batch_size) == (4, 2, 3)
 
 
@@ -120,3 +120,54 @@ def test_learner_settings_reach_the_learner(tmp_path, tiny_model_dir):
     assert config.gate.auto_promote == "canary"
     train = config.train
     assert (train.method, train.learning_rate, train.epochs, train.rank) == ("sft", 1e-2, 6, 4)
+
+
+def test_empty_learner_settings_keep_the_components_defaults(tmp_path, tiny_model_dir):
+    from learner.loop import LearnerConfig
+    from learner.train import TrainConfig
+    from loraloop.compose import learner_spec
+
+    config = learner_spec(Settings(data_dir=tmp_path, model=str(tiny_model_dir)),
+                          redis_url="redis://127.0.0.1:6379/0").config
+    assert config.train.method == TrainConfig().method == "anchored"
+    assert config.train.learning_rate == TrainConfig().learning_rate
+    assert config.min_new_examples == LearnerConfig().min_new_examples
+
+
+@pytest.mark.parametrize(
+    ("settings", "policy", "why"),
+    [
+        ({}, "canary", "only this machine can reach the API"),
+        ({"http_host": "0.0.0.0"}, "off", "set LORALOOP_API_KEYS"),
+        ({"http_host": "0.0.0.0", "api_keys": {"k": {"user": "u", "tenant": "default"}}},
+         "canary", "users need API keys"),
+        ({"http_host": "0.0.0.0", "learner_auto_promote": "live",
+          "learner_trust_anonymous_feedback": True}, "live", "go live"),
+        ({"learner_auto_promote": "off"}, "off", "wait for an operator"),
+    ],
+    ids=["loopback", "exposed", "exposed-with-keys", "exposed-trusted", "off"],
+)
+def test_automatic_promotion_is_on_where_it_is_safe(settings, policy, why):
+    from loraloop.compose import auto_promote_policy
+
+    got, reason = auto_promote_policy(Settings(**settings))
+    assert got == policy and why in reason
+
+
+def test_automatic_promotion_of_anonymous_feedback_needs_the_operators_word():
+    from loraloop.compose import auto_promote_policy
+
+    with pytest.raises(ValueError, match="LORALOOP_LEARNER_TRUST_ANONYMOUS_FEEDBACK=true"):
+        auto_promote_policy(Settings(http_host="0.0.0.0", learner_auto_promote="canary"))
+
+
+def test_the_built_in_model_brings_its_regression_set(tmp_path):
+    from loraloop.compose import regression_set_path
+
+    shipped = regression_set_path(Settings())
+    assert shipped is not None and Path(shipped).name == "smollm2.jsonl"
+    assert Path(shipped).is_file()
+    assert regression_set_path(Settings(model="builtin:tiny")) is None
+    assert regression_set_path(Settings(learner_regression_set="none")) is None
+    mine = tmp_path / "mine.jsonl"
+    assert regression_set_path(Settings(learner_regression_set=str(mine))) == str(mine)
