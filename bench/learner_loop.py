@@ -144,7 +144,7 @@ async def run(args) -> dict:
         config=LearnerConfig(
             min_new_examples=len(FACTS) * len(PHRASINGS),
             train=train,
-            gate=GateConfig(min_accuracy=0.5, auto_promote="live", threads=1),
+            gate=GateConfig(auto_promote="live", threads=1),
         ),
     )
     engine = HFEngine(EngineConfig(model=model, model_name="builtin:tiny", threads=1))

@@ -74,7 +74,7 @@ def learning_app(serve_url, redis_server, tiny_model_dir, tmp_path_factory):
             min_new_examples=len(FACTS) * len(PHRASINGS),
             holdout_fraction=0.2,
             train=TrainConfig(method="sft", epochs=6, learning_rate=1e-2, rank=8, threads=1),
-            gate=GateConfig(min_accuracy=0.5, auto_promote="live", threads=1),
+            gate=GateConfig(auto_promote="live", threads=1),
         ),
     )
     start_actor(spec)
