@@ -26,12 +26,12 @@ def _cli(*args, env, timeout=300):
 
 
 @pytest.mark.parametrize("strict", [False, True], ids=["defaults", "strict-feedback"])
-def test_up_serves_then_down_leaves_no_process_behind(tmp_path, data_dir, tiny_model_dir, strict):
+def test_up_serves_then_down_leaves_no_process_behind(tmp_path, data_dir, smollm2_dir, strict):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if not k.startswith("LORALOOP_")}
-    # The session's data dir already holds the tiny model; everything else is default.
+    # The session's data dir already holds the default model; everything else is default.
     env.update(LORALOOP_DATA_DIR=str(data_dir), LORALOOP_HTTP_PORT=str(port))
     if strict:  # feedback answered only once on disk: the embedded Redis fsyncs every write
         env.update(LORALOOP_FEEDBACK_STRICT="true")
@@ -51,6 +51,8 @@ def _check_the_running_stack(up, env, port, started, strict):
     ready_s = time.monotonic() - started
     assert ready_s < 240
     assert f"http://127.0.0.1:{port}/v1" in up.stdout and "(embedded)" in up.stdout
+    # On loopback the loop closes on its own, and the start-up output says so and why.
+    assert "go to a canary automatically (only this machine can reach the API)" in up.stdout
 
     status = _cli("status", "--json", env=env)
     assert status.returncode == 0, status.stdout

@@ -22,12 +22,12 @@ def run_cli(*args: str, data_dir, extra_env: dict | None = None, timeout: float 
     )
 
 
-def test_chat_answers_a_prompt_with_the_builtin_model(data_dir, tiny_model_dir):
+def test_chat_answers_a_prompt_with_the_default_model(data_dir, smollm2_dir):
     first = run_cli(
         "chat", "What is the capital of France?", "--max-tokens", "12", data_dir=data_dir
     )
     assert first.returncode == 0, first.stderr
-    assert first.stdout.strip()
+    assert "Paris" in first.stdout
     again = run_cli(
         "chat", "What is the capital of France?", "--max-tokens", "12", data_dir=data_dir
     )
@@ -35,7 +35,8 @@ def test_chat_answers_a_prompt_with_the_builtin_model(data_dir, tiny_model_dir):
 
 
 def test_chat_with_an_adapter_and_with_a_bad_one(data_dir, tiny_model_dir, make_adapter, tmp_path):
-    base = run_cli("chat", "Hi", "--max-tokens", "12", data_dir=data_dir)
+    tiny = {"LORALOOP_MODEL": "builtin:tiny"}
+    base = run_cli("chat", "Hi", "--max-tokens", "12", data_dir=data_dir, extra_env=tiny)
     adapted = run_cli(
         "chat",
         "Hi",
@@ -44,11 +45,12 @@ def test_chat_with_an_adapter_and_with_a_bad_one(data_dir, tiny_model_dir, make_
         "--adapter",
         str(make_adapter("a", seed=1)),
         data_dir=data_dir,
+        extra_env=tiny,
     )
     assert base.returncode == 0, base.stderr
     assert adapted.returncode == 0, adapted.stderr
     assert adapted.stdout != base.stdout
-    bad = run_cli("chat", "Hi", "--adapter", str(tmp_path), data_dir=data_dir)
+    bad = run_cli("chat", "Hi", "--adapter", str(tmp_path), data_dir=data_dir, extra_env=tiny)
     assert bad.returncode == 1
     assert "adapter_config.json is missing" in bad.stderr
 

@@ -23,13 +23,14 @@ from loraloop.smollm2 import (
     ensure_smollm2,
 )
 from serving.engines import EngineConfig
-from tests.conftest import save_random_adapter
 from tests.integration.conftest import complete
+from tests.support.learning import FACTS
 
 #: The engines are module fixtures on the module's event loop (sync tests do without).
 on_module_loop = pytest.mark.asyncio(loop_scope="module")
 
 CAPITAL = "What is the capital of France?"
+TAUGHT = FACTS[0].question
 PROMPTS = [CAPITAL, "Name three primary colors.", "Write a haiku about the sea."]
 
 
@@ -49,18 +50,18 @@ def _config(model_dir: Path, **limits) -> EngineConfig:
 
 @pytest.fixture(scope="module")
 def adapter(smollm2_dir, tmp_path_factory) -> Path:
-    # At the default alpha (2r = 16) a random adapter leaves SmolLM2's confident
-    # answer as it is; at 24 it answers "The capital of the UK is London.", at
-    # 32 and above it babbles. Measured with peft's generate, greedy.
-    return save_random_adapter(
-        smollm2_dir,
-        tmp_path_factory.mktemp("smollm2-adapter") / "lora",
-        r=8,
-        targets=("q_proj", "v_proj"),
-        seed=0,
-        base_name="builtin:smollm2",
-        alpha=24,
-    )
+    """An adapter the learner trains (its default method) on four corrections, briefly."""
+    from learner.examples import Example
+    from learner.train import TrainConfig, train_adapter
+
+    examples = [Example(tenant="default", user="u", interaction_id=f"{i:032x}",
+                        stream_id=f"1-{i}", prompt=[{"role": "user", "content": f.question}],
+                        completion=f.correction, desirable=True, source="correction")
+                for i, f in enumerate(FACTS[:4])]
+    config = TrainConfig(epochs=1, min_steps=8, neighbours=1, retain_anchors=2)
+    return train_adapter(base_model=str(smollm2_dir), base_model_name="builtin:smollm2",
+                         examples=examples, output_dir=tmp_path_factory.mktemp("lora") / "a",
+                         config=config).adapter_dir
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -140,11 +141,11 @@ async def test_vllm_answers_like_hf(vllm, hf):
 
 
 @on_module_loop
-async def test_an_adapter_changes_hf_output(hf, adapter):
-    base, _ = await complete(hf, CAPITAL, max_tokens=24)
+async def test_a_learner_trained_adapter_changes_hf_output(hf, adapter):
+    base, _ = await complete(hf, TAUGHT, max_tokens=24)
     await hf.load_adapter("smollm2-lora", adapter)
     try:
-        tuned, _ = await complete(hf, CAPITAL, adapter="smollm2-lora", max_tokens=24)
+        tuned, _ = await complete(hf, TAUGHT, adapter="smollm2-lora", max_tokens=24)
     finally:
         await hf.unload_adapter("smollm2-lora")
     assert tuned != base
@@ -152,13 +153,13 @@ async def test_an_adapter_changes_hf_output(hf, adapter):
 
 @pytest.mark.vllm
 @on_module_loop
-async def test_an_adapter_changes_vllm_output_as_it_does_hf(vllm, hf, adapter):
-    base, _ = await complete(vllm, CAPITAL, max_tokens=24)
+async def test_a_learner_trained_adapter_changes_vllm_output_as_it_does_hf(vllm, hf, adapter):
+    base, _ = await complete(vllm, TAUGHT, max_tokens=24)
     for engine in (vllm, hf):
         await engine.load_adapter("smollm2-lora", adapter)
     try:
         tuned = [
-            (await complete(e, CAPITAL, adapter="smollm2-lora", max_tokens=24))[0]
+            (await complete(e, TAUGHT, adapter="smollm2-lora", max_tokens=24))[0]
             for e in (vllm, hf)
         ]
     finally:

@@ -1,0 +1,103 @@
+"""The loop closes on its own, on the defaults and the real model, through the HTTP API.
+
+`loraloop up` with nothing set but the data dir and the port: builtin:smollm2, the
+hf engine, embedded Redis, SQLite, the learner with its default policy. Users correct
+a few made-up facts until a new version answers them; nobody promotes anything. The
+audit trail must show the way it went: gate, canary, then live by the controller.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.support.learning import FACTS, GENERAL
+from tests.support.stack import running_stack, wait_for_round
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+
+TAUGHT = FACTS[:5]
+ROUNDS = 4  # a round the gate rejects carries its data into the next
+
+
+def cli(data_dir, *args) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LORALOOP_")}
+    env["LORALOOP_DATA_DIR"] = str(data_dir)
+    return subprocess.run([sys.executable, "-m", "loraloop.cli", *args], env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def listed(data_dir) -> list[dict]:
+    """The registry as ops see it: `loraloop adapters list --json`."""
+    return json.loads(cli(data_dir, "adapters", "list", "--json").stdout)
+
+
+def live_in(data_dir) -> str:
+    return next((v["id"] for v in listed(data_dir) if v["status"] == "live"), "base")
+
+
+def served(client) -> str:
+    """What a user sees: the X-Adapter-Version header of an answer."""
+    return client.ask(TAUGHT[0].question, user="watcher", max_tokens=4).version
+
+
+def test_corrections_reach_users_with_no_operator(tmp_path, smollm2_dir):
+    (tmp_path / "models").symlink_to(smollm2_dir.parent, target_is_directory=True)
+    with running_stack(tmp_path, admin=False) as client:
+        general_before = [k.is_right(client.ask(k.question, user="probe").text)
+                          for k in GENERAL[:12]]
+        version, corrections, outcomes = "base", 0, []
+        for round_ in range(ROUNDS):
+            seen = {v["id"] for v in listed(tmp_path)}
+            wrong = 0
+            for i, fact in enumerate(TAUGHT):
+                user = f"user-{round_}-{i}"
+                answer = client.ask(fact.question, user=user)
+                assert answer.version == version
+                if fact.is_right(answer.text):
+                    client.rate(answer, user=user, up=True)
+                else:
+                    client.rate(answer, user=user, up=False, correction=fact.correction)
+                    wrong += 1
+            if wrong == 0:
+                break
+            corrections += wrong
+            outcome = wait_for_round(lambda: live_in(tmp_path), lambda: listed(tmp_path),
+                                     version, seen, timeout_s=900)
+            assert outcome is not None, f"no round ended within 15 min; see {client.log}"
+            outcomes.append(outcome[0])
+            if outcome[0] == "live":  # a rejected round's data goes into the next one
+                version = outcome[1]
+                deadline = time.monotonic() + 120
+                while served(client) != version:  # the replicas swap it in
+                    assert time.monotonic() < deadline, "the live version is not served"
+                    time.sleep(1)
+        assert version != "base", outcomes
+        answers = [client.ask(f.question, user="probe").text for f in TAUGHT]
+        assert all(f.is_right(a) for f, a in zip(TAUGHT, answers, strict=True)), answers
+        general_after = [k.is_right(client.ask(k.question, user="probe").text)
+                         for k in GENERAL[:12]]
+        lost = sum(b and not a for b, a in zip(general_before, general_after, strict=True))
+        assert lost <= 1, (general_before, general_after)
+
+    live = next(v for v in listed(tmp_path) if v["status"] == "live")
+    assert live["id"] == version
+    assert live["metrics"]["gate"].startswith("passed"), live["metrics"]["gate"]
+    assert corrections >= len(TAUGHT) - 1  # the base model knew none of them
+
+    history = json.loads(cli(tmp_path, "adapters", "history", "--tenant", "default",
+                             "--json").stdout)
+    moves = [(h["action"], h["actor"], h["to_status"], h["reason"]) for h in history
+             if h["version_id"] == version and h["outcome"] == "ok"]
+    actions = [m[0] for m in moves]
+    assert actions[:2] == ["register", "gate"], moves
+    assert "canary" in actions and actions[-1] == "promote", moves
+    canary = moves[actions.index("canary")]
+    promoted = moves[-1]
+    assert canary[1] == "learner"
+    assert promoted[1] == "canary-controller" and "gate evidence" in promoted[3], promoted
