@@ -25,6 +25,17 @@ def _cli(*args, env, timeout=300):
     )
 
 
+def assert_all_gone(family: list[psutil.Process], within_s: float = 60) -> None:
+    """Every process of ``family`` exits (zombies count as gone) within ``within_s``."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline and any(
+        p.is_running() and p.status() != "zombie" for p in family
+    ):
+        time.sleep(0.5)
+    leftovers = [p for p in family if p.is_running() and p.status() != "zombie"]
+    assert [(p.pid, p.name(), p.cmdline()[:3]) for p in leftovers] == []
+
+
 @pytest.mark.parametrize("strict", [False, True], ids=["defaults", "strict-feedback"])
 def test_up_serves_then_down_leaves_no_process_behind(tmp_path, data_dir, smollm2_dir, strict):
     with socket.socket() as s:
@@ -96,11 +107,41 @@ def _check_the_running_stack(up, env, port, started, strict):
 
     down = _cli("down", env=env)
     assert down.returncode == 0, down.stderr
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and any(
-        p.is_running() and p.status() != "zombie" for p in family
-    ):
-        time.sleep(0.5)
-    leftovers = [p for p in family if p.is_running() and p.status() != "zombie"]
-    assert [(p.pid, p.name(), p.cmdline()[:3]) for p in leftovers] == []
+    assert_all_gone(family)
     assert _cli("status", env=env).returncode == 3
+
+
+def test_up_in_the_foreground_stops_everything_on_ctrl_c(tmp_path, data_dir, smollm2_dir):
+    """`make run` is `loraloop up` in the foreground: it says where the API is and
+    what to try, and one Ctrl-C (SIGINT) stops every process it started."""
+    import signal
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LORALOOP_")}
+    env.update(LORALOOP_DATA_DIR=str(data_dir))
+    log = tmp_path / "up.log"
+    with open(log, "wb") as out:
+        up = subprocess.Popen([sys.executable, "-m", "loraloop.cli", "up", "--port", str(port)],
+                              env=env, stdout=out, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while f"curl -si http://127.0.0.1:{port}/v1/chat/completions" not in log.read_text():
+            assert up.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(1)
+        ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=30)
+        assert ready.status_code == 200, ready.text
+        family = [psutil.Process(up.pid), *psutil.Process(up.pid).children(recursive=True)]
+        assert any("redis-server" in " ".join(p.cmdline()) for p in family)
+
+        up.send_signal(signal.SIGINT)
+        assert up.wait(timeout=180) == 0, log.read_text()
+        assert_all_gone(family)
+        assert _cli("status", env=env).returncode == 3
+    finally:
+        if up.poll() is None:
+            os.killpg(up.pid, signal.SIGKILL)
+            up.wait()
