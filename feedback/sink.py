@@ -86,7 +86,8 @@ class SinkStats:
     written: int  #: events this sink added to the stream
     duplicates: int  #: events found already stored (same id again, or a retry of a lost reply)
     dropped: int  #: events refused because the buffer was full (or the sink was closed)
-    delayed: int  #: written or duplicates that waited through at least one failed write
+    delayed: int  #: written or duplicates that waited for Redis: submitted while it was
+    #:                 unreachable, or through at least one failed write
     failed: int  #: events given up after max_event_errors Redis error replies
     invalid: int  #: events that could not be serialised
     write_errors: int  #: failed write attempts (outages, timeouts, error replies)
@@ -115,7 +116,8 @@ def _redact(url: str) -> str:
 @dataclass(slots=True)
 class _Pending:
     event: Any  # an Interaction, or a callable building one
-    mark: int  # write_errors at submit: a failure after it makes the event "delayed"
+    mark: int  # write_errors at submit, less one if Redis was down: a failure after it
+    #            makes the event "delayed"
     json: str | None = None
     key: str | None = None
     errors: int = 0
@@ -217,6 +219,10 @@ class InteractionSink:
         await self.close()
 
     # -- request path -----------------------------------------------------------------
+    def _known_down(self) -> bool:
+        """The last write failed to reach Redis (not merely: none was tried yet)."""
+        return self._write_errors > 0 and not self._connected
+
     def submit(self, event: Interaction | Callable[[], Interaction]) -> None:
         """Queue ``event`` for writing. O(1); never blocks, never raises.
 
@@ -233,7 +239,9 @@ class InteractionSink:
                                 "full or sink closed)", self._where, self._dropped,
                                 self.config.buffer_size)
                 return
-            self._buffer.append(_Pending(event, self._write_errors))
+            # Submitted while Redis is known to be down, it waits for Redis whether or not
+            # a write fails again before Redis returns (the writer may be in its backoff).
+            self._buffer.append(_Pending(event, self._write_errors - self._known_down()))
             if self._task is None:
                 # Not started yet: start on the caller's loop if it runs in one; else the
                 # event waits for start().

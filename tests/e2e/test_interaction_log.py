@@ -11,7 +11,7 @@ import redis
 PROMPT = [{"role": "user", "content": "What is the capital of France?"}]
 
 
-def _logged(redis_server, ids, *, expect, timeout=20.0):
+def _logged(redis_server, ids, *, expect, timeout=120.0):
     client = redis.Redis.from_url(redis_server.url, decode_responses=True)
     deadline = time.monotonic() + timeout
     while True:
@@ -68,11 +68,13 @@ def test_redis_outage_keeps_answers_flowing_and_loses_nothing(serve_url, redis_s
         assert _metric(serve_url, "loraloop_interaction_log_buffered") >= 1
     finally:
         redis_server.restart()
-    logged = _logged(redis_server, ids, expect=len(ids), timeout=30)
+    logged = _logged(redis_server, ids, expect=len(ids))
     assert sorted(e["id"] for e in logged) == sorted(ids)
     assert _metric(serve_url, "loraloop_interaction_log_dropped") == dropped_before
     # The sink counts a write once Redis has answered it, just after the entry is visible.
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     while _metric(serve_url, "loraloop_interaction_log_delayed") < len(ids):
-        assert time.monotonic() < deadline, "the delayed counter did not reach the outage's events"
+        assert time.monotonic() < deadline, ", ".join(
+            line for line in httpx.get(f"{serve_url}/metrics").text.splitlines()
+            if line.startswith("loraloop_interaction_log_"))
         time.sleep(0.2)

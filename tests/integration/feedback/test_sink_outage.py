@@ -16,7 +16,7 @@ FAST_RETRY = dict(retry_initial_s=0.01, retry_max_s=0.1, socket_timeout_s=0.5,
                   connect_timeout_s=0.2)
 
 
-async def wait_for(predicate, timeout: float = 5.0) -> None:
+async def wait_for(predicate, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, "condition not reached in time"
@@ -63,6 +63,26 @@ async def test_outage_buffers_then_delivers_each_event_exactly_once(embedded, ke
     assert stats.write_errors >= 3 and stats.connected
     ids = await stream_ids(embedded.url, keys)
     assert ids == [e.id for e in before + during]  # all, once each, in order
+
+
+async def test_events_submitted_while_redis_is_down_count_as_delayed(embedded, keys,
+                                                                    make_interaction):
+    """Even those the writer never failed on: Redis came back during its backoff."""
+    sink = InteractionSink(embedded.url, keys, SinkConfig(retry_initial_s=3, retry_max_s=3,
+                                                          socket_timeout_s=0.5,
+                                                          connect_timeout_s=0.2))
+    await sink.start()
+    embedded.stop()
+    events = [make_interaction() for _ in range(4)]
+    sink.submit(events[0])
+    await wait_for(lambda: sink.stats().write_errors == 1)  # then 3 s of backoff
+    for event in events[1:]:
+        sink.submit(event)
+    embedded.start()
+    assert await sink.flush(30)
+    stats = await sink.close()
+    assert (stats.written, stats.delayed) == (4, 4), stats
+    assert await stream_ids(embedded.url, keys) == [e.id for e in events]
 
 
 async def test_full_buffer_drops_exactly_the_excess(embedded, keys, make_interaction):
