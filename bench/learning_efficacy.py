@@ -59,9 +59,10 @@ def measure(client, model: str) -> dict:
     }
 
 
-def teach(client, round_: int) -> tuple[int, float]:
-    """Each fact is asked by a new user who rates the answer; returns (events, last event time)."""
-    events = 0
+def teach(client, round_: int) -> tuple[int, float, float]:
+    """Each fact is asked by a new user who rates the answer; returns the number of events
+    and the times of the first and the last."""
+    events, first = 0, None
     for i, fact in enumerate(FACTS):
         user = f"user-{round_}-{i}"
         answer = client.ask(fact.question, user=user)
@@ -69,8 +70,9 @@ def teach(client, round_: int) -> tuple[int, float]:
             client.rate(answer, user=user, up=True)
         else:
             client.rate(answer, user=user, up=False, correction=fact.correction)
+        first = first or time.monotonic()
         events += 1
-    return events, time.monotonic()
+    return events, first, time.monotonic()
 
 
 def run(args) -> dict:
@@ -87,8 +89,8 @@ def run(args) -> dict:
             live, events, first_feedback = None, 0, None
             for round_ in range(1, args.rounds + 1):
                 seen = {v["id"] for v in client.versions()}
-                sent, last_feedback = teach(client, round_)
-                first_feedback = first_feedback or last_feedback - 1e-9
+                sent, first_of_round, last_feedback = teach(client, round_)
+                first_feedback = first_feedback or first_of_round
                 events += sent
                 outcome = client.wait_for_round(live, seen, timeout_s=args.round_timeout)
                 entry: dict = {"round": round_, "events": events,
