@@ -78,7 +78,7 @@ class TrainConfig(BaseModel):
     epochs: float = Field(6.0, gt=0, le=100, description="Passes over the round's examples.")
     min_steps: int = Field(16, ge=0, description="anchored: optimizer steps a round takes at "
                            "least (more passes over a small round).")
-    learning_rate: float = Field(4e-3, gt=0, le=1, description="AdamW peak learning rate "
+    learning_rate: float = Field(3e-3, gt=0, le=1, description="AdamW peak learning rate "
                                  "(decayed linearly to 0 over the round in `anchored`).")
     batch_size: int = Field(4, ge=2, le=1024, description="Users' examples per step (KTO "
                             "needs >= 2; lowered to the round's size for a small round).")
@@ -93,7 +93,7 @@ class TrainConfig(BaseModel):
                               "undesirable answers (0: ignore them).")
     npo_beta: float = Field(1.0, gt=0, description="anchored: NPO beta; the push on an "
                             "undesirable answer fades once its log-ratio is below about -3/beta.")
-    anchor_weight: float = Field(5.0, ge=0, description="anchored: weight of KL(base || model) "
+    anchor_weight: float = Field(10.0, ge=0, description="anchored: weight of KL(base || model) "
                                  "on the anchors' answer tokens (0: no anchors).")
     neighbours: int = Field(3, ge=0, le=16, description="anchored: anchor prompts made from "
                             "each taught prompt by swapping its subject (learner.anchors).")

@@ -159,7 +159,7 @@ class Settings(BaseSettings):
     )
     learner_learning_rate: float | None = Field(
         default=None, gt=0, le=1, description="LoRA learning rate of a round. Empty: the "
-        "method's default (4e-3 for anchored).")
+        "method's default (3e-3 for anchored).")
     learner_epochs: float | None = Field(
         default=None, gt=0, le=100, description="Passes over a round's examples. Empty: 6.")
     learner_rank: int | None = Field(
