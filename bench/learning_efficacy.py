@@ -109,6 +109,7 @@ def run(args) -> dict:
                 version = next(v for v in client.versions() if v["id"] == live)
                 entry.update(version=live[:12], **measure(client, f"default@{live}"),
                              gate=version["metrics"].get("gate"),
+                             attempt_gates=version["metrics"].get("attempt_gates"),
                              round_timings={k: round(v, 1) for k, v in version["metrics"].items()
                                             if k in ("seconds", "anchor_seconds", "fit_seconds",
                                                      "gate_seconds")})
