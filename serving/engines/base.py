@@ -15,9 +15,12 @@ import abc
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field
+
+if TYPE_CHECKING:
+    from serving.engines.lora_check import AdapterSpec
 
 FinishReason = Literal["stop", "length", "abort"]
 
@@ -33,8 +36,20 @@ class EngineConfig(BaseModel):
     )
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     max_lora_rank: int = Field(default=16, ge=1, le=512)
-    max_loras: int = Field(default=8, ge=1, description="Adapters resident at once.")
-    max_cpu_loras: int = Field(default=16, ge=1, description="vLLM: adapters in host memory.")
+    max_loras: int = Field(
+        default=8,
+        ge=1,
+        description="Distinct adapters one decode step may use. hf: every resident adapter "
+        "batches with every other, so this is also how many are resident at once. vLLM: the "
+        "adapter slots on the device; resident adapters beyond it take turns.",
+    )
+    max_cpu_loras: int = Field(
+        default=16,
+        ge=1,
+        description="vLLM: adapters resident in host memory at once (>= max_loras; vLLM moves "
+        "them into its max_loras device slots as requests need them). hf: unused, it has one "
+        "tier (max_loras).",
+    )
     max_batch_size: int = Field(default=16, ge=1, description="Sequences per decode step.")
     max_queue: int = Field(default=256, ge=1, description="Waiting requests before refusing.")
     threads: int = Field(default=0, ge=0, description="CPU threads; 0 keeps the default.")
@@ -117,13 +132,22 @@ class Engine(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def load_adapter(self, version_id: str, path: str | Path) -> None:
-        """Validate, then load the adapter at ``path`` under ``version_id``.
+    async def check_adapter(self, version_id: str, path: str | Path) -> AdapterSpec:
+        """Check that the adapter at ``path`` fits this engine, changing nothing.
 
-        Everything is checked before the engine changes (safetensors only, rank,
-        target modules, base model, tensor shapes) and every problem is reported
-        in one ``AdapterValidationError``; a failed load leaves the engine as it
-        was. Loading a version that is already resident is a no-op.
+        Safetensors only, rank, target modules, base model and tensor shapes are
+        checked and every problem is reported in one ``AdapterValidationError``.
+        A caller that must make room for an adapter checks it first, so that a
+        bad adapter never costs a good one its place.
+        """
+
+    @abc.abstractmethod
+    async def load_adapter(self, version_id: str, path: str | Path) -> None:
+        """Check (as :meth:`check_adapter`), then load the adapter at ``path`` as ``version_id``.
+
+        A failed load leaves the engine as it was; ``AdapterLimitReached`` when
+        :attr:`adapter_capacity` adapters are resident. Loading a version that
+        is already resident is a no-op.
         """
 
     @abc.abstractmethod
@@ -133,6 +157,11 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def loaded_adapters(self) -> list[str]:
         """Version ids of the resident adapters."""
+
+    @property
+    @abc.abstractmethod
+    def adapter_capacity(self) -> int:
+        """How many adapters may be resident at once (hf: max_loras; vLLM: max_cpu_loras)."""
 
     @abc.abstractmethod
     async def check_health(self) -> None:
@@ -151,7 +180,7 @@ class Engine(abc.ABC):
                 f"{self.max_context}: shorten it to at most {self.max_context - 1} tokens"
             )
 
-    # -- tokenization, shared by both engines through the model's tokenizer ---
+    # -- tokenization (both engines: serving.engines.model.ModelEngine) ---------
     @abc.abstractmethod
     def encode_chat(self, messages: Sequence[dict[str, str]]) -> list[int]:
         """Apply the model's chat template (with the generation prompt) and tokenize."""

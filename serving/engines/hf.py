@@ -16,53 +16,34 @@ import concurrent.futures
 import itertools
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from serving.engines.adapter_table import AdapterTable
-from serving.engines.base import Chunk, Engine, GenerationRequest
-from serving.engines.lora_check import validate_adapter
-from serving.errors import (
-    AdapterLimitReached,
-    EngineNotStarted,
-    EngineOverloaded,
-    EngineUnhealthy,
-)
+from serving.engines.base import Chunk, GenerationRequest
+from serving.engines.hf_step import Row, Stepper
+from serving.engines.model import ModelEngine, read_model_facts
+from serving.errors import EngineNotStarted, EngineUnhealthy
 
 logger = logging.getLogger(__name__)
 _BASE = "__base__"  # peft's name for "no adapter" in a mixed batch
 _IDLE_WAIT_S = 0.5
 
 
-@dataclass(eq=False)
-class _Sequence:
-    request: GenerationRequest
-    deliver: Callable[[Chunk | BaseException], None]
-    peft_name: str
-    generated: list[int] = field(default_factory=list)
-    next_token: int | None = None
-    generator: Any = None
-    text: Any = None
-    cancelled: bool = False
-    done: bool = False
-    retired: bool = False
+class HFEngine(ModelEngine):
+    """transformers + peft engine (see the module docstring).
 
+    ``max_loras`` bounds the resident adapters: any mix of them batches in one
+    step, so there is no second tier and ``max_cpu_loras`` is not used.
+    """
 
-class HFEngine(Engine):
-    """transformers + peft engine (see the module docstring)."""
+    kind = "hf"
 
     def __init__(self, config) -> None:
         super().__init__(config)
         self._model = None  # the base model, or the PeftModel wrapping it
-        self._tokenizer = None
-        self._module_shapes: dict[str, tuple[int, int]] = {}
-        self._base_names: set[str] = set()
-        self._eos_ids: set[int] = set()
-        self._adapters: AdapterTable[str] = AdapterTable()  # version id -> peft adapter name
         self._peft_names = (f"v{n}" for n in itertools.count(1))
-        self._waiting: collections.deque[_Sequence] = collections.deque()
+        self._waiting: collections.deque[Row] = collections.deque()
         self._commands: collections.deque[tuple[Callable[[], Any], concurrent.futures.Future]] = (
             collections.deque()
         )
@@ -71,7 +52,6 @@ class HFEngine(Engine):
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._fatal: BaseException | None = None
-        self._active = 0  # requests accepted and not yet finished or abandoned
         self.stats = collections.Counter()  # steps, prefills, max_batch_rows, ...
 
     # -- lifecycle --------------------------------------------------------------
@@ -82,29 +62,15 @@ class HFEngine(Engine):
 
     def _load_model(self) -> None:
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
 
         if self.config.threads:
             torch.set_num_threads(self.config.threads)
         dtype = getattr(torch, self.config.dtype)
-        self._tokenizer = AutoTokenizer.from_pretrained(self.config.model)
         model = AutoModelForCausalLM.from_pretrained(self.config.model, dtype=dtype)
         model.eval()
         self._model = model
-        self._module_shapes = {
-            name: (module.in_features, module.out_features)
-            for name, module in model.named_modules()
-            if isinstance(module, torch.nn.Linear)
-        }
-        self._base_names = {
-            self.config.model,
-            self.config.model_name,
-            str(Path(self.config.model).resolve()),
-            getattr(model.config, "_name_or_path", ""),
-        } - {""}
-        eos = model.generation_config.eos_token_id
-        eos = eos if isinstance(eos, list) else [eos]
-        self._eos_ids = {e for e in [*eos, self._tokenizer.eos_token_id] if e is not None}
+        self._facts = read_model_facts(self.config, model)
         logger.info("hf engine loaded %s (%s)", self.config.model, self.config.dtype)
 
     async def shutdown(self) -> None:
@@ -120,40 +86,21 @@ class HFEngine(Engine):
         if self._fatal is not None or not self._thread.is_alive():
             raise EngineUnhealthy(f"the hf engine's worker stopped: {self._fatal!r}")
 
-    # -- tokenization -------------------------------------------------------------
-    def encode_chat(self, messages: Sequence[dict[str, str]]) -> list[int]:
-        self._require_started()
-        return list(
-            self._tokenizer.apply_chat_template(
-                list(messages), add_generation_prompt=True, tokenize=True, return_dict=False
-            )
-        )
-
-    @property
-    def max_context(self) -> int:
-        self._require_started()
-        return int(self._model.config.max_position_embeddings)
-
     # -- generation -------------------------------------------------------------
     async def generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
         await self.check_health()
         self.check_prompt(request)
+        ticket = self._admission.enter(request.adapter)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Chunk | BaseException] = asyncio.Queue()
-        seq = _Sequence(
+        row = Row(
             request=request,
             deliver=lambda item: loop.call_soon_threadsafe(queue.put_nowait, item),
-            peft_name=self._adapters.claim(request.adapter) or _BASE,
+            ticket=ticket,
+            peft_name=ticket.handle or _BASE,
         )
         with self._lock:
-            # Up to max_batch_size requests decode; max_queue more may wait for a row.
-            if self._active >= self.config.max_queue + self.config.max_batch_size:
-                self._adapters.release(request.adapter)
-                raise EngineOverloaded(
-                    f"the engine queue is full ({self.config.max_queue} requests waiting)"
-                )
-            self._waiting.append(seq)
-            self._active += 1
+            self._waiting.append(row)
         self._wake.set()
         try:
             while True:
@@ -164,52 +111,27 @@ class HFEngine(Engine):
                 if item.finish_reason is not None:
                     return
         finally:
-            if not seq.done:
-                seq.cancelled = True
-                self._retire(seq)
+            if not row.done:
+                row.cancelled = True
+                ticket.leave()
                 self._wake.set()
 
-    # -- adapters -----------------------------------------------------------------
-    async def load_adapter(self, version_id: str, path: str | Path) -> None:
-        await self.check_health()
-        if version_id in self._adapters:
-            return
-        await asyncio.to_thread(
-            validate_adapter,
-            version_id,
-            path,
-            module_shapes=self._module_shapes,
-            max_rank=self.config.max_lora_rank,
-            base_model_names=self._base_names,
-        )
-        await self._on_worker(lambda: self._load_on_worker(version_id, Path(path)))
+    # -- adapters (loaded and dropped on the worker, between steps) ----------------
+    async def _add_adapter(self, version_id: str, path: Path) -> str:
+        name = await self._on_worker(lambda: self._add_on_worker(path))
+        logger.info("loaded adapter %s as %s from %s", version_id, name, path)
+        return name
 
-    async def unload_adapter(self, version_id: str) -> None:
-        await self.check_health()
-        await self._on_worker(lambda: self._unload_on_worker(version_id))
+    async def _remove_adapter(self, version_id: str, name: str) -> None:
+        await self._on_worker(lambda: self._drop_peft_adapter(name))
+        logger.info("unloaded adapter %s (%s)", version_id, name)
 
-    @property
-    def queue_depth(self) -> int:
-        """Requests waiting for a batch row (beyond those being decoded)."""
-        return max(0, self._active - self.config.max_batch_size)
-
-    def loaded_adapters(self) -> list[str]:
-        return self._adapters.versions()
-
-    def _load_on_worker(self, version_id: str, path: Path) -> None:
+    def _add_on_worker(self, path: Path) -> str:
         from peft import PeftModel
 
-        if version_id in self._adapters:
-            return
-        if len(self._adapters) >= self.config.max_loras:
-            raise AdapterLimitReached(
-                f"the engine holds max_loras={self.config.max_loras} adapters "
-                f"({self._adapters.versions()}); unload one before loading {version_id!r}"
-            )
         name = next(self._peft_names)
-        wrapped = isinstance(self._model, PeftModel)
         try:
-            if wrapped:
+            if isinstance(self._model, PeftModel):
                 self._model.load_adapter(str(path), adapter_name=name)
             else:
                 self._model = PeftModel.from_pretrained(self._model, str(path), adapter_name=name)
@@ -217,13 +139,7 @@ class HFEngine(Engine):
         except Exception:
             self._drop_peft_adapter(name)
             raise
-        self._adapters.add(version_id, name)
-        logger.info("loaded adapter %s as %s from %s", version_id, name, path)
-
-    def _unload_on_worker(self, version_id: str) -> None:
-        name = self._adapters.detach(version_id)
-        self._drop_peft_adapter(name)
-        logger.info("unloaded adapter %s (%s)", version_id, name)
+        return name
 
     def _drop_peft_adapter(self, name: str) -> None:
         from peft import PeftModel
@@ -248,9 +164,13 @@ class HFEngine(Engine):
     def _run(self) -> None:
         import torch
 
-        from serving.engines.hf_step import Stepper
-
-        stepper = Stepper(self)
+        stepper = Stepper(
+            model=lambda: self._model,
+            facts=self.facts,
+            max_batch_size=self.config.max_batch_size,
+            take_waiting=self._take_waiting,
+            stats=self.stats,
+        )
         try:
             with torch.inference_mode():
                 while not self._stopping.is_set():
@@ -275,7 +195,7 @@ class HFEngine(Engine):
             except BaseException as exc:
                 future.set_exception(exc)
 
-    def _take_waiting(self, limit: int) -> list[_Sequence]:
+    def _take_waiting(self, limit: int) -> list[Row]:
         with self._lock:
             taken = []
             while self._waiting and len(taken) < limit:
@@ -283,24 +203,5 @@ class HFEngine(Engine):
             return taken
 
     def _fail_all(self, error: BaseException) -> None:
-        for seq in self._take_waiting(len(self._waiting)):
-            self._finish(seq, error)
-
-    def _finish(self, seq: _Sequence, item: Chunk | BaseException) -> None:
-        if not seq.done:
-            seq.done = True
-            self._retire(seq)
-            seq.deliver(item)
-
-    def _retire(self, seq: _Sequence) -> None:
-        """Give back the sequence's capacity and adapter claim, exactly once."""
-        with self._lock:
-            if seq.retired:
-                return
-            seq.retired = True
-            self._active -= 1
-        self._adapters.release(seq.request.adapter)
-
-    def _require_started(self) -> None:
-        if self._model is None:
-            raise EngineNotStarted("the hf engine has not been started")
+        for row in self._take_waiting(len(self._waiting)):
+            row.finish(error)

@@ -1,39 +1,81 @@
-"""One scheduling step of the ``hf`` engine's worker: admit, prefill, decode, emit."""
+"""One scheduling step of the ``hf`` engine's worker: admit, prefill, decode, emit.
+
+The :class:`Stepper` sees the engine only through what it is given when it is
+made: the current model (a getter, because loading the first adapter wraps the
+model in a ``PeftModel``), the model's facts, the batch size, where waiting
+rows come from, and a stats counter. A :class:`Row` finishes itself.
+"""
 
 from __future__ import annotations
 
+import collections
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
-from serving.engines.base import Chunk
+from serving.engines.base import Chunk, GenerationRequest
 from serving.engines.hf_batch import PaddedBatch, decode, prefill
+from serving.engines.model import ModelFacts, Ticket
 from serving.engines.sampling import make_generator, sample, token_logprob
 from serving.engines.textstream import TextStream
 from serving.errors import EngineUnhealthy
 
-if TYPE_CHECKING:
-    from serving.engines.hf import HFEngine, _Sequence
-
 logger = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class Row:
+    """One request on its way through the ``hf`` engine, waiting or in the batch."""
+
+    request: GenerationRequest
+    deliver: Callable[[Chunk | BaseException], None]
+    ticket: Ticket
+    peft_name: str
+    generated: list[int] = field(default_factory=list)
+    next_token: int | None = None
+    generator: Any = None
+    text: Any = None
+    cancelled: bool = False
+    done: bool = False
+
+    def finish(self, item: Chunk | BaseException) -> None:
+        """Hand over the last chunk (or the error) and give back the row's place, once."""
+        if not self.done:
+            self.done = True
+            self.ticket.leave()
+            self.deliver(item)
 
 
 class Stepper:
     """Owns the running rows and their padded KV cache; lives on the worker thread."""
 
-    def __init__(self, engine: HFEngine) -> None:
-        self.engine = engine
-        self.rows: list[_Sequence] = []
+    def __init__(
+        self,
+        *,
+        model: Callable[[], Any],
+        facts: ModelFacts,
+        max_batch_size: int,
+        take_waiting: Callable[[int], list[Row]],
+        stats: collections.Counter,
+    ) -> None:
+        self.model = model
+        self.facts = facts
+        self.max_batch_size = max_batch_size
+        self.take_waiting = take_waiting
+        self.stats = stats
+        self.rows: list[Row] = []
         self.batch: PaddedBatch | None = None
 
     def step(self) -> bool:
-        """Advance every running sequence by one token; False when there was nothing to do."""
-        self._keep([i for i, seq in enumerate(self.rows) if not seq.cancelled])
-        room = self.engine.config.max_batch_size - len(self.rows)
-        new = self.engine._take_waiting(room) if room > 0 else []
-        for seq in new:
-            if seq.cancelled:
-                self.engine._finish(seq, Chunk(finish_reason="abort"))
-        new = [seq for seq in new if not seq.done]
+        """Advance every running row by one token; False when there was nothing to do."""
+        self._keep([i for i, row in enumerate(self.rows) if not row.cancelled])
+        room = self.max_batch_size - len(self.rows)
+        new = self.take_waiting(room) if room > 0 else []
+        for row in new:
+            if row.cancelled:
+                row.finish(Chunk(finish_reason="abort"))
+        new = [row for row in new if not row.done]
         if not new and not self.rows:
             return False
         try:
@@ -45,88 +87,84 @@ class Stepper:
             # A failed forward pass fails the rows it carried, not the engine.
             logger.exception("an engine step failed; failing %d request(s)", len(self.rows))
             self.fail_all(EngineUnhealthy(f"generation failed: {exc!r}"))
-        stats = self.engine.stats
-        stats["steps"] += 1
-        stats["max_batch_rows"] = max(stats["max_batch_rows"], len(self.rows))
+        self.stats["steps"] += 1
+        self.stats["max_batch_rows"] = max(self.stats["max_batch_rows"], len(self.rows))
         return True
 
     def fail_all(self, error: BaseException) -> None:
-        for seq in self.rows:
-            self.engine._finish(seq, error)
+        for row in self.rows:
+            row.finish(error)
         self.rows, self.batch = [], None
 
-    def _admit(self, new: list[_Sequence]) -> None:
-        engine = self.engine
-        for seq in new:
-            seq.generator = make_generator(seq.request.sampling)
-            seq.text = TextStream(engine._tokenizer, seq.request.sampling.stop)
-        prompts = [seq.request.prompt_token_ids for seq in new]
-        logits, batch = prefill(
-            engine._model, prompts, engine._tokenizer.pad_token_id, self._forward_kwargs(new)
-        )
-        engine.stats["prefills"] += 1
-        for row, seq in enumerate(new):
-            self._advance(seq, logits[row])
+    def _admit(self, new: list[Row]) -> None:
+        for row in new:
+            row.generator = make_generator(row.request.sampling)
+            row.text = TextStream(self.facts.tokenizer, row.request.sampling.stop)
+        prompts = [row.request.prompt_token_ids for row in new]
+        pad_id = self.facts.tokenizer.pad_token_id
+        logits, batch = prefill(self.model(), prompts, pad_id, self._forward_kwargs(new))
+        self.stats["prefills"] += 1
+        for i, row in enumerate(new):
+            self._advance(row, logits[i])
         self.batch = batch if self.batch is None else self.batch.extend(batch)
         self.rows.extend(new)
-        self._keep([i for i, seq in enumerate(self.rows) if not seq.done])
+        self._keep([i for i, row in enumerate(self.rows) if not row.done])
 
     def _decode(self) -> None:
-        tokens = [seq.next_token for seq in self.rows]
+        tokens = [row.next_token for row in self.rows]
         logits, self.batch = decode(
-            self.engine._model, self.batch, tokens, self._forward_kwargs(self.rows)
+            self.model(), self.batch, tokens, self._forward_kwargs(self.rows)
         )
-        for row, seq in enumerate(self.rows):
-            self._advance(seq, logits[row])
-        self._keep([i for i, seq in enumerate(self.rows) if not seq.done])
+        for i, row in enumerate(self.rows):
+            self._advance(row, logits[i])
+        self._keep([i for i, row in enumerate(self.rows) if not row.done])
 
     def _keep(self, indices: list[int]) -> None:
         if len(indices) == len(self.rows):
             return
         kept = set(indices)
-        for i, seq in enumerate(self.rows):
-            if i not in kept and not seq.done:  # cancelled by its consumer
-                self.engine._finish(seq, Chunk(finish_reason="abort"))
+        for i, row in enumerate(self.rows):
+            if i not in kept and not row.done:  # cancelled by its consumer
+                row.finish(Chunk(finish_reason="abort"))
         self.rows = [self.rows[i] for i in indices]
         self.batch = self.batch.select(indices) if self.batch is not None else None
 
-    def _forward_kwargs(self, rows: list[_Sequence]) -> dict:
+    def _forward_kwargs(self, rows: list[Row]) -> dict:
         from peft import PeftModel
 
-        if isinstance(self.engine._model, PeftModel):
-            return {"adapter_names": [seq.peft_name for seq in rows]}
+        if isinstance(self.model(), PeftModel):
+            return {"adapter_names": [row.peft_name for row in rows]}
         return {}
 
-    def _advance(self, seq: _Sequence, logits) -> None:
-        """Choose the sequence's next token and hand the client what it may see."""
-        engine, params = self.engine, seq.request.sampling
-        token = sample(logits, params, seq.generator)
-        seq.generated.append(token)
-        seq.next_token = token
+    def _advance(self, row: Row, logits) -> None:
+        """Choose the row's next token and hand the client what it may see."""
+        facts, params = self.facts, row.request.sampling
+        token = sample(logits, params, row.generator)
+        row.generated.append(token)
+        row.next_token = token
         logprobs = None
         if params.logprobs:
-            decode_one = lambda i: engine._tokenizer.decode([i])  # noqa: E731
-            logprobs = [token_logprob(logits, token, params.top_logprobs, decode_one)]
+            logprobs = [token_logprob(logits, token, params.top_logprobs, facts.token_text)]
         finish = None
-        if token in engine._eos_ids:
-            finish, text = "stop", seq.text.flush()
+        if token in facts.eos_ids:
+            finish, text = "stop", row.text.flush()
         else:
-            text = seq.text.add([token])
-            total = len(seq.request.prompt_token_ids) + len(seq.generated)
-            if seq.text.stopped:
+            text = row.text.add([token])
+            total = len(row.request.prompt_token_ids) + len(row.generated)
+            if row.text.stopped:
                 finish = "stop"
-            elif len(seq.generated) >= params.max_tokens or total >= engine.max_context:
+            elif len(row.generated) >= params.max_tokens or total >= facts.max_context:
                 finish = "length"
-                text += seq.text.flush()
+                text += row.text.flush()
         chunk = Chunk(
             token_ids=[token],
             text=text,
             finish_reason=finish,
             logprobs=logprobs,
-            prompt_tokens=len(seq.request.prompt_token_ids),
-            completion_tokens=len(seq.generated),
+            prompt_tokens=len(row.request.prompt_token_ids),
+            completion_tokens=len(row.generated),
         )
         if finish is None:
-            seq.deliver(chunk)
+            row.deliver(chunk)
         else:
-            engine._finish(seq, chunk)
+            row.finish(chunk)

@@ -17,9 +17,10 @@ promises on top of it, the same way the ``hf`` engine does:
   fresh int id from a process-wide counter, never reused. The resident set is
   bounded by ``max_cpu_loras`` (vLLM's host-side adapter cache, which must
   never evict one of ours behind our back); ``max_loras`` bounds how many
-  distinct adapters one decode step batches, and vLLM's scheduler holds back
-  requests beyond it. Every adapter is validated with
-  :func:`~serving.engines.lora_check.validate_adapter` before vLLM sees it.
+  distinct adapters one decode step batches (the device's slots), and vLLM's
+  scheduler holds back requests beyond it. Every adapter is checked by
+  :class:`~serving.engines.model.ModelEngine` (shared with ``hf``) before vLLM
+  sees it.
 - **Closing the iterator early aborts the request** in vLLM (its slot and KV
   blocks are freed) before the adapter claim is released, so an unload that
   follows never races a running request.
@@ -35,22 +36,15 @@ import contextlib
 import itertools
 import logging
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from serving.engines.adapter_table import AdapterTable
-from serving.engines.base import Chunk, Engine, GenerationRequest, SamplingParams
-from serving.engines.lora_check import validate_adapter
-from serving.engines.vllm_setup import ModelFacts, engine_kwargs, read_model_facts
+from serving.engines.base import Chunk, GenerationRequest, SamplingParams
+from serving.engines.model import ModelEngine, read_model_facts
+from serving.engines.vllm_setup import cpu_lora_slots, engine_kwargs
 from serving.engines.vllm_stream import DeltaDecoder
-from serving.errors import (
-    AdapterLimitReached,
-    AdapterValidationError,
-    EngineNotStarted,
-    EngineOverloaded,
-    EngineUnhealthy,
-)
+from serving.errors import AdapterValidationError, EngineNotStarted, EngineUnhealthy
 
 logger = logging.getLogger(__name__)
 
@@ -67,17 +61,19 @@ _REQUEST_IDS = itertools.count(1)
 _CPU_CHILD_ENV = {"TORCH_COMPILE_DISABLE": "1"}
 
 
-class VLLMEngine(Engine):
+class VLLMEngine(ModelEngine):
     """vLLM ``AsyncLLM`` engine (see the module docstring)."""
+
+    kind = "vllm"
+    capacity_setting = "max_cpu_loras"
 
     def __init__(self, config) -> None:
         super().__init__(config)
         self._llm: Any = None  # vllm.v1.engine.async_llm.AsyncLLM once started
-        self._facts: ModelFacts | None = None
-        self._adapters: AdapterTable[Any] = AdapterTable()  # version id -> vllm LoRARequest
-        self._adapter_lock: asyncio.Lock | None = None
-        self._active = 0  # requests accepted and not yet finished or abandoned
-        self._token_text: dict[int, str] = {}  # token id -> its text, for log-probs
+
+    @property
+    def adapter_capacity(self) -> int:
+        return cpu_lora_slots(self.config)
 
     # -- lifecycle --------------------------------------------------------------
     async def start(self) -> None:
@@ -101,7 +97,6 @@ class VLLMEngine(Engine):
         # 2 cores), which inherit the environment as it is during this call.
         with _child_environment(child_env):
             self._llm = AsyncLLM.from_engine_args(args)
-        self._adapter_lock = asyncio.Lock()
         logger.info(
             "vllm engine started for %s (%s, max_num_seqs=%d, max_loras=%d, max_cpu_loras=%d)",
             self.config.model,
@@ -113,6 +108,7 @@ class VLLMEngine(Engine):
 
     async def shutdown(self) -> None:
         llm, self._llm = self._llm, None
+        self._facts = None
         if llm is not None:
             # Blocks while vLLM stops its processes (up to ~5 s before it kills them).
             llm.shutdown()
@@ -126,50 +122,25 @@ class VLLMEngine(Engine):
         except Exception as exc:
             raise EngineUnhealthy(f"the vllm engine cannot serve: {exc!r}") from exc
 
-    # -- tokenization -------------------------------------------------------------
-    def encode_chat(self, messages: Sequence[dict[str, str]]) -> list[int]:
-        facts = self._require_started()
-        return list(
-            facts.tokenizer.apply_chat_template(
-                list(messages), add_generation_prompt=True, tokenize=True, return_dict=False
-            )
-        )
-
-    @property
-    def max_context(self) -> int:
-        return self._require_started().max_context
-
-    @property
-    def queue_depth(self) -> int:
-        """Requests waiting for a batch row (beyond those being decoded)."""
-        return max(0, self._active - self.config.max_batch_size)
-
     # -- generation -------------------------------------------------------------
     async def generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
         from vllm.inputs import tokens_input
 
         await self.check_health()
         self.check_prompt(request)
-        lora = self._adapters.claim(request.adapter)
-        # Up to max_batch_size requests decode; max_queue more may wait for a row.
-        if self._active >= self.config.max_queue + self.config.max_batch_size:
-            self._adapters.release(request.adapter)
-            raise EngineOverloaded(
-                f"the engine queue is full ({self.config.max_queue} requests waiting)"
-            )
-        self._active += 1
+        ticket = self._admission.enter(request.adapter)
         # The caller's id need not be unique (n choices, retries); vLLM's must be.
         vllm_id = f"{request.request_id}-{next(_REQUEST_IDS)}"
         stream, decoder = None, None
         try:
-            facts = self._require_started()
-            decoder = DeltaDecoder(request, facts.tokenizer, facts.eos_ids, self.token_text)
+            facts = self.facts
+            decoder = DeltaDecoder(request, facts.tokenizer, facts.eos_ids, facts.token_text)
             stream = self._llm.generate(
                 # Already rendered: vLLM neither re-tokenizes nor applies a template.
                 tokens_input(list(request.prompt_token_ids)),
                 self._vllm_params(request.sampling, len(request.prompt_token_ids)),
                 vllm_id,
-                lora_request=lora,
+                lora_request=ticket.handle,
             )
             async for output in stream:
                 chunk = decoder.chunk(output.outputs[0])
@@ -189,14 +160,13 @@ class VLLMEngine(Engine):
                 await stream.aclose()
             if decoder is None or not decoder.engine_finished:
                 await self._abort(vllm_id)
-            self._active -= 1
-            self._adapters.release(request.adapter)
+            ticket.leave()
 
     def _vllm_params(self, sampling: SamplingParams, prompt_len: int):
         from vllm import SamplingParams as VLLMSamplingParams
         from vllm.sampling_params import RequestOutputKind
 
-        facts = self._require_started()
+        facts = self.facts
         return VLLMSamplingParams(
             max_tokens=max(1, min(sampling.max_tokens, facts.max_context - prompt_len)),
             temperature=sampling.temperature,
@@ -218,69 +188,33 @@ class VLLMEngine(Engine):
         except Exception:  # the engine may be shutting down; nothing is left to free
             logger.warning("could not abort vllm request %s", vllm_id, exc_info=True)
 
-    def token_text(self, token_id: int) -> str:
-        """One token decoded alone (as the ``hf`` engine names log-prob tokens)."""
-        text = self._token_text.get(token_id)
-        if text is None:
-            text = self._require_started().tokenizer.decode([token_id])
-            self._token_text[token_id] = text
-        return text
-
     # -- adapters -----------------------------------------------------------------
-    async def load_adapter(self, version_id: str, path: str | Path) -> None:
+    async def _add_adapter(self, version_id: str, path: Path) -> Any:
         from vllm.lora.request import LoRARequest
 
-        await self.check_health()
-        if version_id in self._adapters:
-            return
-        facts = self._require_started()
-        await asyncio.to_thread(
-            validate_adapter,
-            version_id,
-            path,
-            module_shapes=facts.module_shapes,
-            max_rank=self.config.max_lora_rank,
-            base_model_names=facts.base_names,
+        if self._llm is None:
+            raise EngineNotStarted("the vllm engine has not been started (or was shut down)")
+        lora = LoRARequest(
+            lora_name=version_id, lora_int_id=next(_LORA_IDS), lora_path=str(path.resolve())
         )
-        async with self._adapter_lock:
-            if version_id in self._adapters:  # a concurrent load of the same version won
-                return
-            limit = max(self.config.max_cpu_loras, self.config.max_loras)
-            if len(self._adapters) >= limit:
-                raise AdapterLimitReached(
-                    f"the engine holds max_cpu_loras={limit} adapters "
-                    f"({self._adapters.versions()}); unload one before loading {version_id!r}"
-                )
-            lora = LoRARequest(
-                lora_name=version_id,
-                lora_int_id=next(_LORA_IDS),
-                lora_path=str(Path(path).resolve()),
-            )
-            try:
-                added = await self._llm.add_lora(lora)
-            except Exception as exc:
-                await self._forget_lora(lora.lora_int_id)
-                if _is_engine_error(exc):
-                    raise EngineUnhealthy(f"the vllm engine failed: {exc!r}") from exc
-                raise AdapterValidationError(
-                    version_id, str(path), [f"vLLM could not load it: {exc}"]
-                ) from exc
-            if not added:
-                await self._forget_lora(lora.lora_int_id)
-                raise AdapterValidationError(version_id, str(path), ["vLLM refused to load it"])
-            self._adapters.add(version_id, lora)
-        logger.info("loaded adapter %s as lora id %d from %s", version_id, lora.lora_int_id, path)
-
-    async def unload_adapter(self, version_id: str) -> None:
-        await self.check_health()
-        async with self._adapter_lock:
-            # Forget it first: no request can claim it while vLLM removes it.
-            lora = self._adapters.detach(version_id)
+        try:
+            added = await self._llm.add_lora(lora)
+        except Exception as exc:
             await self._forget_lora(lora.lora_int_id)
-        logger.info("unloaded adapter %s (lora id %d)", version_id, lora.lora_int_id)
+            if _is_engine_error(exc):
+                raise EngineUnhealthy(f"the vllm engine failed: {exc!r}") from exc
+            raise AdapterValidationError(
+                version_id, str(path), [f"vLLM could not load it: {exc}"]
+            ) from exc
+        if not added:
+            await self._forget_lora(lora.lora_int_id)
+            raise AdapterValidationError(version_id, str(path), ["vLLM refused to load it"])
+        logger.info("loaded adapter %s as lora id %d from %s", version_id, lora.lora_int_id, path)
+        return lora
 
-    def loaded_adapters(self) -> list[str]:
-        return self._adapters.versions()
+    async def _remove_adapter(self, version_id: str, lora: Any) -> None:
+        await self._forget_lora(lora.lora_int_id)
+        logger.info("unloaded adapter %s (lora id %d)", version_id, lora.lora_int_id)
 
     def lora_ids(self) -> dict[str, int]:
         """The vLLM LoRA int id of each resident version (diagnostics and tests)."""
@@ -300,11 +234,6 @@ class VLLMEngine(Engine):
             await self._llm.remove_lora(lora_id)
         except Exception:  # removing what vLLM never held is harmless
             logger.debug("vllm could not remove lora id %d", lora_id, exc_info=True)
-
-    def _require_started(self) -> ModelFacts:
-        if self._facts is None or self._llm is None:
-            raise EngineNotStarted("the vllm engine has not been started (or was shut down)")
-        return self._facts
 
 
 @contextlib.contextmanager

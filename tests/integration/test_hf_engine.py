@@ -9,8 +9,9 @@ import pytest_asyncio
 
 from serving.engines import EngineConfig, GenerationRequest, SamplingParams
 from serving.engines.hf import HFEngine
-from serving.errors import AdapterLimitReached, EngineOverloaded
+from serving.errors import EngineOverloaded
 from tests.integration.conftest import complete
+from tests.integration.engine_support import filled_to_capacity
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -99,15 +100,10 @@ async def test_abandoned_requests_free_their_rows(hf):
 
 
 async def test_max_loras_bounds_resident_adapters(hf, make_adapter):
-    await hf.load_adapter("l1", make_adapter("a", seed=1))
-    await hf.load_adapter("l2", make_adapter("b", seed=2))
-    try:
-        with pytest.raises(AdapterLimitReached, match="max_loras=2"):
-            await hf.load_adapter("l3", make_adapter("c", seed=3))
-        assert hf.loaded_adapters() == ["l1", "l2"]
-    finally:
-        await hf.unload_adapter("l1")
-        await hf.unload_adapter("l2")
+    # hf batches any mix of its adapters: max_loras bounds them all, max_cpu_loras is unused.
+    assert hf.config.max_cpu_loras > hf.adapter_capacity == hf.config.max_loras == 2
+    async with filled_to_capacity(hf, make_adapter, "max_loras") as names:
+        assert names == ["l1", "l2"]
 
 
 async def test_concurrent_loads_of_one_version_load_it_once(hf, make_adapter):

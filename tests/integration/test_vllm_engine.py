@@ -12,8 +12,9 @@ import pytest
 import pytest_asyncio
 
 from serving.engines import EngineConfig, GenerationRequest, SamplingParams
-from serving.errors import AdapterLimitReached, EngineOverloaded
+from serving.errors import EngineOverloaded
 from tests.integration.conftest import MAX_RANK, complete
+from tests.integration.engine_support import filled_to_capacity
 
 pytest.importorskip("vllm")
 
@@ -87,28 +88,22 @@ async def test_greedy_output_matches_hf_in_float32(vllm_engine, hf_engine, make_
 
 async def test_adapter_validation_sees_the_same_modules_as_hf(vllm_engine, hf_engine):
     # vllm_engine reads the shapes from a meta-device model, hf from the loaded one.
-    assert dict(vllm_engine._facts.module_shapes) == hf_engine._module_shapes
+    assert dict(vllm_engine.facts.module_shapes) == dict(hf_engine.facts.module_shapes)
 
 
 async def test_resident_adapters_are_bounded_by_max_cpu_loras(vllm_engine, make_adapter):
-    await vllm_engine.load_adapter("l1", make_adapter("a", seed=1))
-    await vllm_engine.load_adapter("l2", make_adapter("b", seed=2))
-    try:
-        with pytest.raises(AdapterLimitReached, match="max_cpu_loras=2"):
-            await vllm_engine.load_adapter("l3", make_adapter("c", seed=3))
-        assert vllm_engine.loaded_adapters() == ["l1", "l2"]
+    assert vllm_engine.adapter_capacity == vllm_engine.config.max_cpu_loras == 2
+    async with filled_to_capacity(vllm_engine, make_adapter, "max_cpu_loras") as names:
+        assert names == ["l1", "l2"]
         assert await vllm_engine.vllm_lora_ids() == set(vllm_engine.lora_ids().values())
         # max_loras=1: vLLM batches one adapter per step and takes turns; output is unchanged.
         alone = {n: (await complete(vllm_engine, PROMPTS[0], adapter=n))[0] for n in ("l1", "l2")}
         assert alone["l1"] != alone["l2"]
-        names = ["l1", "l2", "l1"]  # max_batch_size=2 + max_queue=1
+        batch = ["l1", "l2", "l1"]  # max_batch_size=2 + max_queue=1
         together = await asyncio.gather(
-            *(complete(vllm_engine, PROMPTS[0], adapter=n) for n in names)
+            *(complete(vllm_engine, PROMPTS[0], adapter=n) for n in batch)
         )
-        assert [text for text, _ in together] == [alone[n] for n in names]
-    finally:
-        await vllm_engine.unload_adapter("l1")
-        await vllm_engine.unload_adapter("l2")
+        assert [text for text, _ in together] == [alone[n] for n in batch]
     assert await vllm_engine.vllm_lora_ids() == set()
 
 
