@@ -2,15 +2,19 @@
 
 Every replica holds the versions the registry wants resident — each tenant's
 live and canary versions and its last few live ones (so a rollback is a
-routing change, not a load) — within an LRU bound. It reconciles at start,
-when an alias-change notification arrives, and periodically.
+routing change, not a load) — within an LRU bound: the engine's
+``adapter_capacity`` (hf: ``max_loras``; vLLM: ``max_cpu_loras``, of which
+vLLM keeps ``max_loras`` on the device). It reconciles at start, when an
+alias-change notification arrives, and periodically.
 
-The swap protocol: fetch the artifact, verify its sha256, let the engine
-validate and load it under its version id, and only then switch the routing
-table (one assignment). A request holds a lease on the version it started
-with, so it finishes there; a version is unloaded only when no lease is held
-and the registry no longer wants it. A version that fails to load is reported
-to the registry as failed and the previous routing stays.
+The swap protocol: fetch the artifact (its sha256 verified), let the engine
+check it (rank, target modules, base model, shapes), only then make room by
+evicting, load it under its version id, and switch the routing table (one
+assignment). So an adapter that would be refused never evicts a good one. A
+request holds a lease on the version it started with, so it finishes there; a
+version is unloaded only when no lease is held and neither the registry nor
+the routing table wants it. A version that fails to load is reported to the
+registry as failed and the previous routing stays.
 """
 
 from __future__ import annotations
@@ -64,11 +68,18 @@ class AdapterManager:
     """One per replica: resident adapters, the routing table, leases, swap events."""
 
     def __init__(
-        self, engine: Engine, registry: Registry, *, max_resident: int, name: str = "replica"
+        self,
+        engine: Engine,
+        registry: Registry,
+        *,
+        max_resident: int | None = None,
+        name: str = "replica",
     ) -> None:
+        """``max_resident`` lowers the bound below the engine's ``adapter_capacity``."""
         self.engine = engine
         self.registry = registry
-        self.max_resident = max_resident
+        capacity = engine.adapter_capacity
+        self.max_resident = capacity if max_resident is None else min(max_resident, capacity)
         self.name = name
         self.routes: dict[str, TenantRoutes] = {}
         self._wanted: set[str] = set()
@@ -161,7 +172,10 @@ class AdapterManager:
                     routes[version.tenant] = TenantRoutes(
                         version.id, current.canary, current.fraction
                     )
-            self._wanted = loaded
+            # What the routes still point to stays, even if it did not fit the bound.
+            self._wanted = loaded | {
+                v for r in routes.values() for v in (r.live, r.canary) if v is not None
+            }
             if routes != self.routes:
                 self.routes = routes  # the switch: new requests see the new versions from here
                 self.routes_changed_at = time.time()
@@ -180,6 +194,7 @@ class AdapterManager:
     async def _fetch_and_load(self, version) -> None:
         started = time.perf_counter()
         path = await asyncio.to_thread(self.registry.fetch, version)
+        await self.engine.check_adapter(version.id, path)  # before anything is evicted for it
         await self._make_room()
         await self.engine.load_adapter(version.id, path)
         self._last_used[version.id] = time.monotonic()

@@ -11,10 +11,12 @@ import asyncio
 import pytest
 import pytest_asyncio
 
+from serving.adapters import AdapterManager
 from serving.engines import EngineConfig, GenerationRequest, SamplingParams
 from serving.errors import EngineOverloaded
 from tests.integration.conftest import MAX_RANK, complete
 from tests.integration.engine_support import filled_to_capacity
+from tests.integration.registry_support import LocalRegistry
 
 pytest.importorskip("vllm")
 
@@ -105,6 +107,34 @@ async def test_resident_adapters_are_bounded_by_max_cpu_loras(vllm_engine, make_
         )
         assert [text for text, _ in together] == [alone[n] for n in batch]
     assert await vllm_engine.vllm_lora_ids() == set()
+
+
+async def test_the_manager_keeps_max_cpu_loras_resident_not_max_loras(
+    vllm_engine, make_adapter, tmp_path
+):
+    # max_loras=1 device slot, max_cpu_loras=2 in host memory: both tenants stay resident.
+    registry = LocalRegistry.create(tmp_path)
+    manager = AdapterManager(vllm_engine, registry.view)
+    assert manager.max_resident == 2
+    live = {}
+    for tenant, seed in (("acme", 61), ("beta", 62)):
+        live[tenant] = registry.register(make_adapter(f"cpu-{tenant}", seed=seed), tenant=tenant)
+        registry.promote(live[tenant])
+    await manager.reconcile()
+    try:
+        assert sorted(vllm_engine.loaded_adapters()) == sorted(live.values())
+        assert not manager.failed and not [s for s in manager.swaps if s["event"] == "unloaded"]
+        texts = {}
+        for tenant, version in live.items():
+            assert await manager.acquire(tenant, "live", "u", None) == version
+            try:
+                texts[tenant] = (await complete(vllm_engine, PROMPTS[0], adapter=version))[0]
+            finally:
+                manager.release(version)
+        assert texts["acme"] != texts["beta"]
+    finally:
+        for version in live.values():
+            await vllm_engine.unload_adapter(version)
 
 
 async def test_every_load_gets_a_new_lora_id_and_unload_removes_it(vllm_engine, make_adapter):
