@@ -25,102 +25,20 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from pydantic import BaseModel, Field
-
 from feedback.keys import RedisKeys
 from feedback.sink import async_client
 from feedback.source import FeedbackEntry, FeedbackSource, SourceConfig, join_interactions
-from learner.canary import CanaryPolicy
+from learner.config import CRASH_POINTS, LearnerConfig
 from learner.curate import curate
 from learner.errors import IncompatibleParent, NothingToTrain
 from learner.examples import Example, load_from_adapter, save_with_adapter
-from learner.gate import GateConfig, evaluate
+from learner.gate import evaluate
 from learner.train import TrainConfig, preload, train_adapter
-from storage import (
-    ArtifactStore,
-    get_alias,
-    get_version,
-    list_versions,
-    promote,
-    record_gate,
-    register_candidate,
-    start_canary,
-    stop_canary,
-    trained_stream_ids,
-)
+from learner.versions import auto_promote, carried_examples, live_version
+from storage import ArtifactStore, record_gate, register_candidate, trained_stream_ids
 
+__all__ = ["CRASH_POINTS", "Learner", "LearnerConfig"]  # LearnerConfig lives in learner.config
 logger = logging.getLogger(__name__)
-#: Where a test may ask the learner to die (crash-safety tests).
-CRASH_POINTS = ("after_read", "after_train", "after_commit")
-
-
-class LearnerConfig(BaseModel):
-    """When rounds run and how they train, gate and publish."""
-
-    min_new_examples: int = Field(
-        default=16, ge=1, description="Feedback events that start a round at once."
-    )
-    min_round_examples: int = Field(
-        default=4, ge=1, description="Feedback events that start a round once no new one "
-        "has arrived for settle_s (users paused): enough for the gate to judge.",
-    )
-    settle_s: float = Field(
-        default=10.0, ge=0, description="Quiet time after the last event before a round "
-        "starts with fewer than min_new_examples.",
-    )
-    max_interval_s: float = Field(
-        default=300.0,
-        gt=0,
-        description="A round also starts this long after the last one if at least one event waits.",
-    )
-    per_user_cap: int = Field(
-        default=50, ge=1, description="Most examples one user may contribute to a round."
-    )
-    holdout_fraction: float = Field(
-        default=0.1, ge=0, le=0.9, description="Share of a round's new feedback kept out of "
-        "training for the gate; the next round trains on it.",
-    )
-    replay_fraction: float = Field(
-        default=0.5,
-        ge=0,
-        le=10,
-        description="Examples the live version was trained on mixed in, as a share of the "
-        "round's own.",
-    )
-    max_carried: int = Field(
-        default=512, ge=0, description="Most not-yet-live examples a round carries over "
-        "from the tenant's last candidate (the newest are kept).",
-    )
-    retries: int = Field(
-        default=1, ge=0, le=5, description="Times a round retrains (another seed, twice the "
-        "anchor weight, 3/4 of the learning rate) when only the regression set failed its gate.",
-    )
-    train: TrainConfig = Field(default_factory=TrainConfig)
-    gate: GateConfig = Field(default_factory=GateConfig)
-    canary_fraction: float = Field(
-        default=0.1,
-        gt=0,
-        lt=1,
-        description="Traffic of a canary the learner starts (gate.auto_promote = canary).",
-    )
-    regression_set: str | None = Field(
-        default=None, description="JSONL regression set the gate checks (learner.gate).")
-    canary: CanaryPolicy = Field(
-        default_factory=CanaryPolicy,
-        description="When the canary controller promotes or rolls back a running canary.",
-    )
-    canary_interval_s: float = Field(
-        default=30.0, gt=0, description="How often the learner looks at running canaries."
-    )
-    claim_idle_ms: int = Field(
-        default=30_000,
-        ge=100,
-        description="A pending entry idle this "
-        "long is taken over (a restarted learner resumes after it).",
-    )
-    crash_at: str | None = Field(
-        default=None, description=f"Tests only: die at this point ({', '.join(CRASH_POINTS)})."
-    )
 
 
 class Learner:
@@ -246,13 +164,15 @@ class Learner:
         await self.source.touch([e.stream_id for e in entries])  # keep them ours while we work
         joined = await join_interactions(self.client, self.keys, entries)
 
-        parent = self._live(tenant)
+        parent = live_version(self.sessions, tenant)
         parent_dir = None
         if parent is not None:  # warm start, gate reference and replay pool
             parent_dir = await asyncio.to_thread(
                 self.artifacts.load, parent.artifact_uri, sha256=parent.artifact_sha256
             )
-        carried, carried_from = await asyncio.to_thread(self._carried, tenant, parent)
+        carried, carried_from = await asyncio.to_thread(
+            carried_examples, self.sessions, self.artifacts, tenant, parent,
+            limit=self.config.max_carried)
         timings["read_s"] = time.perf_counter() - clock
 
         clock = time.perf_counter()
@@ -379,56 +299,15 @@ class Learner:
             )
         outcome = "rejected: " + "; ".join(verdict.reasons) if not verdict.passed else "gated"
         if verdict.passed and verdict.auto_promote != "off":
-            outcome = self._auto_promote(tenant, version.id, verdict.auto_promote, parent)
+            outcome = auto_promote(
+                self.sessions, tenant=tenant, version_id=version.id,
+                policy=verdict.auto_promote, parent=parent,
+                canary_fraction=self.config.canary_fraction, notifier=self.notifier)
+            if verdict.auto_promote == "canary":
+                self.canary_started = True  # the actor looks at it at once
         timings["publish_s"] = time.perf_counter() - clock
         self.status["last_version"] = version.id
         return {"version": version.id, "outcome": outcome, "metrics": metrics}
-
-    def _auto_promote(self, tenant: str, version_id: str, policy: str, parent) -> str:
-        with self.sessions() as session:
-            if policy == "canary":
-                canary = get_alias(session, tenant=tenant, alias="canary")
-                if canary is not None:  # this candidate holds the running canary's data too
-                    stop_canary(session, tenant=canary.tenant, actor="learner",
-                                reason=f"superseded by {version_id}, trained on its data "
-                                "and newer feedback", on_alias_change=self.notifier)
-                start_canary(
-                    session,
-                    version_id=version_id,
-                    fraction=self.config.canary_fraction,
-                    actor="learner",
-                    reason="gate passed; auto_promote=canary",
-                    on_alias_change=self.notifier,
-                )
-                self.canary_started = True
-                return f"canary at {self.config.canary_fraction}"
-            promote(
-                session,
-                version_id=version_id,
-                actor="learner",
-                reason=f"gate passed; auto_promote={policy}",
-                expected_live=parent.id if parent else None,
-                on_alias_change=self.notifier,
-            )
-            return "live"
-
-    def _carried(self, tenant: str, live) -> tuple[list[Example], str | None]:
-        """The data of the tenant's newest candidate trained over the live version (or over
-        base), which did not go live: its own examples, held-out ones included."""
-        trained_over = live.id if live else "base"
-        with self.sessions() as session:
-            recent = list_versions(session, tenant=tenant, limit=50)
-        for version in recent:
-            if version.id == trained_over:
-                return [], None  # nothing newer than the live version itself
-            if (version.metrics or {}).get("trained_over") == trained_over \
-                    and version.status not in ("live", "retired", "failed"):
-                directory = self.artifacts.load(version.artifact_uri,
-                                                sha256=version.artifact_sha256)
-                own = [e for e in load_from_adapter(directory) if e.source != "replay"]
-                examples = own + load_from_adapter(directory, "holdout")
-                return examples[-self.config.max_carried:], version.id
-        return [], None
 
     # -- helpers -----------------------------------------------------------------------
     async def _ack(self, stream_ids: set[str]) -> None:
@@ -436,11 +315,6 @@ class Learner:
             await self.source.ack(sorted(stream_ids))
         for stream_id in stream_ids:
             self.waiting.pop(stream_id, None)
-
-    def _live(self, tenant: str):
-        with self.sessions() as session:
-            alias = get_alias(session, tenant=tenant, alias="live")
-            return get_version(session, version_id=alias.version_id) if alias else None
 
     async def _train(self, examples: list[Example], parent_dir, scratch: Path,
                      config: TrainConfig):
