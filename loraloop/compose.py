@@ -14,7 +14,7 @@ async def build_engine(settings: Settings) -> Engine:
     """Resolve the base model, then create and start the configured engine."""
     model_path = resolve_model(settings.model, settings.data_dir)
     name, _reason = choose_engine(settings.engine)
-    engine = engine_class(name)(settings.engine_config(model_path))
+    engine = engine_class(name)(settings.engine_for(model_path))
     await engine.start()
     return engine
 
@@ -25,18 +25,15 @@ def serve_config(settings: Settings, *, redis_url: str, replicas: int | None = N
     ``redis_url`` is the Redis the stack really uses (``loraloop up`` may have
     embedded one); ``replicas`` overrides ``settings.replicas``.
     """
-    from feedback.store import FeedbackConfig
     from serving.api import IngressConfig
     from serving.app import RegistryConfig, ServeConfig
 
     model_path = resolve_model(settings.model, settings.data_dir)
     return ServeConfig(
         engine=settings.engine,
-        engine_config=settings.engine_config(model_path),
+        engine_config=settings.engine_for(model_path),
         ingress=IngressConfig(
-            tenants=settings.tenants,
-            api_keys=settings.api_keys,
-            feedback=FeedbackConfig(strict_durability=settings.feedback_strict),
+            tenants=settings.tenants, api_keys=settings.api_keys, feedback=settings.feedback_config
         ),
         num_replicas=replicas or settings.replicas,
         replica_gpus=settings.replica_gpus,
@@ -98,20 +95,14 @@ def regression_set_path(settings: Settings) -> str | None:
 def learner_spec(settings: Settings, *, redis_url: str | None = None):
     """What the learner needs, from settings (and the running stack's Redis if embedded)."""
     from learner.actor import LearnerSpec
-    from learner.gate import GateConfig
-    from learner.loop import LearnerConfig
-    from learner.train import TrainConfig
-    from loraloop.stack import redis_url_for
+    from loraloop.stack_state import redis_url_for
 
     if redis_url is None:
         redis_url = redis_url_for(settings)
     if not redis_url:
         raise ValueError("the learner needs Redis: set LORALOOP_REDIS_URL or run `loraloop up`")
     policy, _ = auto_promote_policy(settings)
-    train = _given(method=settings.learner_method, learning_rate=settings.learner_learning_rate,
-                   epochs=settings.learner_epochs)
-    rounds = _given(min_new_examples=settings.learner_min_new_examples,
-                    max_interval_s=settings.learner_max_interval_s)
+    config = settings.learner_config
     return LearnerSpec(
         redis_url=redis_url,
         redis_prefix=settings.redis_prefix,
@@ -120,15 +111,8 @@ def learner_spec(settings: Settings, *, redis_url: str | None = None):
         base_model=resolve_model(settings.model, settings.data_dir),
         base_model_name=settings.model,
         data_dir=str(settings.data_dir),
-        config=LearnerConfig(
-            **rounds,
-            train=TrainConfig(**train, rank=settings.learner_lora_rank),
-            gate=GateConfig(auto_promote=policy),
-            regression_set=regression_set_path(settings),
-        ),
+        config=config.model_copy(update={
+            "gate": config.gate.model_copy(update={"auto_promote": policy}),
+            "regression_set": regression_set_path(settings),
+        }),
     )
-
-
-def _given(**values):
-    """The values that are set (a setting left empty keeps the component's default)."""
-    return {name: value for name, value in values.items() if value is not None}

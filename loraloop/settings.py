@@ -1,20 +1,38 @@
 """loraloop's settings: the one place the environment is read.
 
 Every field can be set as ``LORALOOP_<FIELD>`` (for example ``LORALOOP_MODEL``)
-or in a ``.env`` file in the working directory. Components never read the
-environment themselves; the composition root builds their typed sub-configs
-from a ``Settings`` instance and passes them in explicitly.
+or in a ``.env`` file in the working directory (the environment wins over it).
+Components never read the environment themselves; the composition root passes
+each its typed config explicitly.
+
+The configs of the engine, the learner and the feedback store are declared once,
+in their own modules (:class:`~serving.engines.base.EngineConfig`,
+:class:`~learner.config.LearnerConfig`, :class:`~feedback.store.FeedbackConfig`),
+and nested here as sections: ``LORALOOP_<SECTION>__<FIELD>`` sets one field
+(``LORALOOP_ENGINE_CONFIG__MAX_LORAS=4``, ``LORALOOP_LEARNER_CONFIG__TRAIN__EPOCHS=3``,
+``LORALOOP_FEEDBACK_CONFIG__USER_LIMIT=100``), ``LORALOOP_<SECTION>`` a whole
+section as JSON. The short names the README lists (``LORALOOP_MAX_LORAS``) are
+aliases of nested fields (:data:`ALIASES`); a nested name set in the same place
+wins over its alias.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from platformdirs import user_data_dir
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
+from feedback.store import FeedbackConfig
+from learner.config import LearnerConfig
 from serving.auth import ApiKey
 from serving.engines.base import EngineConfig
 
@@ -22,17 +40,71 @@ BUILTIN_TINY = "builtin:tiny"
 BUILTIN_SMOLLM2 = "builtin:smollm2"
 #: Hosts a `loraloop up` on this machine only answers itself on.
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+PREFIX = "LORALOOP_"
+
+#: Short names (``LORALOOP_<NAME>``, or ``Settings(<name>=...)``) -> the nested field they set.
+ALIASES: dict[str, str] = {
+    "dtype": "engine_config.dtype",
+    "max_lora_rank": "engine_config.max_lora_rank",
+    "max_loras": "engine_config.max_loras",
+    "max_cpu_loras": "engine_config.max_cpu_loras",
+    "max_batch_size": "engine_config.max_batch_size",
+    "max_queue": "engine_config.max_queue",
+    "engine_threads": "engine_config.threads",
+    "feedback_strict": "feedback_config.strict_durability",
+    "learner_min_new_examples": "learner_config.min_new_examples",
+    "learner_max_interval_s": "learner_config.max_interval_s",
+    "learner_method": "learner_config.train.method",
+    "learner_learning_rate": "learner_config.train.learning_rate",
+    "learner_epochs": "learner_config.train.epochs",
+    "learner_rank": "learner_config.train.rank",
+}
+#: Nested fields the composition root derives from a setting that has more choices.
+_DERIVED = {
+    "learner_config.gate.auto_promote": "LORALOOP_LEARNER_AUTO_PROMOTE",
+    "learner_config.regression_set": "LORALOOP_LEARNER_REGRESSION_SET",
+}
 
 
 def _default_data_dir() -> Path:
     return Path(user_data_dir("loraloop", appauthor=False))
 
 
+class EngineSettings(EngineConfig):
+    """The engine's section: :class:`EngineConfig` less the base model, which
+    ``LORALOOP_MODEL`` names and the composition root resolves (:meth:`Settings.engine_for`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(default="", exclude=True, description="Not a setting: LORALOOP_MODEL.")
+    model_name: str = Field(default="", exclude=True, description="Not a setting.")
+
+    @field_validator("model", "model_name")
+    @classmethod
+    def _named_by_loraloop_model(cls, value: str, info) -> str:
+        if value:
+            raise ValueError(f"engine_config.{info.field_name} is not a setting: the base model "
+                             "is LORALOOP_MODEL")
+        return value
+
+    @field_validator("max_cpu_loras")
+    @classmethod
+    def _cpu_loras_hold_device_loras(cls, value: int, info) -> int:
+        max_loras = info.data.get("max_loras")
+        if max_loras is not None and value < max_loras:
+            raise ValueError(
+                f"max_cpu_loras ({value}) must be >= max_loras ({max_loras}): "
+                "every adapter on the device also lives in host memory"
+            )
+        return value
+
+
 class Settings(BaseSettings):
     """Configuration of a loraloop installation (see the README's table)."""
 
     model_config = SettingsConfigDict(
-        env_prefix="LORALOOP_",
+        env_prefix=PREFIX,
+        env_nested_delimiter="__",
         env_file=".env",
         extra="ignore",
         validate_default=True,
@@ -54,9 +126,9 @@ class Settings(BaseSettings):
         description="Inference engine: `hf` (transformers + peft, CPU friendly), `vllm` (needs "
         "the `cpu` or `gpu` extra), or `auto` (vllm when installed and usable here, else hf).",
     )
-    dtype: Literal["float32", "bfloat16", "float16"] = Field(
-        default="float32",
-        description="Weights and activations dtype of the engine.",
+    engine_config: EngineSettings = Field(
+        default_factory=EngineSettings,
+        description="The engine's limits and dtype (serving.engines.base.EngineConfig).",
     )
     redis_url: str = Field(
         default="",
@@ -77,34 +149,6 @@ class Settings(BaseSettings):
         default="",
         description="Where adapter artifacts are published: a directory or an fsspec "
         "URL (s3://bucket/prefix). Empty: `adapters/` in the data dir.",
-    )
-    max_lora_rank: int = Field(
-        default=16, ge=1, le=512, description="Largest LoRA rank an engine accepts."
-    )
-    max_loras: int = Field(
-        default=8,
-        ge=1,
-        le=256,
-        description="Adapters resident in the engine at once (vLLM: per batch on the device).",
-    )
-    max_cpu_loras: int = Field(
-        default=16,
-        ge=1,
-        le=1024,
-        description="Adapters kept in host memory by the vLLM engine (>= max_loras).",
-    )
-    max_batch_size: int = Field(
-        default=16, ge=1, le=1024, description="Sequences decoded together in one engine step."
-    )
-    max_queue: int = Field(
-        default=256,
-        ge=1,
-        description="Requests waiting for a batch slot before the engine refuses new ones.",
-    )
-    engine_threads: int = Field(
-        default=0,
-        ge=0,
-        description="CPU threads for the engine's tensor math; 0 keeps torch's default.",
     )
     admin_token: str = Field(
         default="",
@@ -128,18 +172,16 @@ class Settings(BaseSettings):
         description='Users\' API keys as JSON: {"<key>": {"user": "alice", "tenant": "acme"}}. '
         "Empty: auth is off and the request's `user` field names the caller.",
     )
-    feedback_strict: bool = Field(
-        default=False, description="Answer a feedback POST only once it is on disk: WAITAOF on "
-        "Redis >= 7.2, else the server must run appendfsync always (the embedded Redis then "
-        "does). The app refuses to start if the server can do neither.")
+    feedback_config: FeedbackConfig = Field(
+        default_factory=FeedbackConfig,
+        description="Limits and durability of feedback (feedback.store.FeedbackConfig).",
+    )
     learner: bool = Field(default=True, description="`loraloop up` starts the learner.")
-    learner_min_new_examples: int | None = Field(
-        default=None, ge=1, description="Feedback events that start a learning round at once. "
-        "Empty: 16.")
-    learner_max_interval_s: float | None = Field(
-        default=None, gt=0, description="A round also starts this long after the last one if "
-        "at least one feedback event waits. Empty: 300. (A round also starts once 4 events "
-        "wait and users paused for 10 s.)")
+    learner_config: LearnerConfig = Field(
+        default_factory=LearnerConfig,
+        description="When rounds run and how they train and gate (learner.config.LearnerConfig). "
+        "train.rank defaults to 8, or max_lora_rank if smaller.",
+    )
     learner_auto_promote: Literal["auto", "off", "canary", "live"] = Field(
         default="auto",
         description="What the learner does with a version that passes the gate: `canary` (a "
@@ -151,27 +193,25 @@ class Settings(BaseSettings):
         default=False, description="Allow `canary`/`live` auto-promotion while the API is "
         "reachable from other hosts with LORALOOP_API_KEYS empty: anyone who can reach it "
         "can then steer what goes live (docs: the threat model in the README).")
-    learner_method: Literal["anchored", "kto", "sft"] | None = Field(
-        default=None,
-        description="`anchored` (the default): corrections and liked answers as targets, "
-        "disliked answers pushed down, the base model's answers on anchor prompts kept; `kto`: "
-        "thumbs as preferences (TRL); `sft`: liked answers and corrections only (TRL).",
-    )
-    learner_learning_rate: float | None = Field(
-        default=None, gt=0, le=1, description="LoRA learning rate of a round. Empty: the "
-        "method's default (3e-3 for anchored).")
-    learner_epochs: float | None = Field(
-        default=None, gt=0, le=100, description="Passes over a round's examples. Empty: 6.")
-    learner_rank: int | None = Field(
-        default=None, ge=1, le=256, description="LoRA rank of trained adapters, at most "
-        "`max_lora_rank`; empty: 8, or `max_lora_rank` if smaller. A change trains the next "
-        "version fresh instead of warm-starting.")
     learner_regression_set: str = Field(
         default="auto", description="JSONL regression set the gate checks (what the base "
         "model already knew must survive). `auto`: the set shipped for a built-in model "
         "(none for others); `none`: no regression check; else a file path.")
     http_host: str = Field(default="127.0.0.1", description="Address the HTTP API binds to.")
     http_port: int = Field(default=8000, ge=1, le=65535, description="Port of the HTTP API.")
+
+    def __init__(self, **values: Any) -> None:
+        """Keyword arguments may use the short names too: ``Settings(max_loras=4)``."""
+        super().__init__(**_merge(_nested(values), {k: v for k, v in values.items()
+                                                     if k not in ALIASES}))
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings,
+                                   dotenv_settings, file_secret_settings):
+        # Each source's short names rank just below its nested names and above the
+        # next source: the environment beats .env, whichever spelling either uses.
+        return (init_settings, env_settings, _ShortNames(settings_cls, env_settings),
+                dotenv_settings, _ShortNames(settings_cls, dotenv_settings), file_secret_settings)
 
     @field_validator("tenants", mode="before")
     @classmethod
@@ -185,34 +225,27 @@ class Settings(BaseSettings):
                 )
         return value
 
-    @field_validator("max_cpu_loras")
-    @classmethod
-    def _cpu_loras_hold_device_loras(cls, value: int, info) -> int:
-        max_loras = info.data.get("max_loras")
-        if max_loras is not None and value < max_loras:
+    @model_validator(mode="after")
+    def _learner_fits_the_engines(self) -> Settings:
+        for path, setting in _DERIVED.items():
+            *parents, name = path.split(".")
+            owner = self
+            for part in parents:
+                owner = getattr(owner, part)
+            if name in owner.model_fields_set:
+                raise ValueError(f"{path} is derived from {setting}: set {setting} instead")
+        train, max_rank = self.learner_config.train, self.engine_config.max_lora_rank
+        if "rank" in train.model_fields_set and train.rank > max_rank:
             raise ValueError(
-                f"max_cpu_loras ({value}) must be >= max_loras ({max_loras}): "
-                "every adapter on the device also lives in host memory"
+                f"learner_rank ({train.rank}; learner_config.train.rank) must be <= "
+                f"max_lora_rank ({max_rank}): the replicas refuse adapters of a higher rank"
             )
-        return value
-
-    @field_validator("learner_rank")
-    @classmethod
-    def _rank_fits_the_engines(cls, value: int | None, info) -> int | None:
-        max_rank = info.data.get("max_lora_rank")
-        if value is not None and max_rank is not None and value > max_rank:
-            raise ValueError(
-                f"learner_rank ({value}) must be <= max_lora_rank ({max_rank}): the replicas "
-                "refuse adapters of a higher rank"
-            )
-        return value
+        if train.rank > max_rank:  # the default rank follows the engines' limit
+            self.learner_config = self.learner_config.model_copy(
+                update={"train": train.model_copy(update={"rank": max_rank})})
+        return self
 
     # -- derived values -------------------------------------------------------
-    @property
-    def learner_lora_rank(self) -> int:
-        """The rank the learner trains (``learner_rank``, or its default)."""
-        return self.learner_rank or min(8, self.max_lora_rank)
-
     @property
     def reachable_from_other_hosts(self) -> bool:
         """Whether the HTTP API binds beyond this machine."""
@@ -228,16 +261,67 @@ class Settings(BaseSettings):
         """The artifact store's root, defaulting to ``adapters/`` in the data dir."""
         return self.artifacts_url or str(self.data_dir / "adapters")
 
-    def engine_config(self, model_path: str | Path) -> EngineConfig:
-        """The engine's sub-config, for a base model already resolved to a path or id."""
-        return EngineConfig(
-            model=str(model_path),
-            model_name=self.model,
-            dtype=self.dtype,
-            max_lora_rank=self.max_lora_rank,
-            max_loras=self.max_loras,
-            max_cpu_loras=self.max_cpu_loras,
-            max_batch_size=self.max_batch_size,
-            max_queue=self.max_queue,
-            threads=self.engine_threads,
-        )
+    def engine_for(self, model_path: str | Path) -> EngineConfig:
+        """The engine's config, for the base model resolved to a path or id."""
+        return EngineConfig(model=str(model_path), model_name=self.model,
+                            **self.engine_config.model_dump())
+
+
+def setting_path(variable: str) -> str | None:
+    """The field an environment variable sets (``LORALOOP_MAX_LORAS`` ->
+    ``engine_config.max_loras``, ``LORALOOP_LEARNER_CONFIG__TRAIN__SEED`` ->
+    ``learner_config.train.seed``), or ``None`` if it is no setting."""
+    if not variable.upper().startswith(PREFIX):
+        return None
+    name = variable[len(PREFIX):].lower()
+    if name in ALIASES:
+        return ALIASES[name]
+    model: Any = Settings
+    for part in name.split("__"):
+        field = model.model_fields.get(part) if model is not None else None
+        if field is None or field.exclude:
+            return None
+        annotation = field.annotation
+        model = annotation if isinstance(annotation, type) and issubclass(
+            annotation, BaseModel) else None
+    return name.replace("__", ".")
+
+
+class _ShortNames(PydanticBaseSettingsSource):
+    """The short names (:data:`ALIASES`) among the variables another source read."""
+
+    def __init__(self, settings_cls, source) -> None:
+        super().__init__(settings_cls)
+        self.variables: Mapping[str, str | None] = source.env_vars  # lower-cased names
+
+    def get_field_value(self, field, field_name):  # unused: __call__ reads every alias
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        prefix = PREFIX.lower()
+        return _nested({name: self.variables[prefix + name] for name in ALIASES
+                        if self.variables.get(prefix + name) is not None})
+
+
+def _nested(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The short names among ``values``, as nested dicts: ``{"max_loras": 4}`` ->
+    ``{"engine_config": {"max_loras": 4}}``."""
+    nested: dict[str, Any] = {}
+    for name, value in values.items():
+        if name in ALIASES:
+            *parents, leaf = ALIASES[name].split(".")
+            node = nested
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = value
+    return nested
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` updated with ``over``, dicts merged key by key (``over`` wins)."""
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            value = _merge(merged[key], value)
+        merged[key] = value
+    return merged

@@ -8,63 +8,20 @@ tells `loraloop status` and `loraloop down` what runs where.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
 import threading
 import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
 
-from loraloop.compose import auto_promote_policy, serve_config
+from loraloop.compose import auto_promote_policy, learner_spec, serve_config
 from loraloop.settings import Settings
+from loraloop.stack_state import StackState, redis_url_for
+
+__all__ = ["Stack", "StackState", "describe", "redis_url_for", "run_foreground", "try_it",
+           "wait_until_ready"]  # StackState and redis_url_for live in loraloop.stack_state
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class StackState:
-    """What `up` started, written to ``<data_dir>/run/stack.json``."""
-
-    pid: int
-    http_url: str
-    redis_url: str
-    redis_embedded: bool
-    database_url: str
-    ray_address: str
-    replicas: int
-    engine: str
-    model: str
-    learner: bool = False
-    promotion: str = ""  #: what happens to a version that passes the gate, and why
-
-    @staticmethod
-    def path(data_dir: Path) -> Path:
-        return Path(data_dir) / "run" / "stack.json"
-
-    def save(self, data_dir: Path) -> None:
-        path = self.path(data_dir)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2))
-        os.replace(tmp, path)
-
-    @classmethod
-    def load(cls, data_dir: Path) -> StackState | None:
-        try:
-            return cls(**json.loads(cls.path(data_dir).read_text()))
-        except (FileNotFoundError, json.JSONDecodeError, TypeError):
-            return None
-
-
-def redis_url_for(settings: Settings) -> str:
-    """The Redis to use: the configured one, else that of a stack `loraloop up` runs on
-    this data dir (its embedded server), else ``""``."""
-    if settings.redis_url:
-        return settings.redis_url
-    state = StackState.load(settings.data_dir)
-    return state.redis_url if state is not None else ""
 
 
 class Stack:
@@ -85,7 +42,7 @@ class Stack:
         if not redis_url:
             from feedback.redis_server import EmbeddedRedis
 
-            fsync = "always" if settings.feedback_strict else "everysec"
+            fsync = "always" if settings.feedback_config.strict_durability else "everysec"
             self._redis = EmbeddedRedis(settings.data_dir, appendfsync=fsync).start()
             redis_url = self._redis.url
         logger.info("redis at %s", redis_url)
@@ -106,7 +63,6 @@ class Stack:
         serve.run(build_app(config), name="loraloop", route_prefix="/")
         if settings.learner:
             from learner.actor import start_actor
-            from loraloop.compose import learner_spec
 
             start_actor(learner_spec(settings, redis_url=redis_url))
         return StackState(

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from loraloop.settings import Settings
+from loraloop.settings import ALIASES, Settings, setting_path
+
+SECTIONS = {"engine_config", "feedback_config", "learner_config"}
 
 
 @pytest.fixture(autouse=True)
@@ -39,7 +41,7 @@ def test_environment_overrides_with_prefix(monkeypatch, tmp_path):
     settings = Settings()
     assert settings.data_dir == Path(tmp_path / "d")
     assert settings.engine == "vllm"
-    assert settings.max_lora_rank == 32
+    assert settings.engine_config.max_lora_rank == 32
     assert settings.sqlalchemy_url == "postgresql+psycopg://u@h/db"
 
 
@@ -71,7 +73,7 @@ def test_bad_values_are_refused_naming_the_field(monkeypatch, name, value, messa
 
 def test_engine_config_carries_the_limits(tmp_path):
     settings = Settings(max_lora_rank=4, max_loras=2, max_batch_size=3)
-    config = settings.engine_config(tmp_path)
+    config = settings.engine_for(tmp_path)
     assert (config.model, config.model_name) == (str(tmp_path), "builtin:smollm2")
     assert (config.max_lora_rank, config.max_loras, config.max_batch_size) == (4, 2, 3)
 
@@ -93,8 +95,126 @@ def test_only_settings_reads_the_environment():
 
 def test_readme_documents_every_setting():
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    missing = [name for name in Settings.model_fields if f"`LORALOOP_{name.upper()}`" not in readme]
+    names = [f"{name.upper()}__" if name in SECTIONS else f"{name.upper()}`"
+             for name in [*Settings.model_fields, *ALIASES]]  # a section: its nested form
+    missing = [name for name in names if f"`LORALOOP_{name}" not in readme]
     assert missing == []
+
+
+#: Every name of the README's table: a value unlike the default, and where it lands.
+README_NAMES = {
+    "LORALOOP_DATA_DIR": ("/srv/loraloop", "data_dir", Path("/srv/loraloop")),
+    "LORALOOP_MODEL": ("builtin:tiny", "model", "builtin:tiny"),
+    "LORALOOP_ENGINE": ("vllm", "engine", "vllm"),
+    "LORALOOP_DTYPE": ("bfloat16", "engine_config.dtype", "bfloat16"),
+    "LORALOOP_REDIS_URL": ("redis://h:1/2", "redis_url", "redis://h:1/2"),
+    "LORALOOP_REDIS_PREFIX": ("pfx", "redis_prefix", "pfx"),
+    "LORALOOP_DATABASE_URL": ("sqlite:///x.db", "database_url", "sqlite:///x.db"),
+    "LORALOOP_ARTIFACTS_URL": ("s3://b/p", "artifacts_url", "s3://b/p"),
+    "LORALOOP_MAX_LORA_RANK": ("32", "engine_config.max_lora_rank", 32),
+    "LORALOOP_MAX_LORAS": ("3", "engine_config.max_loras", 3),
+    "LORALOOP_MAX_CPU_LORAS": ("40", "engine_config.max_cpu_loras", 40),
+    "LORALOOP_MAX_BATCH_SIZE": ("5", "engine_config.max_batch_size", 5),
+    "LORALOOP_MAX_QUEUE": ("7", "engine_config.max_queue", 7),
+    "LORALOOP_ENGINE_THREADS": ("2", "engine_config.threads", 2),
+    "LORALOOP_ADMIN_TOKEN": ("tok", "admin_token", "tok"),
+    "LORALOOP_TENANTS": ("a, b", "tenants", ["a", "b"]),
+    "LORALOOP_REPLICAS": ("3", "replicas", 3),
+    "LORALOOP_REPLICA_GPUS": ("1", "replica_gpus", 1.0),
+    "LORALOOP_API_KEYS": ('{"k": {"user": "u", "tenant": "a"}}', "api_keys.k.user", "u"),
+    "LORALOOP_FEEDBACK_STRICT": ("true", "feedback_config.strict_durability", True),
+    "LORALOOP_LEARNER": ("false", "learner", False),
+    "LORALOOP_LEARNER_MIN_NEW_EXAMPLES": ("64", "learner_config.min_new_examples", 64),
+    "LORALOOP_LEARNER_MAX_INTERVAL_S": ("600", "learner_config.max_interval_s", 600.0),
+    "LORALOOP_LEARNER_AUTO_PROMOTE": ("live", "learner_auto_promote", "live"),
+    "LORALOOP_LEARNER_TRUST_ANONYMOUS_FEEDBACK": (
+        "true", "learner_trust_anonymous_feedback", True),
+    "LORALOOP_LEARNER_METHOD": ("kto", "learner_config.train.method", "kto"),
+    "LORALOOP_LEARNER_LEARNING_RATE": ("0.01", "learner_config.train.learning_rate", 0.01),
+    "LORALOOP_LEARNER_EPOCHS": ("3", "learner_config.train.epochs", 3.0),
+    "LORALOOP_LEARNER_RANK": ("4", "learner_config.train.rank", 4),
+    "LORALOOP_LEARNER_REGRESSION_SET": ("none", "learner_regression_set", "none"),
+    "LORALOOP_HTTP_HOST": ("0.0.0.0", "http_host", "0.0.0.0"),
+    "LORALOOP_HTTP_PORT": ("9000", "http_port", 9000),
+}
+
+
+def _at(settings, path: str):
+    value = settings
+    for part in path.split("."):
+        value = value[part] if isinstance(value, dict) else getattr(value, part)
+    return value
+
+
+def test_every_name_in_the_readme_table_is_tested():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    listed = set(re.findall(r"^\| `(LORALOOP_[A-Z_]+)`", readme, flags=re.MULTILINE))
+    assert listed and listed - set(README_NAMES) == set()
+
+
+@pytest.mark.parametrize("where", ["environment", ".env"])
+@pytest.mark.parametrize("name", sorted(README_NAMES))
+def test_every_readme_name_sets_its_field(monkeypatch, tmp_path, name, where):
+    text, path, expected = README_NAMES[name]
+    # The value differs from the default, so what the name set is what is seen below.
+    assert path.startswith("api_keys") or _at(Settings(), path) != expected
+    if where == "environment":
+        monkeypatch.setenv(name, text)
+    else:
+        (tmp_path / ".env").write_text(f"{name}='{text}'\n")
+    assert _at(Settings(), path) == expected
+    assert setting_path(name) == path.removesuffix(".k.user")
+
+
+def test_nested_names_set_every_field_of_a_section(monkeypatch, tmp_path, tiny_model_dir):
+    from loraloop.compose import learner_spec, serve_config
+
+    monkeypatch.setenv("LORALOOP_FEEDBACK_CONFIG__USER_LIMIT", "5")
+    monkeypatch.setenv("LORALOOP_LEARNER_CONFIG__TRAIN__SEED", "3")
+    monkeypatch.setenv("LORALOOP_LEARNER_CONFIG__SETTLE_S", "2.5")
+    monkeypatch.setenv("LORALOOP_ENGINE_CONFIG", '{"max_queue": 9}')
+    settings = Settings(data_dir=tmp_path, model=str(tiny_model_dir))
+    serve = serve_config(settings, redis_url="redis://127.0.0.1:6379/0")
+    assert serve.ingress.feedback.user_limit == 5 and serve.engine_config.max_queue == 9
+    learner = learner_spec(settings, redis_url="redis://127.0.0.1:6379/0").config
+    assert (learner.train.seed, learner.settle_s) == (3, 2.5)
+    assert setting_path("LORALOOP_LEARNER_CONFIG__TRAIN__SEED") == "learner_config.train.seed"
+    assert setting_path("LORALOOP_ENGINE_CONFIG__MODEL") is None  # LORALOOP_MODEL names it
+    assert setting_path("LORALOOP_NO_SUCH_THING") is None and setting_path("HOME") is None
+
+
+def test_the_environment_beats_dotenv_and_a_nested_name_beats_its_alias(monkeypatch, tmp_path):
+    (tmp_path / ".env").write_text("LORALOOP_ENGINE_CONFIG__MAX_LORAS=2\nLORALOOP_MAX_QUEUE=5\n")
+    monkeypatch.setenv("LORALOOP_MAX_LORAS", "4")
+    assert Settings().engine_config.max_loras == 4  # environment (alias) over .env (nested)
+    assert Settings().engine_config.max_queue == 5  # .env alone
+    monkeypatch.setenv("LORALOOP_ENGINE_CONFIG__MAX_LORAS", "6")
+    assert Settings().engine_config.max_loras == 6  # nested over alias, same source
+    assert Settings(max_loras=3).engine_config.max_loras == 3  # arguments over both
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("LORALOOP_ENGINE_CONFIG__MAX_LORA", "3", "Extra inputs are not permitted"),
+        ("LORALOOP_ENGINE_CONFIG__MODEL", "/models/x", "the base model is LORALOOP_MODEL"),
+        ("LORALOOP_FEEDBACK_CONFIG__USER_LIMIT", "0", "greater than or equal to 1"),
+        ("LORALOOP_LEARNER_CONFIG__GATE__AUTO_PROMOTE", "live",
+         "set LORALOOP_LEARNER_AUTO_PROMOTE instead"),
+        ("LORALOOP_LEARNER_CONFIG__REGRESSION_SET", "/x.jsonl",
+         "set LORALOOP_LEARNER_REGRESSION_SET instead"),
+        ("LORALOOP_LEARNER_CONFIG__TRAIN__RANK", "32", "must be <= max_lora_rank (16)"),
+    ],
+)
+def test_bad_nested_values_are_refused(monkeypatch, name, value, message):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError, match=re.escape(message)):
+        Settings()
+
+
+def test_the_default_learner_rank_follows_the_engines_limit():
+    assert Settings().learner_config.train.rank == 8
+    assert Settings(max_lora_rank=4).learner_config.train.rank == 4
 
 
 def test_auto_engine_names_its_choice_and_reason():
