@@ -27,6 +27,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from feedback.connections import field, text
 from feedback.events import hash_user
 from feedback.keys import RedisKeys
 
@@ -46,14 +47,6 @@ class ForgetSummary:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes | bytearray) else str(value)
-
-
-def _field(fields: dict[Any, Any], name: str) -> Any:
-    return fields.get(name.encode(), fields.get(name))
 
 
 def _event_user(raw: Any, user: str) -> bool:
@@ -76,14 +69,14 @@ async def _entries(client: aioredis.Redis, stream: str,
     while True:
         batch = await client.xrange(stream, min=start, max="+", count=page)
         for entry_id, fields in batch:
-            yield _text(entry_id), fields
+            yield text(entry_id), fields
         if len(batch) < page:
             return
-        start = f"({_text(batch[-1][0])}"
+        start = f"({text(batch[-1][0])}"
 
 
 async def _scan(client: aioredis.Redis, pattern: str, page: int) -> list[str]:
-    return [_text(k) async for k in client.scan_iter(match=pattern, count=page)]
+    return [text(k) async for k in client.scan_iter(match=pattern, count=page)]
 
 
 async def _delete_entries(client: aioredis.Redis, stream: str, ids: list[str],
@@ -91,7 +84,7 @@ async def _delete_entries(client: aioredis.Redis, stream: str, ids: list[str],
     if not ids:
         return
     try:
-        groups = [_text(g["name"]) for g in await client.xinfo_groups(stream)]
+        groups = [text(g["name"]) for g in await client.xinfo_groups(stream)]
     except ResponseError:
         groups = []
     for i in range(0, len(ids), page):
@@ -116,10 +109,10 @@ async def forget_user(client: aioredis.Redis, keys: RedisKeys, user: str, *,
 
     interaction_stream_ids = []
     async for entry_id, fields in _entries(client, keys.interactions_stream, page_size):
-        if _event_user(_field(fields, "event"), user_hash):
+        if _event_user(field(fields, "event"), user_hash):
             interaction_stream_ids.append(entry_id)
-            if _field(fields, "id") is not None:
-                interaction_ids.add(_text(_field(fields, "id")))
+            if field(fields, "id") is not None:
+                interaction_ids.add(text(field(fields, "id")))
 
     candidates = await _scan(client, keys.interaction_pattern(), page_size)
     for i in range(0, len(candidates), page_size):
@@ -134,16 +127,16 @@ async def forget_user(client: aioredis.Redis, keys: RedisKeys, user: str, *,
 
     feedback_stream_ids = []
     async for entry_id, fields in _entries(client, keys.feedback_stream, page_size):
-        owner = _field(fields, "user")
-        if (_text(owner) == user_hash if owner is not None
-                else _event_user(_field(fields, "event"), user_hash)):
+        owner = field(fields, "user")
+        if (text(owner) == user_hash if owner is not None
+                else _event_user(field(fields, "event"), user_hash)):
             feedback_stream_ids.append(entry_id)
 
     dead_letter_ids = []
     async for entry_id, fields in _entries(client, keys.dead_letter_stream, page_size):
-        owner = _field(fields, "user")
-        if (owner is not None and _text(owner) == user_hash) or _event_user(
-                _field(fields, "field:event"), user_hash):
+        owner = field(fields, "user")
+        if (owner is not None and text(owner) == user_hash) or _event_user(
+                field(fields, "field:event"), user_hash):
             dead_letter_ids.append(entry_id)
 
     for interaction_id in interaction_ids:

