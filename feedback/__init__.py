@@ -1,12 +1,17 @@
-"""Event schemas, Redis names, interaction logging (the sink), the feedback store and the
-learner's stream reader (the source), PII redaction, user deletion and the embedded Redis.
+"""Event schemas, Redis names and clients, interaction logging (the sink), the feedback
+store and the learner's stream reader (the source), PII redaction, user deletion and the
+embedded Redis.
 
-Only this package imports redis. See ``feedback.sink`` for the logging contract
+Only this package imports redis: ``feedback.connections`` builds every Redis client of
+loraloop (the registry's alias notifications, ``storage.alias_events``, use it too) and
+``feedback.keys`` names every key. See ``feedback.sink`` for the logging contract
 (never blocks, bounded, counted), ``feedback.store`` for recording feedback (and
 which error means which HTTP status), ``feedback.source`` for the consumer-group
-semantics, and ``feedback.keys`` for every Redis name.
+semantics, and ``feedback.interactions`` / ``feedback.rounds`` for the learner's reads.
 """
 
+from feedback.connections import REDIS_ERRORS, async_client, redact_url, sync_client
+from feedback.durability import durability_mode
 from feedback.errors import (
     DurabilityUnavailable,
     EmbeddedRedisError,
@@ -28,6 +33,7 @@ from feedback.events import (
     FEEDBACK_SCHEMA_VERSION,
     INTERACTION_SCHEMA_VERSION,
     Feedback,
+    FeedbackEntry,
     Interaction,
     Message,
     Mode,
@@ -37,6 +43,7 @@ from feedback.events import (
     normalize_rating,
 )
 from feedback.forget import ForgetSummary, forget_user
+from feedback.interactions import get_interaction, join_interactions, read_interactions
 from feedback.keys import RedisKeys
 from feedback.redact import (
     PresidioRedactor,
@@ -47,30 +54,17 @@ from feedback.redact import (
     redact_text,
 )
 from feedback.redis_server import EmbeddedRedis, redis_server_binary, redis_version, version_tuple
-from feedback.sink import (
-    InteractionSink,
-    SinkConfig,
-    SinkStats,
-    async_client,
-    get_interaction,
-    read_interactions,
-)
-from feedback.source import (
-    FeedbackEntry,
-    FeedbackSource,
-    RoundSelection,
-    SourceConfig,
-    SourceStats,
-    join_interactions,
-    select_for_round,
-)
-from feedback.store import FeedbackConfig, FeedbackStore, durability_mode
+from feedback.rounds import RoundSelection, select_for_round
+from feedback.sink import InteractionSink, SinkConfig, SinkStats
+from feedback.source import FeedbackSource, SourceConfig, SourceStats
+from feedback.store import FeedbackConfig, FeedbackStore
 
 __all__ = [
     "ANONYMOUS_USER",
     "BASE_VERSION",
     "FEEDBACK_SCHEMA_VERSION",
     "INTERACTION_SCHEMA_VERSION",
+    "REDIS_ERRORS",
     "DurabilityUnavailable",
     "EmbeddedRedis",
     "EmbeddedRedisError",
@@ -117,8 +111,10 @@ __all__ = [
     "read_interactions",
     "redact_interaction",
     "redact_text",
+    "redact_url",
     "redis_server_binary",
     "redis_version",
     "select_for_round",
+    "sync_client",
     "version_tuple",
 ]

@@ -9,6 +9,7 @@ interactions stream (what the learner reads). Every event carries
 know *before* validating any field, so a reader never half-parses a newer
 event, and it raises :class:`~feedback.errors.InvalidEvent` (a ``ValueError``)
 for anything malformed, so a consumer can dead-letter poison entries.
+:class:`FeedbackEntry` is a Feedback as the learner's reader delivers it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import hashlib
 import json
 import secrets
 import time
-from typing import Any, Literal, TypeVar
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, Self, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -44,7 +46,8 @@ ANONYMOUS_USER = "anonymous"
 
 Mode = Literal["plain", "best_of_n", "refined", "handoff"]
 Rating = Literal[1, -1]
-_Event = TypeVar("_Event", bound=BaseModel)
+_E = TypeVar("_E", bound="_Event")
+_HEX128 = r"^[0-9a-f]{32}$"
 _RATINGS: dict[str, Rating] = {"up": 1, "down": -1, "1": 1, "+1": 1, "-1": -1}
 
 
@@ -88,7 +91,49 @@ class Message(BaseModel):
     name: str | None = Field(default=None, description="Optional participant name.")
 
 
-class Interaction(BaseModel):
+class _Event(BaseModel):
+    """What every event shares: a random id, and a schema version checked on read."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: The event's name in error messages, and the schema version this code reads and writes.
+    KIND: ClassVar[str]
+    SCHEMA_VERSION: ClassVar[int]
+
+    schema_version: int = Field(
+        default=0,  # each event type sets its current version as the default
+        description="Version of this schema; readers refuse versions they do not know.",
+    )
+    id: str = Field(
+        default_factory=new_interaction_id,
+        pattern=_HEX128,
+        description="128-bit random id (32 hex digits). An interaction's is the response id "
+        "and the feedback handle; a feedback's is returned to the client.",
+    )
+
+    @model_validator(mode="after")
+    def _check_version(self) -> Self:
+        if self.schema_version != self.SCHEMA_VERSION:
+            raise ValueError(f"schema_version {self.schema_version} is not the current "
+                             f"version {self.SCHEMA_VERSION}")
+        return self
+
+    def to_json(self) -> str:
+        """The event as compact JSON (what is stored in Redis)."""
+        return self.model_dump_json()
+
+    @classmethod
+    def from_json(cls, data: str | bytes | bytearray) -> Self:
+        """Parse :meth:`to_json` output.
+
+        Raises :class:`~feedback.errors.SchemaVersionError` for another schema
+        version and :class:`~feedback.errors.InvalidEvent` for anything else
+        malformed (both are ``ValueError``).
+        """
+        return _parse(cls, data)
+
+
+class Interaction(_Event):
     """One served answer: what was asked, which exact version answered, and how.
 
     For ``n > 1`` every choice is in ``completions`` (index = choice index) with
@@ -99,17 +144,10 @@ class Interaction(BaseModel):
     :meth:`~feedback.sink.InteractionSink.submit`.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    KIND: ClassVar[str] = "interaction"
+    SCHEMA_VERSION: ClassVar[int] = INTERACTION_SCHEMA_VERSION
 
-    schema_version: int = Field(
-        default=INTERACTION_SCHEMA_VERSION,
-        description="Version of this schema; readers refuse versions they do not know.",
-    )
-    id: str = Field(
-        default_factory=new_interaction_id,
-        pattern=r"^[0-9a-f]{32}$",
-        description="128-bit random id (32 hex digits): the response id and feedback handle.",
-    )
+    schema_version: int = INTERACTION_SCHEMA_VERSION
     tenant: str = Field(min_length=1, description="Tenant the request was served for.")
     user: str = Field(
         default=ANONYMOUS_USER,
@@ -160,11 +198,6 @@ class Interaction(BaseModel):
 
     @model_validator(mode="after")
     def _check_consistency(self) -> Interaction:
-        if self.schema_version != INTERACTION_SCHEMA_VERSION:
-            raise ValueError(
-                f"schema_version {self.schema_version} is not the current version "
-                f"{INTERACTION_SCHEMA_VERSION}"
-            )
         if self.finish_reasons and len(self.finish_reasons) != len(self.completions):
             raise ValueError(
                 f"finish_reasons has {len(self.finish_reasons)} entries but completions has "
@@ -183,23 +216,8 @@ class Interaction(BaseModel):
         """The finish reason of choice 0 (``None`` if not recorded)."""
         return self.finish_reasons[0] if self.finish_reasons else None
 
-    # -- JSON -------------------------------------------------------------------------
-    def to_json(self) -> str:
-        """The event as compact JSON (what is stored in Redis)."""
-        return self.model_dump_json()
 
-    @classmethod
-    def from_json(cls, data: str | bytes | bytearray) -> Interaction:
-        """Parse :meth:`to_json` output.
-
-        Raises :class:`~feedback.errors.SchemaVersionError` for another schema
-        version and :class:`~feedback.errors.InvalidEvent` for anything else
-        malformed (both are ``ValueError``).
-        """
-        return _parse(cls, "interaction", INTERACTION_SCHEMA_VERSION, data)
-
-
-class Feedback(BaseModel):
+class Feedback(_Event):
     """One rating of one interaction by the user who got it (``+1`` up, ``-1`` down).
 
     ``user``, ``tenant`` and ``adapter_version`` are copied from the interaction
@@ -209,20 +227,11 @@ class Feedback(BaseModel):
     this one (``created_at`` orders them; both stay in the stream).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    KIND: ClassVar[str] = "feedback"
+    SCHEMA_VERSION: ClassVar[int] = FEEDBACK_SCHEMA_VERSION
 
-    schema_version: int = Field(
-        default=FEEDBACK_SCHEMA_VERSION,
-        description="Version of this schema; readers refuse versions they do not know.",
-    )
-    id: str = Field(
-        default_factory=new_interaction_id,
-        pattern=r"^[0-9a-f]{32}$",
-        description="128-bit random feedback id (32 hex digits), returned to the client.",
-    )
-    interaction_id: str = Field(
-        pattern=r"^[0-9a-f]{32}$", description="The rated interaction's id."
-    )
+    schema_version: int = FEEDBACK_SCHEMA_VERSION
+    interaction_id: str = Field(pattern=_HEX128, description="The rated interaction's id.")
     rating: Rating = Field(description="+1 (thumbs up) or -1 (thumbs down); "
                            "'up' / 'down' are accepted on input.")
     correction: str | None = Field(
@@ -247,25 +256,19 @@ class Feedback(BaseModel):
     def _normalize_rating(cls, value: object) -> Rating:
         return normalize_rating(value)
 
-    @model_validator(mode="after")
-    def _check_version(self) -> Feedback:
-        if self.schema_version != FEEDBACK_SCHEMA_VERSION:
-            raise ValueError(f"schema_version {self.schema_version} is not the current "
-                             f"version {FEEDBACK_SCHEMA_VERSION}")
-        return self
 
-    def to_json(self) -> str:
-        """The event as compact JSON (what is stored in Redis)."""
-        return self.model_dump_json()
+@dataclass(frozen=True)
+class FeedbackEntry:
+    """One parsed feedback stream entry, as delivered to a consumer (``feedback.source``)."""
 
-    @classmethod
-    def from_json(cls, data: str | bytes | bytearray) -> Feedback:
-        """Parse :meth:`to_json` output; errors as :meth:`Interaction.from_json`."""
-        return _parse(cls, "feedback", FEEDBACK_SCHEMA_VERSION, data)
+    stream_id: str
+    feedback: Feedback
+    deliveries: int  #: times delivered so far, this one included
 
 
-def _parse(cls: type[_Event], kind: str, version: int, data: str | bytes | bytearray) -> _Event:
+def _parse(cls: type[_E], data: str | bytes | bytearray) -> _E:
     """Refuse another schema version *before* validating any field, then validate."""
+    kind, version = cls.KIND, cls.SCHEMA_VERSION
     try:
         raw = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:

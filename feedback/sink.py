@@ -31,12 +31,16 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError
 
+from feedback.connections import async_client, redact_url
 from feedback.events import Interaction
+from feedback.interactions import get_interaction, read_interactions
 from feedback.keys import RedisKeys
+
+# Re-exported: they were defined here before feedback.connections / feedback.interactions.
+__all__ = ["InteractionSink", "SinkConfig", "SinkStats", "async_client", "get_interaction",
+           "read_interactions"]
 
 log = logging.getLogger(__name__)
 
@@ -98,21 +102,6 @@ class SinkStats:
         return asdict(self)
 
 
-def async_client(url: str, *, timeout_s: float = 1.0,
-                 connect_timeout_s: float | None = None) -> aioredis.Redis:
-    """An asyncio client with short timeouts and none of redis-py's default retries."""
-    return aioredis.Redis.from_url(url, socket_timeout=timeout_s, retry=Retry(NoBackoff(), 0),
-                                   socket_connect_timeout=connect_timeout_s or timeout_s)
-
-
-def _redact(url: str) -> str:
-    """``url`` without its password, for logs."""
-    scheme, sep, rest = url.partition("://")
-    if sep and "@" in rest:
-        return f"{scheme}://***@{rest.rpartition('@')[2]}"
-    return url
-
-
 @dataclass(slots=True)
 class _Pending:
     event: Any  # an Interaction, or a callable building one
@@ -142,7 +131,7 @@ class InteractionSink:
         self.redis_url = redis_url
         self.keys = keys
         self.config = config or SinkConfig()
-        self._where = _redact(redis_url)
+        self._where = redact_url(redis_url)
         self._buffer: deque[_Pending] = deque()
         self._inflight = 0
         self._client: aioredis.Redis | None = None
@@ -387,33 +376,3 @@ class InteractionSink:
                 if self._write_errors > pending.mark:
                     self._delayed += 1
         return retry, not error_replies
-
-
-# -- readers (tests, ops, the feedback join) -----------------------------------------------
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes | bytearray) else str(value)
-
-
-async def read_interactions(client: aioredis.Redis, keys: RedisKeys, *, count: int = 100,
-                            start: str = "-", end: str = "+") -> list[tuple[str, Interaction]]:
-    """Stream entries ``(entry id, interaction)`` from oldest, at most ``count`` (XRANGE).
-
-    Raises :class:`~feedback.errors.InvalidEvent` for an entry that does not parse.
-    """
-    entries = await client.xrange(keys.interactions_stream, min=start, max=end, count=count)
-    return [(_text(entry_id), Interaction.from_json(fields.get(b"event", fields.get("event", b""))))
-            for entry_id, fields in entries]
-
-
-async def get_interaction(client: aioredis.Redis, keys: RedisKeys,
-                          interaction_id: str) -> Interaction | None:
-    """The stored interaction with this id, or ``None`` if unknown or expired.
-
-    A malformed id (not 32 hex digits) is simply unknown.
-    """
-    try:
-        key = keys.interaction(interaction_id)
-    except ValueError:
-        return None
-    raw = await client.get(key)
-    return None if raw is None else Interaction.from_json(raw)

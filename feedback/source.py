@@ -27,8 +27,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter as _Tally
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -36,9 +35,18 @@ import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import ResponseError
 
+from feedback import connections
+from feedback.connections import stream_id, text
 from feedback.errors import InvalidEvent
-from feedback.events import Feedback, Interaction
+from feedback.events import Feedback, FeedbackEntry
+from feedback.interactions import join_interactions
 from feedback.keys import RedisKeys
+from feedback.rounds import RoundSelection, select_for_round
+
+# Re-exported: the learner's helpers were defined here before feedback.interactions and
+# feedback.rounds, and FeedbackEntry before feedback.events.
+__all__ = ["FeedbackEntry", "FeedbackSource", "RoundSelection", "SourceConfig", "SourceStats",
+           "join_interactions", "select_for_round"]
 
 log = logging.getLogger(__name__)
 
@@ -72,15 +80,6 @@ class SourceConfig(BaseModel):
                                          "is copied into the dead letter up to this size.")
 
 
-@dataclass(frozen=True)
-class FeedbackEntry:
-    """One parsed feedback stream entry, as delivered to this consumer."""
-
-    stream_id: str
-    feedback: Feedback
-    deliveries: int  #: times delivered so far, this one included
-
-
 @dataclass
 class SourceStats:
     """Counters of one :class:`FeedbackSource` (monotonic)."""
@@ -94,15 +93,6 @@ class SourceStats:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes | bytearray) else str(value)
-
-
-def _id_tuple(stream_id: str) -> tuple[int, int]:
-    ms, _, seq = stream_id.partition("-")
-    return int(ms), int(seq or 0)
 
 
 class FeedbackSource:
@@ -176,7 +166,7 @@ class FeedbackSource:
         for _stream, messages in reply or []:
             for entry_id, fields in messages:
                 self.stats.read += 1
-                parsed = self._parse(_text(entry_id), fields, 1)
+                parsed = self._parse(text(entry_id), fields, 1)
                 if parsed is not None:
                     entries.append(parsed)
         return entries
@@ -196,8 +186,8 @@ class FeedbackSource:
                 raise
             self._group_ready = False
             return []
-        self._cursor = _text(reply[0])
-        claimed = [(_text(i), f) for i, f in reply[1] if i is not None]
+        self._cursor = text(reply[0])
+        claimed = [(text(i), f) for i, f in reply[1] if i is not None]
         if len(claimed) < len(reply[1]):
             await self._ack_deleted()
         if not claimed:
@@ -228,7 +218,7 @@ class FeedbackSource:
         """
         reply = await self.client.xreadgroup(self.config.group, self.consumer,
                                              {self.stream: "0"}, count=10_000)
-        gone = [_text(i) for _s, messages in reply or [] for i, f in messages if not f]
+        gone = [text(i) for _s, messages in reply or [] for i, f in messages if not f]
         if gone:
             await self.client.xack(self.stream, self.config.group, *gone)
             log.info("acknowledged %d deleted pending entries of %s", len(gone), self.stream)
@@ -251,7 +241,7 @@ class FeedbackSource:
         if size > self.config.max_entry_bytes:
             raise InvalidEvent(f"feedback entry is {size} bytes; the limit is "
                                f"{self.config.max_entry_bytes} (SourceConfig.max_entry_bytes)")
-        event = fields.get(b"event", fields.get("event"))
+        event = connections.field(fields, "event")
         if event is None:
             raise InvalidEvent("feedback entry has no `event` field")
         return Feedback.from_json(event)
@@ -295,13 +285,13 @@ class FeedbackSource:
         }
         truncated = []
         for key, value in fields.items():
-            name = _text(key)
+            name = text(key)
             if len(value) > limit:
                 truncated.append(name)
             letter[f"field:{name}"] = value[:limit]
         if truncated:
             letter["truncated"] = ",".join(truncated)
-        user = fields.get(b"user", fields.get("user"))
+        user = connections.field(fields, "user")
         if user is not None:  # lets forget_user find the user's dead letters
             letter["user"] = user[:128]
         args: list[Any] = [self.config.group, entry_id, self.config.dead_letter_maxlen]
@@ -334,9 +324,9 @@ class FeedbackSource:
         for group in groups:
             summary = await self.client.xpending(self.stream, group["name"])
             if summary["pending"]:
-                candidate = _id_tuple(_text(summary["min"]))
+                candidate = stream_id(summary["min"])
             else:
-                ms, seq = _id_tuple(_text(group["last-delivered-id"]))
+                ms, seq = stream_id(group["last-delivered-id"])
                 candidate = (ms, seq + 1)
             bound = candidate if bound is None else min(bound, candidate)
         if bound is None:
@@ -346,61 +336,3 @@ class FeedbackSource:
         if removed:
             log.info("trimmed %d acknowledged entries from %s", removed, self.stream)
         return removed
-
-
-# -- helpers for the learner ---------------------------------------------------------------
-async def join_interactions(client: aioredis.Redis, keys: RedisKeys,
-                            entries: Sequence[FeedbackEntry]
-                            ) -> list[tuple[FeedbackEntry, Interaction | None]]:
-    """Each entry with its interaction (one pipelined round trip); ``None`` if expired/bad."""
-    if not entries:
-        return []
-    pipe = client.pipeline(transaction=False)
-    for entry in entries:
-        pipe.get(keys.interaction(entry.feedback.interaction_id))
-    raws = await pipe.execute()
-    joined: list[tuple[FeedbackEntry, Interaction | None]] = []
-    for entry, raw in zip(entries, raws, strict=True):
-        interaction = None
-        if raw is not None:
-            try:
-                interaction = Interaction.from_json(raw)
-            except InvalidEvent as exc:
-                log.warning("interaction %s of feedback %s does not parse: %.300s",
-                            entry.feedback.interaction_id, entry.stream_id, exc)
-        joined.append((entry, interaction))
-    return joined
-
-
-@dataclass(frozen=True)
-class RoundSelection:
-    """What one learning round may train on, from one batch of entries."""
-
-    kept: list[FeedbackEntry]  #: newest rating per (user, interaction), within the user cap
-    superseded: list[FeedbackEntry]  #: older ratings of an interaction re-rated in the batch
-    over_cap: list[FeedbackEntry]  #: beyond a user's cap (later ones); defer or drop
-
-
-def select_for_round(entries: Sequence[FeedbackEntry], per_user_cap: int) -> RoundSelection:
-    """Newest rating wins per (user, interaction); each user keeps at most ``per_user_cap``.
-
-    ``per_user_cap`` is ``FeedbackConfig.max_examples_per_user_per_round``. Within
-    the cap, a user's entries are kept in stream order (oldest first), so the
-    over-cap ones are the latest and can wait for the next round.
-    """
-    ordered = sorted(entries, key=lambda e: _id_tuple(e.stream_id))
-    latest: dict[tuple[str, str], FeedbackEntry] = {}
-    for entry in ordered:
-        latest[(entry.feedback.user, entry.feedback.interaction_id)] = entry
-    winners = {id(e) for e in latest.values()}
-    taken: _Tally[str] = _Tally()
-    kept, superseded, over_cap = [], [], []
-    for entry in ordered:
-        if id(entry) not in winners:
-            superseded.append(entry)
-        elif taken[entry.feedback.user] >= per_user_cap:
-            over_cap.append(entry)
-        else:
-            taken[entry.feedback.user] += 1
-            kept.append(entry)
-    return RoundSelection(kept, superseded, over_cap)

@@ -25,12 +25,10 @@ error                       status  when
 ``FeedbackTooLarge`` subclasses ``InvalidFeedback``: match it first. Any other
 exception is a bug (500).
 
-Durability (:attr:`FeedbackStore.durability`): with ``strict_durability`` the
-store returns only once the event is on disk: by ``WAITAOF 1 0 <ms>`` on the
-write's own connection when the server is Redis >= 7.2, otherwise only if the
-server runs ``appendonly yes`` with ``appendfsync always`` (the embedded
-server's strict setting), which fsyncs before replying. A server that can do
-neither makes :meth:`FeedbackStore.start` raise ``DurabilityUnavailable``.
+Durability (:attr:`FeedbackStore.durability`, :mod:`feedback.durability`): with
+``strict_durability`` the store returns only once the event is on disk; a server
+that cannot promise that makes :meth:`FeedbackStore.start` raise
+``DurabilityUnavailable``.
 """
 
 from __future__ import annotations
@@ -43,24 +41,14 @@ import math
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import redis.asyncio as aioredis
 from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, Field
-from redis.exceptions import RedisError
 
-from feedback.errors import (
-    DurabilityUnavailable,
-    FeedbackError,
-    FeedbackTooLarge,
-    FeedbackUnavailable,
-    IdempotencyKeyReused,
-    InteractionNotFound,
-    InvalidFeedback,
-    NotYourInteraction,
-    RateLimited,
-)
+from feedback import errors
+from feedback.connections import REDIS_ERRORS, async_client, redact_url, text
+from feedback.durability import detect_durability, durability_mode
 from feedback.events import (
     MAX_COMMENT_CHARS,
     MAX_CORRECTION_CHARS,
@@ -71,9 +59,9 @@ from feedback.events import (
 )
 from feedback.keys import RedisKeys
 from feedback.redact import Redactor, RedactorName, make_redactor
-from feedback.redis_server import version_tuple
-from feedback.sink import _redact as _redact_url
-from feedback.sink import async_client
+
+# Re-exported: durability_mode was defined here before feedback.durability.
+__all__ = ["FEEDBACK_EVENTS", "FeedbackConfig", "FeedbackStore", "durability_mode"]
 
 log = logging.getLogger(__name__)
 
@@ -152,25 +140,6 @@ class FeedbackConfig(BaseModel):
         "answer the moment it arrives can be a few milliseconds ahead of the log."))
 
 
-def durability_mode(version: str, appendonly: str | None, appendfsync: str | None,
-                    strict: bool) -> tuple[str, bool]:
-    """``(label, strict)``: how durable an acknowledged write is on this server.
-
-    ``appendonly`` / ``appendfsync`` are the server's ``CONFIG GET`` values (``None``
-    where CONFIG is refused, as on some managed services). Labels: ``"waitaof"``,
-    ``"appendfsync-always"``, ``"appendfsync-everysec (not strict)"``, ...
-    """
-    if strict and version_tuple(version) >= (7, 2) and appendonly != "no":
-        return "waitaof", True
-    if appendonly is None:
-        return "unknown: CONFIG GET refused (not strict)", False
-    if appendonly != "yes":
-        return "none: AOF off (not durable)", False
-    if appendfsync == "always":
-        return "appendfsync-always", True
-    return f"appendfsync-{appendfsync or 'unknown'} (not strict)", False
-
-
 class FeedbackStore:
     """Records feedback in Redis; use from one asyncio event loop.
 
@@ -187,7 +156,7 @@ class FeedbackStore:
         self.config = config or FeedbackConfig()
         self.keys = keys
         if isinstance(client_or_url, str):
-            self._where = _redact_url(client_or_url)
+            self._where = redact_url(client_or_url)
             self._client = async_client(client_or_url, timeout_s=self.config.socket_timeout_s,
                                         connect_timeout_s=self.config.connect_timeout_s)
             self._owns_client = True
@@ -210,25 +179,13 @@ class FeedbackStore:
         provide neither WAITAOF nor ``appendfsync always``.
         """
         async with self._redis("detect the durability mode"):
-            info = await self._client.info("server")
-            try:
-                config = await self._client.config_get("append*")
-                appendonly, fsync = _text(config.get("appendonly")), _text(config.get(
-                    "appendfsync"))
-            except RedisError:
-                appendonly = fsync = None  # CONFIG renamed or refused (managed Redis)
-        version = str(info["redis_version"])
-        label, strict = durability_mode(version, appendonly, fsync,
-                                        self.config.strict_durability)
-        if self.config.strict_durability and not strict:
-            raise DurabilityUnavailable(
-                f"strict feedback durability needs Redis >= 7.2 (WAITAOF) or appendonly yes "
-                f"with appendfsync always, but {self._where} is Redis {version} with "
-                f"{label}: set `appendfsync always` (and `appendonly yes`) on the server, "
-                "or turn FeedbackConfig.strict_durability off")
-        self.server_version, self.durability, self._waitaof = version, label, label == "waitaof"
-        log.info("feedback store on %s: Redis %s, durability %s", self._where, version, label)
-        return label
+            found = await detect_durability(self._client, where=self._where,
+                                            strict=self.config.strict_durability)
+        self.server_version, self.durability = found.server_version, found.label
+        self._waitaof = found.waitaof
+        log.info("feedback store on %s: Redis %s, durability %s", self._where,
+                 found.server_version, found.label)
+        return found.label
 
     async def aclose(self) -> None:
         """Close the client if the store created it."""
@@ -260,7 +217,7 @@ class FeedbackStore:
         try:
             return await self._record(interaction_id, user, rating, correction, comment, tenant,
                                       idempotency_key)
-        except FeedbackError as exc:
+        except errors.FeedbackError as exc:
             FEEDBACK_EVENTS.labels(type(exc).__name__).inc()
             raise
 
@@ -276,7 +233,7 @@ class FeedbackStore:
             ikey = self.keys.interaction(interaction_id)
             ckey = self.keys.feedback_current(interaction_id, user_hash)
         except ValueError:
-            raise InteractionNotFound(interaction_id) from None
+            raise errors.InteractionNotFound(interaction_id) from None
         async with self._redis("read the current rating"):
             pipe = self._client.pipeline(transaction=False)
             pipe.get(ckey)
@@ -287,11 +244,11 @@ class FeedbackStore:
         if raw_current is not None:
             feedback = Feedback.from_json(raw_current)
             if tenant is not None and feedback.tenant != tenant:
-                raise NotYourInteraction(f"interaction {interaction_id!r} belongs to another "
-                                         "tenant")
+                raise errors.NotYourInteraction(
+                    f"interaction {interaction_id!r} belongs to another tenant")
             return feedback
         if raw_interaction is None:
-            raise InteractionNotFound(interaction_id)
+            raise errors.InteractionNotFound(interaction_id)
         self._check_owner(Interaction.from_json(raw_interaction), user_hash, tenant)
         return None
 
@@ -301,25 +258,25 @@ class FeedbackStore:
                       idempotency_key: str | None) -> str:
         value = normalize_rating(rating)
         if idempotency_key is not None and not 0 < len(idempotency_key) <= 255:
-            raise InvalidFeedback(f"Idempotency-Key must be 1 to 255 characters, got "
-                                  f"{len(idempotency_key)}")
+            raise errors.InvalidFeedback(f"Idempotency-Key must be 1 to 255 characters, got "
+                                         f"{len(idempotency_key)}")
         cfg = self.config
-        for field, text, limit, setting in (
+        for field, given, limit, setting in (
             ("correction", correction, cfg.max_correction_chars, "max_correction_chars"),
             ("comment", comment, cfg.max_comment_chars, "max_comment_chars"),
         ):
-            if text is not None and len(text) > limit:
-                raise FeedbackTooLarge(field, len(text), limit, setting)
+            if given is not None and len(given) > limit:
+                raise errors.FeedbackTooLarge(field, len(given), limit, setting)
         user_hash = hash_user(user)
         try:
             ikey = self.keys.interaction(interaction_id)
         except ValueError:
-            raise InteractionNotFound(interaction_id) from None
+            raise errors.InteractionNotFound(interaction_id) from None
         if self.durability == "undetected":
             await self.start()
         raw = await self._load_interaction(ikey)
         if raw is None:
-            raise InteractionNotFound(interaction_id)
+            raise errors.InteractionNotFound(interaction_id)
         interaction = Interaction.from_json(raw)
         self._check_owner(interaction, user_hash, tenant)
         # Redaction (regex or Presidio) can take milliseconds: not on the event loop.
@@ -350,17 +307,17 @@ class FeedbackStore:
                 await self._script(keys=keys, args=args, client=pipe)
                 pipe.execute_command("WAITAOF", 1, 0, cfg.waitaof_timeout_ms)
                 result, (local, _replicas) = await pipe.execute()
-                if _text(result[0]) == "ok" and int(local) < 1:
-                    raise FeedbackUnavailable(
+                if text(result[0]) == "ok" and int(local) < 1:
+                    raise errors.FeedbackUnavailable(
                         f"feedback {feedback.id} was written but not confirmed on disk within "
                         f"{cfg.waitaof_timeout_ms} ms (WAITAOF): retry")
             else:
                 result = await self._script(keys=keys, args=args)
-        status = _text(result[0])
+        status = text(result[0])
         if status == "repeat":
-            earlier_id, _, earlier_fingerprint = _text(result[1]).partition(" ")
+            earlier_id, _, earlier_fingerprint = text(result[1]).partition(" ")
             if earlier_fingerprint != fingerprint:
-                raise IdempotencyKeyReused(
+                raise errors.IdempotencyKeyReused(
                     f"Idempotency-Key {idempotency_key!r} already recorded feedback "
                     f"{earlier_id} for a different request; use a new key for a new rating")
             FEEDBACK_EVENTS.labels("repeat").inc()
@@ -368,16 +325,16 @@ class FeedbackStore:
         if status == "ok":
             FEEDBACK_EVENTS.labels("accepted").inc()
             log.debug("feedback %s (%+d) on %s stored as %s", feedback.id, value,
-                      interaction_id, _text(result[1]))
+                      interaction_id, text(result[1]))
             return feedback.id
         if status == "gone":  # expired between the GET and the script
-            raise InteractionNotFound(interaction_id)
+            raise errors.InteractionNotFound(interaction_id)
         limit = cfg.user_limit if status == "user" else cfg.tenant_limit
         retry_after = max(1, math.ceil(max(int(result[1]), 0) / 1000))
-        raise RateLimited(status, limit, cfg.rate_window_s, retry_after)
+        raise errors.RateLimited(status, limit, cfg.rate_window_s, retry_after)
 
     def _redact_texts(self, *texts: str | None) -> list[str | None]:
-        return [None if text is None else self.redactor.redact(text) for text in texts]
+        return [None if t is None else self.redactor.redact(t) for t in texts]
 
     async def _load_interaction(self, key: str) -> bytes | None:
         """The stored interaction, waiting up to ``interaction_grace_s`` for one just served."""
@@ -397,11 +354,11 @@ class FeedbackStore:
     @staticmethod
     def _check_owner(interaction: Interaction, user_hash: str, tenant: str | None) -> None:
         if interaction.user != user_hash:
-            raise NotYourInteraction(
+            raise errors.NotYourInteraction(
                 f"interaction {interaction.id!r} was served to another user: only the user "
                 "who got an answer can rate it (check the API key or the `user` field)")
         if tenant is not None and interaction.tenant != tenant:
-            raise NotYourInteraction(
+            raise errors.NotYourInteraction(
                 f"interaction {interaction.id!r} belongs to tenant {interaction.tenant!r}, "
                 f"not {tenant!r}")
 
@@ -414,20 +371,14 @@ class FeedbackStore:
         try:
             async with asyncio.timeout(deadline):
                 yield
-        except FeedbackError:
+        except errors.FeedbackError:
             raise
-        except (RedisError, OSError, TimeoutError) as exc:
+        except REDIS_ERRORS as exc:  # also asyncio.timeout's TimeoutError (an OSError)
             log.warning("feedback store: cannot %s on %s: %s", what, self._where, exc)
-            raise FeedbackUnavailable(
+            raise errors.FeedbackUnavailable(
                 f"Redis at {self._where} is unavailable ({type(exc).__name__}: {exc}); could "
                 f"not {what}: retry later") from exc
 
 
-def _text(value: Any) -> str | None:
-    if value is None:
-        return None
-    return value.decode() if isinstance(value, bytes | bytearray) else str(value)
-
-
-def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
+def _digest(data: str) -> str:
+    return hashlib.sha256(data.encode()).hexdigest()[:32]
