@@ -42,8 +42,8 @@ class LearnerSpec(BaseModel):
 
 def build_learner(spec: LearnerSpec) -> Learner:
     from feedback.keys import RedisKeys
-    from feedback.notify import AliasChangePublisher
     from storage import ArtifactStore
+    from storage.alias_events import AliasChangePublisher
     from storage.db import open_registry
 
     return Learner(
@@ -61,12 +61,11 @@ def build_learner(spec: LearnerSpec) -> Learner:
 
 def build_canary_controller(spec: LearnerSpec, learner: Learner):
     """The canary controller over the learner's registry, Redis and notifier."""
-    import redis
-
+    from feedback.connections import sync_client
     from learner.canary_controller import CanaryController
 
     return CanaryController(
-        redis_client=redis.Redis.from_url(spec.redis_url, socket_timeout=10),
+        redis_client=sync_client(spec.redis_url, timeout_s=10),
         keys=learner.keys,
         sessions=learner.sessions,
         policy=spec.config.canary,

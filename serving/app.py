@@ -124,27 +124,23 @@ class Ingress:
     async def __init__(self, llm: DeploymentHandle, config: ServeConfig) -> None:  # type: ignore[misc]
         self._llm = llm
         self._sink = None
-        if config.redis_url:
-            from feedback.keys import RedisKeys
-            from feedback.sink import InteractionSink, SinkConfig
-
-            self._sink = InteractionSink(
-                config.redis_url, RedisKeys(config.redis_prefix), SinkConfig()
-            )
-            await self._sink.start()
         feedback = None
         if config.redis_url:
+            from feedback.connections import redact_url
             from feedback.errors import FeedbackUnavailable
             from feedback.keys import RedisKeys
+            from feedback.sink import InteractionSink, SinkConfig
             from feedback.store import FeedbackStore
 
-            feedback = FeedbackStore(
-                config.redis_url, RedisKeys(config.redis_prefix), config.ingress.feedback
-            )
+            keys = RedisKeys(config.redis_prefix)
+            self._sink = InteractionSink(config.redis_url, keys, SinkConfig())
+            await self._sink.start()
+            feedback = FeedbackStore(config.redis_url, keys, config.ingress.feedback)
             try:
                 await feedback.start()
             except FeedbackUnavailable:
-                logger.warning("Redis is unreachable; feedback answers 503 until it is back")
+                logger.warning("Redis at %s is unreachable; feedback answers 503 until it is "
+                               "back", redact_url(config.redis_url))
         catalog = None
         self._admin = None
         if config.registry is not None:
@@ -222,7 +218,7 @@ def _publisher(config: ServeConfig):
     """Announces committed alias changes on Redis, if the deployment has one."""
     if not config.redis_url:
         return None
-    from feedback.notify import AliasChangePublisher
+    from storage.alias_events import AliasChangePublisher
 
     return AliasChangePublisher.from_url(config.redis_url, prefix=config.redis_prefix)
 
@@ -232,7 +228,7 @@ def _subscriber(config: ServeConfig):
     if not config.redis_url:
         return None
     from feedback.keys import RedisKeys
-    from feedback.notify import watch_alias_changes
+    from storage.alias_events import watch_alias_changes
 
     def subscribe(kick):
         return watch_alias_changes(

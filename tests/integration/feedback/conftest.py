@@ -13,21 +13,28 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-import redis
 
-from feedback import EmbeddedRedis, Interaction, RedisKeys, async_client, hash_user
+from feedback import (
+    REDIS_ERRORS,
+    EmbeddedRedis,
+    Interaction,
+    RedisKeys,
+    async_client,
+    hash_user,
+    sync_client,
+)
 
 SYSTEM_REDIS_URL = os.environ.get("LORALOOP_REDIS_URL") or "redis://127.0.0.1:6379/0"
 
 
 def _reachable(url: str) -> bool:
     try:
-        client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        client = sync_client(url, timeout_s=0.5)
         try:
             return bool(client.ping())
         finally:
             client.close()
-    except (redis.RedisError, OSError):
+    except REDIS_ERRORS:
         return False
 
 
@@ -46,7 +53,7 @@ def keys(redis_url) -> Iterator[RedisKeys]:
     """A fresh key prefix; every key under it is deleted after the test."""
     prefix = f"test-{uuid.uuid4().hex[:12]}"
     yield RedisKeys(prefix)
-    client = redis.Redis.from_url(redis_url)
+    client = sync_client(redis_url)
     try:
         stale = list(client.scan_iter(match=f"{prefix}:*", count=1000))
         if stale:

@@ -10,14 +10,14 @@ import time
 from pathlib import Path
 
 import pytest
-import redis
 
 from feedback import EmbeddedRedis, EmbeddedRedisError, redis_server_binary, redis_version
+from feedback.connections import sync_client
 from feedback.redis_server import free_port, version_tuple
 
 
-def sync_client(server: EmbeddedRedis) -> redis.Redis:
-    return redis.Redis.from_url(server.url, socket_timeout=2)
+def client_of(server: EmbeddedRedis):
+    return sync_client(server.url, timeout_s=2)
 
 
 def test_binary_is_the_wheels_and_runs():
@@ -29,7 +29,7 @@ def test_binary_is_the_wheels_and_runs():
 
 def test_start_configures_a_local_durable_server(tmp_path):
     with EmbeddedRedis(tmp_path) as server:
-        client = sync_client(server)
+        client = client_of(server)
         assert client.ping()
         config = client.config_get("*")
         assert config["appendonly"] == "yes" and config["appendfsync"] == "everysec"
@@ -49,25 +49,25 @@ def test_start_configures_a_local_durable_server(tmp_path):
 
 def test_strict_mode_fsyncs_every_write(tmp_path):
     with EmbeddedRedis(tmp_path, appendfsync="always") as server:
-        assert sync_client(server).config_get("appendfsync")["appendfsync"] == "always"
+        assert client_of(server).config_get("appendfsync")["appendfsync"] == "always"
 
 
 def test_restart_keeps_port_and_data(tmp_path):
     with EmbeddedRedis(tmp_path) as server:
         port = server.port
-        sync_client(server).xadd("s", {"k": "v"})
+        client_of(server).xadd("s", {"k": "v"})
         server.restart()
         assert server.port == port
-        assert sync_client(server).xlen("s") == 1
+        assert client_of(server).xlen("s") == 1
         # A fresh object on the same dir and port reads the same AOF.
         server.stop()
         with EmbeddedRedis(tmp_path, port=port) as again:
-            assert sync_client(again).xlen("s") == 1
+            assert client_of(again).xlen("s") == 1
 
 
 def test_acknowledged_writes_survive_a_crash_in_strict_mode(tmp_path):
     with EmbeddedRedis(tmp_path, appendfsync="always") as server:
-        client = sync_client(server)
+        client = client_of(server)
         for i in range(100):
             client.set(f"k{i}", i)
         server.kill()
@@ -98,7 +98,7 @@ def test_stale_pidfile_of_a_dead_server_is_ignored(tmp_path):
     server.kill()  # leaves redis.pid behind, like a crash
     assert server.pidfile.exists()
     with EmbeddedRedis(tmp_path) as again:
-        assert sync_client(again).ping()
+        assert client_of(again).ping()
 
 
 def test_url_needs_a_port(tmp_path):
