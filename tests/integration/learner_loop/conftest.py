@@ -1,4 +1,5 @@
-"""Fixtures of the learner-loop tests: a unique Redis prefix on the system Redis."""
+"""Fixtures of the learner-loop tests: a unique Redis prefix on the system Redis, a SQLite
+registry, and learners over both."""
 
 from __future__ import annotations
 
@@ -11,6 +12,10 @@ from redis.exceptions import RedisError
 
 from feedback.keys import RedisKeys
 from feedback.sink import async_client
+from learner.gate import GateConfig
+from learner.loop import Learner, LearnerConfig
+from storage import ArtifactStore
+from storage.db import open_registry
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -33,3 +38,18 @@ async def client(keys):
     async for key in client.scan_iter(match=f"{keys.prefix}:*"):
         await client.delete(key)
     await client.aclose()
+
+
+@pytest.fixture
+def registry(tmp_path):
+    return open_registry(f"sqlite:///{tmp_path / 'registry.db'}")
+
+
+def learner_for(keys, registry, tmp_path, model_dir, **config) -> Learner:
+    """A learner of ``model_dir`` (named builtin:tiny) on the test Redis and ``registry``;
+    unless ``config`` says otherwise, a version that passes the gate goes live."""
+    config.setdefault("gate", GateConfig(auto_promote="live", threads=1))
+    return Learner(redis_url=REDIS_URL, keys=keys, sessions=registry,
+                   artifacts=ArtifactStore(tmp_path / "artifacts"), base_model=str(model_dir),
+                   base_model_name="builtin:tiny", work_dir=tmp_path / "learner",
+                   config=LearnerConfig(**config))

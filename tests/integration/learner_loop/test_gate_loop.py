@@ -11,11 +11,10 @@ from feedback.events import Interaction, hash_user
 from feedback.keys import RedisKeys
 from feedback.store import FeedbackConfig, FeedbackStore
 from learner.gate import GateConfig
-from learner.loop import Learner, LearnerConfig
+from learner.loop import Learner
 from learner.train import TrainConfig
-from storage import ArtifactStore, dataset_stream_ids, get_alias, get_version, list_versions
-from storage.db import open_registry
-from tests.integration.learner_loop.conftest import REDIS_URL
+from storage import dataset_stream_ids, get_alias, get_version, list_versions
+from tests.integration.learner_loop.conftest import learner_for
 
 pytestmark = pytest.mark.asyncio(loop_scope="function")
 
@@ -23,18 +22,9 @@ COUNTRIES = [("France", "Paris"), ("Italy", "Rome"), ("Japan", "Tokyo"), ("Spain
              ("Peru", "Lima"), ("Kenya", "Nairobi")]
 
 
-@pytest.fixture
-def registry(tmp_path):
-    return open_registry(f"sqlite:///{tmp_path / 'registry.db'}")
-
-
 def make_learner(keys, registry, tmp_path, model_dir, **config) -> Learner:
     config.setdefault("train", TrainConfig(epochs=6, learning_rate=1e-2, threads=1, rank=4))
-    config.setdefault("gate", GateConfig(auto_promote="live", threads=1))
-    return Learner(redis_url=REDIS_URL, keys=keys, sessions=registry,
-                   artifacts=ArtifactStore(tmp_path / "artifacts"), base_model=str(model_dir),
-                   base_model_name="builtin:tiny", work_dir=tmp_path / "learner",
-                   config=LearnerConfig(min_new_examples=1, **config))
+    return learner_for(keys, registry, tmp_path, model_dir, min_new_examples=1, **config)
 
 
 async def correct(client, keys, pairs, *, user_prefix: str) -> list[str]:

@@ -8,33 +8,18 @@ from feedback.events import Interaction, hash_user
 from feedback.keys import RedisKeys
 from feedback.store import FeedbackConfig, FeedbackStore
 from learner.gate import GateConfig
-from learner.loop import Learner, LearnerConfig
+from learner.loop import Learner
 from learner.train import TrainConfig
 from storage import ArtifactStore, dataset_stream_ids, get_alias, list_versions
-from storage.db import open_registry
-from tests.integration.learner_loop.conftest import REDIS_URL
+from tests.integration.learner_loop.conftest import learner_for
 
 pytestmark = pytest.mark.asyncio(loop_scope="function")
 
 
-@pytest.fixture
-def registry(tmp_path):
-    return open_registry(f"sqlite:///{tmp_path / 'registry.db'}")
-
-
 def make_learner(keys, registry, tmp_path, tiny_model_dir, **config) -> Learner:
     config.setdefault("train", TrainConfig(epochs=4, learning_rate=5e-3, threads=1, rank=4))
-    config.setdefault("gate", GateConfig(auto_promote="live", threads=1))
-    return Learner(
-        redis_url=REDIS_URL,
-        keys=keys,
-        sessions=registry,
-        artifacts=ArtifactStore(tmp_path / "artifacts"),
-        base_model=str(tiny_model_dir),
-        base_model_name="builtin:tiny",
-        work_dir=tmp_path / "learner",
-        config=LearnerConfig(min_new_examples=8, holdout_fraction=0.25, **config),
-    )
+    return learner_for(keys, registry, tmp_path, tiny_model_dir, min_new_examples=8,
+                       holdout_fraction=0.25, **config)
 
 
 FACTS = [
