@@ -88,11 +88,11 @@ class TrainConfig(BaseModel):
     threads: int | None = Field(None, ge=1, le=256, description="torch threads while "
                                 "training, bounded by the CPUs; None: "
                                 "learner.scoring.default_threads().")
-    beta: float = Field(0.1, gt=0, description="KTO beta: higher stays closer to the reference.")
+    beta: float = Field(0.1, gt=0, description="KTO's beta, and anchored's NPO beta: higher "
+                        "stays closer to the reference; the NPO push on an undesirable answer "
+                        "fades once its log-ratio is below about -3/beta.")
     npo_weight: float = Field(0.5, ge=0, description="anchored: weight of the NPO term on "
                               "undesirable answers (0: ignore them).")
-    npo_beta: float = Field(1.0, gt=0, description="anchored: NPO beta; the push on an "
-                            "undesirable answer fades once its log-ratio is below about -3/beta.")
     anchor_weight: float = Field(10.0, ge=0, description="anchored: weight of KL(base || model) "
                                  "on the anchors' answer tokens (0: no anchors).")
     neighbours: int = Field(3, ge=0, le=16, description="anchored: anchor prompts made from "
