@@ -22,24 +22,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from report import emit
 
+from tests.support.feedback_traffic import answer_each, rate
+
 
 async def _measure(url: str, posts: int, concurrency: int) -> dict:
     import httpx
 
+    users = [f"user-{i}" for i in range(concurrency)]
     async with httpx.AsyncClient(timeout=60) as http:
-        ids = []
-        for i in range(concurrency):  # one answer per simulated user, rated many times
-            r = await http.post(
-                f"{url}/v1/chat/completions",
-                json={
-                    "model": "default",
-                    "messages": [{"role": "user", "content": "Hi"}],
-                    "max_tokens": 2,
-                    "user": f"user-{i}",
-                },
-            )
-            r.raise_for_status()
-            ids.append(r.json()["id"])
+        ids = await answer_each(http, url, users)  # one answer per user, rated many times
         await asyncio.sleep(0.5)  # let the interactions reach Redis
         latencies: list[float] = []
         failures = 0
@@ -48,14 +39,7 @@ async def _measure(url: str, posts: int, concurrency: int) -> dict:
             nonlocal failures
             for n in range(count):
                 start = time.perf_counter()
-                r = await http.post(
-                    f"{url}/v1/feedback",
-                    json={
-                        "interaction_id": ids[i],
-                        "user": f"user-{i}",
-                        "rating": "up" if n % 2 else "down",
-                    },
-                )
+                r = await rate(http, url, ids[i], users[i], n)
                 latencies.append(time.perf_counter() - start)
                 failures += r.status_code != 202
 

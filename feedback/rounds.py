@@ -29,7 +29,7 @@ class RoundSelection:
 def select_for_round(entries: Sequence[FeedbackEntry], per_user_cap: int) -> RoundSelection:
     """Newest rating wins per (user, interaction); each user keeps at most ``per_user_cap``.
 
-    ``per_user_cap`` is ``FeedbackConfig.max_examples_per_user_per_round``. Within
+    ``per_user_cap`` is ``LearnerConfig.per_user_cap`` (learner.config). Within
     the cap, a user's entries are kept in stream order (oldest first), so the
     over-cap ones are the latest and can wait for the next round.
     """

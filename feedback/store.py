@@ -100,7 +100,7 @@ return {'ok', id}
 
 
 class FeedbackConfig(BaseModel):
-    """Limits and durability of the feedback store (and the learner's per-user cap)."""
+    """Limits and durability of the feedback store."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -114,10 +114,6 @@ class FeedbackConfig(BaseModel):
                             "window; more: RateLimited / 429.")
     tenant_limit: int = Field(6_000, ge=1, description="Feedback events all users of one "
                               "tenant may give per window.")
-    max_examples_per_user_per_round: int = Field(50, ge=1, description=(
-        "Most training examples any one user contributes to one learning round (a cap on "
-        "one user's share of a batch against poisoning). Enforced by the learner, e.g. with "
-        "feedback.source.select_for_round."))
     current_ttl_s: int = Field(30 * 24 * 3600, ge=1, description="Expiry of the 'current "
                                "rating' key of (interaction, user).")
     strict_durability: bool = Field(False, description="Return only once the event is on "

@@ -37,14 +37,10 @@ class RegistryConfig(BaseModel):
     def view(self, actor: str, on_alias_change=None):
         from serving.registry_view import RegistryView
 
-        return RegistryView(
-            database_url=self.database_url,
-            artifacts_location=self.artifacts_location,
-            cache_dir=self.cache_dir,
-            warm_previous=self.warm_previous,
-            actor=actor,
-            on_alias_change=on_alias_change,
+        where = self.model_dump(
+            include={"database_url", "artifacts_location", "cache_dir", "warm_previous"}
         )
+        return RegistryView(**where, actor=actor, on_alias_change=on_alias_change)
 
 
 class ServeConfig(BaseModel):

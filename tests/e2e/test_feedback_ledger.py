@@ -7,7 +7,8 @@ import json
 
 import httpx
 import pytest
-import redis
+
+from tests.support.feedback_traffic import answer_each, rate
 
 CLIENTS, POSTS = 50, 10_000
 
@@ -36,41 +37,23 @@ def ledger_url(serve_url, redis_server, tiny_model_dir):
 def test_ten_thousand_posts_from_fifty_clients_are_each_in_the_stream_once(
     ledger_url, redis_server
 ):
+    from feedback.connections import async_client, sync_client
     from feedback.keys import RedisKeys
-    from feedback.sink import async_client
     from feedback.source import FeedbackSource
 
     async def run():
         async with httpx.AsyncClient(
             timeout=60, limits=httpx.Limits(max_connections=CLIENTS)
         ) as http:
-            ids = []
-            for i in range(CLIENTS):
-                r = await http.post(
-                    f"{ledger_url}/v1/chat/completions",
-                    json={
-                        "model": "default",
-                        "messages": [{"role": "user", "content": "Hi"}],
-                        "max_tokens": 2,
-                        "user": f"client-{i}",
-                    },
-                )
-                ids.append(r.json()["id"])
+            users = [f"client-{i}" for i in range(CLIENTS)]
+            ids = await answer_each(http, ledger_url, users)
             await asyncio.sleep(1.0)
             accepted: list[str] = []
             statuses: dict[int, int] = {}
 
             async def client(i: int):
                 for n in range(POSTS // CLIENTS):
-                    r = await http.post(
-                        f"{ledger_url}/v1/feedback",
-                        json={
-                            "interaction_id": ids[i],
-                            "user": f"client-{i}",
-                            "rating": "up" if n % 2 else "down",
-                            "comment": f"{i}/{n}",
-                        },
-                    )
+                    r = await rate(http, ledger_url, ids[i], users[i], n, comment=f"{i}/{n}")
                     statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
                     if r.status_code == 202:
                         accepted.append(r.json()["id"])
@@ -80,7 +63,7 @@ def test_ten_thousand_posts_from_fifty_clients_are_each_in_the_stream_once(
 
     accepted, statuses = asyncio.run(run())
     assert statuses == {202: POSTS}, statuses
-    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    client = sync_client(redis_server.url, timeout_s=10, decode=True)
     stream = [
         json.loads(fields["event"])["id"] for _, fields in client.xrange("ledger:stream:feedback")
     ]

@@ -6,13 +6,14 @@ import json
 import time
 
 import httpx
-import redis
+
+from feedback.connections import sync_client
 
 PROMPT = [{"role": "user", "content": "What is the capital of France?"}]
 
 
 def _logged(redis_server, ids, *, expect, timeout=120.0):
-    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    client = sync_client(redis_server.url, timeout_s=10, decode=True)
     deadline = time.monotonic() + timeout
     while True:
         entries = client.xrange("e2e:stream:interactions")

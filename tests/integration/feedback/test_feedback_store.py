@@ -13,15 +13,9 @@ from feedback import (
     Feedback,
     FeedbackConfig,
     FeedbackStore,
-    FeedbackTooLarge,
-    FeedbackUnavailable,
-    IdempotencyKeyReused,
-    InteractionNotFound,
-    InvalidFeedback,
-    NotYourInteraction,
-    RateLimited,
     async_client,
     durability_mode,
+    errors,
     hash_user,
 )
 
@@ -76,14 +70,14 @@ async def test_wrong_user_or_tenant_is_refused(store, client, keys, put_interact
                                                make_interaction):
     interaction = make_interaction()
     await put_interactions(interaction)
-    with pytest.raises(NotYourInteraction, match="another user") as info:
+    with pytest.raises(errors.NotYourInteraction, match="another user") as info:
         await store.record(interaction_id=interaction.id, user="mallory", rating="down")
     assert isinstance(info.value, PermissionError)
-    with pytest.raises(NotYourInteraction, match="tenant 'acme', not 'other'"):
+    with pytest.raises(errors.NotYourInteraction, match="tenant 'acme', not 'other'"):
         await store.record(interaction_id=interaction.id, user="alice", rating="down",
                            tenant="other")
     await store.record(interaction_id=interaction.id, user="alice", rating="up")
-    with pytest.raises(NotYourInteraction):
+    with pytest.raises(errors.NotYourInteraction):
         await store.current(interaction.id, "mallory")
     assert len(await stream(client, keys)) == 1
 
@@ -95,10 +89,10 @@ async def test_unknown_expired_or_malformed_ids_are_not_found(redis_url, client,
     await client.delete(keys.interaction(expired.id))
     async with FeedbackStore(redis_url, keys, FeedbackConfig(interaction_grace_s=0.2)) as store:
         for bad in ("f" * 32, expired.id, "not-an-id", "a:b", ""):
-            with pytest.raises(InteractionNotFound) as info:
+            with pytest.raises(errors.InteractionNotFound) as info:
                 await store.record(interaction_id=bad, user="alice", rating="up")
             assert isinstance(info.value, LookupError)
-            with pytest.raises(InteractionNotFound):
+            with pytest.raises(errors.InteractionNotFound):
                 await store.current(bad, "alice")
     assert await client.exists(keys.feedback_stream) == 0
 
@@ -125,7 +119,7 @@ async def test_feedback_ahead_of_the_interaction_log_waits_for_it(
                                                                        "Paris")
     async with FeedbackStore(redis_url, keys, FeedbackConfig(interaction_grace_s=0)) as store:
         never = make_interaction()
-        with pytest.raises(InteractionNotFound):
+        with pytest.raises(errors.InteractionNotFound):
             await store.record(interaction_id=never.id, user="alice", rating="up")
 
 
@@ -141,13 +135,13 @@ async def test_a_retry_with_the_same_idempotency_key_records_once(
         for _ in range(3):  # retries after lost replies: same id, no event, no rate use
             assert await store.record(**rate, idempotency_key="retry-1") == first
         assert [f.id for f in await stream(client, keys)] == [first]
-        with pytest.raises(IdempotencyKeyReused, match="'retry-1' already recorded"):
+        with pytest.raises(errors.IdempotencyKeyReused, match="'retry-1' already recorded"):
             await store.record(**{**rate, "rating": "up"}, idempotency_key="retry-1")
         second = await store.record(**{**rate, "rating": "up"}, idempotency_key="retry-2")
         assert second != first and (await store.current(interaction.id, "alice")).rating == 1
-        with pytest.raises(InvalidFeedback, match="1 to 255 characters"):
+        with pytest.raises(errors.InvalidFeedback, match="1 to 255 characters"):
             await store.record(**rate, idempotency_key="k" * 256)
-        with pytest.raises(RateLimited):  # two real events used alice's limit of 2
+        with pytest.raises(errors.RateLimited):  # two real events used alice's limit of 2
             await store.record(**rate, idempotency_key="retry-3")
 
 
@@ -157,14 +151,14 @@ async def test_bad_rating_and_oversized_texts_are_refused_before_redis(
     await put_interactions(interaction)
     config = FeedbackConfig(max_correction_chars=10, max_comment_chars=5)
     async with FeedbackStore(redis_url, keys, config) as store:
-        with pytest.raises(InvalidFeedback, match="rating 'sideways' is invalid"):
+        with pytest.raises(errors.InvalidFeedback, match="rating 'sideways' is invalid"):
             await store.record(interaction_id=interaction.id, user="alice", rating="sideways")
-        with pytest.raises(FeedbackTooLarge, match=r"correction is 11 .*limit is 10 .*"
+        with pytest.raises(errors.FeedbackTooLarge, match=r"correction is 11 .*limit is 10 .*"
                                                    r"max_correction_chars") as info:
             await store.record(interaction_id=interaction.id, user="alice", rating="up",
                                correction="x" * 11)
         assert isinstance(info.value, ValueError) and info.value.limit == 10
-        with pytest.raises(FeedbackTooLarge, match=r"comment is 6 .*max_comment_chars"):
+        with pytest.raises(errors.FeedbackTooLarge, match=r"comment is 6 .*max_comment_chars"):
             await store.record(interaction_id=interaction.id, user="alice", rating="up",
                                comment="y" * 6)
         await store.record(interaction_id=interaction.id, user="alice", rating="up",
@@ -181,7 +175,7 @@ async def test_flood_from_one_user_is_rate_limited_with_retry_after(
         for interaction in interactions[:5]:
             await store.record(interaction_id=interaction.id, user="alice", rating="up")
         for interaction in interactions[5:]:
-            with pytest.raises(RateLimited, match="user rate limit") as info:
+            with pytest.raises(errors.RateLimited, match="user rate limit") as info:
                 await store.record(interaction_id=interaction.id, user="alice", rating="up")
             assert 1 <= info.value.retry_after_s <= 30 and info.value.scope == "user"
         # Refused events are not counted or written; another user is not affected.
@@ -196,7 +190,7 @@ async def test_tenant_rate_limit(redis_url, client, keys, put_interactions, make
     async with FeedbackStore(redis_url, keys, config) as store:
         for i, interaction in enumerate(interactions[:3]):
             await store.record(interaction_id=interaction.id, user=f"user-{i}", rating="up")
-        with pytest.raises(RateLimited, match=r"tenant rate limit.*tenant_limit") as info:
+        with pytest.raises(errors.RateLimited, match=r"tenant rate limit.*tenant_limit") as info:
             await store.record(interaction_id=interactions[3].id, user="user-3", rating="up")
         assert info.value.scope == "tenant" and 1 <= info.value.retry_after_s <= 60
 
@@ -242,7 +236,7 @@ async def test_redis_down_fails_fast(embedded, keys, make_interaction):
     for call in (lambda: store.record(interaction_id=interaction.id, user="alice", rating="up"),
                  lambda: store.current(interaction.id, "alice")):
         started = time.perf_counter()
-        with pytest.raises(FeedbackUnavailable, match=r"unavailable.*retry later") as info:
+        with pytest.raises(errors.FeedbackUnavailable, match=r"unavailable.*retry later") as info:
             await call()
         assert time.perf_counter() - started < 0.5
         assert isinstance(info.value, ConnectionError)
@@ -257,7 +251,7 @@ async def test_never_started_store_fails_fast_on_an_unreachable_server(keys):
         port = sock.getsockname()[1]  # nobody listens here once closed
     store = FeedbackStore(f"redis://127.0.0.1:{port}/0", keys)
     started = time.perf_counter()
-    with pytest.raises(FeedbackUnavailable):
+    with pytest.raises(errors.FeedbackUnavailable):
         await store.record(interaction_id="a" * 32, user="alice", rating="up")
     assert time.perf_counter() - started < 0.5
     await store.aclose()
@@ -272,7 +266,7 @@ async def test_a_hung_server_fails_fast(keys):
         config = FeedbackConfig(socket_timeout_s=0.3, connect_timeout_s=0.2)
         store = FeedbackStore(f"redis://127.0.0.1:{port}/0", keys, config)
         started = time.perf_counter()
-        with pytest.raises(FeedbackUnavailable):
+        with pytest.raises(errors.FeedbackUnavailable):
             await store.record(interaction_id="a" * 32, user="alice", rating="up")
         elapsed = time.perf_counter() - started
         await asyncio.wait_for(store.aclose(), 2)
