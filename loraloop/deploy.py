@@ -8,7 +8,8 @@ RayService deploys the application from an import path instead::
         - name: loraloop
           import_path: loraloop.deploy:app_builder
           route_prefix: /
-          args: {}            # optional: settings overriding the environment
+          args: {}            # optional: settings overriding the environment,
+                              # e.g. {max_loras: 4, feedback_config: {user_limit: 100}}
 
 Settings come from the Ray pods' environment (``LORALOOP_*``). Nothing is
 embedded here: Redis and the registry database must be real servers shared by
@@ -25,7 +26,8 @@ from loraloop.settings import Settings
 
 
 def app_builder(args: dict[str, Any] | None = None):
-    """Ray Serve application builder: ``args`` (setting names) override the environment.
+    """Ray Serve application builder: ``args`` override the environment (setting names as
+    ``Settings`` takes them: fields, nested sections as dicts, or the README's short names).
 
     Applies the registry's migrations, then returns the bound application.
     Raises ``ValueError`` naming the setting when something shared is missing.

@@ -36,7 +36,6 @@ from learner.config import LearnerConfig
 from serving.auth import ApiKey
 from serving.engines.base import EngineConfig
 
-BUILTIN_TINY = "builtin:tiny"
 BUILTIN_SMOLLM2 = "builtin:smollm2"
 #: Hosts a `loraloop up` on this machine only answers itself on.
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -180,7 +179,8 @@ class Settings(BaseSettings):
     learner_config: LearnerConfig = Field(
         default_factory=LearnerConfig,
         description="When rounds run and how they train and gate (learner.config.LearnerConfig). "
-        "train.rank defaults to 8, or max_lora_rank if smaller.",
+        "train.rank defaults to 8, or max_lora_rank if smaller; gate.auto_promote and "
+        "regression_set follow learner_auto_promote and learner_regression_set.",
     )
     learner_auto_promote: Literal["auto", "off", "canary", "live"] = Field(
         default="auto",
@@ -226,7 +226,7 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _learner_fits_the_engines(self) -> Settings:
+    def _derived_fields_are_left_alone(self) -> Settings:
         for path, setting in _DERIVED.items():
             *parents, name = path.split(".")
             owner = self
@@ -234,6 +234,10 @@ class Settings(BaseSettings):
                 owner = getattr(owner, part)
             if name in owner.model_fields_set:
                 raise ValueError(f"{path} is derived from {setting}: set {setting} instead")
+        return self
+
+    @model_validator(mode="after")
+    def _learner_rank_fits_the_engines(self) -> Settings:
         train, max_rank = self.learner_config.train, self.engine_config.max_lora_rank
         if "rank" in train.model_fields_set and train.rank > max_rank:
             raise ValueError(

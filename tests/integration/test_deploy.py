@@ -30,6 +30,8 @@ def test_the_builder_migrates_the_registry_and_binds_ingress_and_replicas(
         "replica_gpus": 1,
         "admin_token": "ops",
         "tenants": "acme,globex",
+        "max_loras": 2,  # a short name of engine_config.max_loras
+        "feedback_config": {"user_limit": 7},  # a nested section
     })
     ingress = app._bound_deployment
     llm, config = ingress.init_args
@@ -39,5 +41,6 @@ def test_the_builder_migrates_the_registry_and_binds_ingress_and_replicas(
     assert config.admin_token == "ops" and config.ingress.tenants == ["acme", "globex"]
     assert config.registry.artifacts_location == "s3://adapters/loraloop"
     assert config.redis_url == "redis://redis.loraloop.svc:6379/0"
+    assert config.engine_config.max_loras == 2 and config.ingress.feedback.user_limit == 7
     with open_registry(database)() as session:  # migrated: the tables exist
         assert list_versions(session) == []
