@@ -265,10 +265,34 @@ class Settings(BaseSettings):
         """The artifact store's root, defaulting to ``adapters/`` in the data dir."""
         return self.artifacts_url or str(self.data_dir / "adapters")
 
+    def leaves(self) -> dict[str, Any]:
+        """Every setting by its dotted path (``engine_config.max_loras``), as JSON values;
+        :func:`variable_for` names the environment variable of each."""
+        found: dict[str, Any] = {}
+
+        def walk(model: BaseModel, dumped: dict[str, Any], prefix: str) -> None:
+            for name in type(model).model_fields:
+                if name in dumped:  # excluded fields are not settings
+                    value = getattr(model, name)
+                    if isinstance(value, BaseModel):
+                        walk(value, dumped[name], f"{prefix}{name}.")
+                    else:
+                        found[prefix + name] = dumped[name]
+
+        walk(self, self.model_dump(mode="json"), "")
+        return found
+
     def engine_for(self, model_path: str | Path) -> EngineConfig:
         """The engine's config, for the base model resolved to a path or id."""
         return EngineConfig(model=str(model_path), model_name=self.model,
                             **self.engine_config.model_dump())
+
+
+def variable_for(path: str) -> str:
+    """The environment variable of a setting's dotted path: its short name if it has one
+    (``engine_config.max_loras`` -> ``LORALOOP_MAX_LORAS``), else the nested name."""
+    short = {nested: name for name, nested in ALIASES.items()}.get(path)
+    return PREFIX + (short or path.replace(".", "__")).upper()
 
 
 def setting_path(variable: str) -> str | None:

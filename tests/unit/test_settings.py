@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from loraloop.settings import ALIASES, Settings, setting_path
+from loraloop.settings import ALIASES, Settings, setting_path, variable_for
 
 SECTIONS = {"engine_config", "feedback_config", "learner_config"}
 
@@ -210,6 +210,15 @@ def test_bad_nested_values_are_refused(monkeypatch, name, value, message):
     monkeypatch.setenv(name, value)
     with pytest.raises(ValidationError, match=re.escape(message)):
         Settings()
+
+
+def test_every_setting_has_a_variable_that_sets_it():
+    leaves = Settings(max_loras=3).leaves()
+    assert leaves["engine_config.max_loras"] == 3 and leaves["model"] == "builtin:smollm2"
+    assert "engine_config.model" not in leaves  # LORALOOP_MODEL names the base model
+    assert variable_for("engine_config.max_loras") == "LORALOOP_MAX_LORAS"
+    assert variable_for("learner_config.train.seed") == "LORALOOP_LEARNER_CONFIG__TRAIN__SEED"
+    assert [p for p in leaves if setting_path(variable_for(p)) != p] == []
 
 
 def test_the_default_learner_rank_follows_the_engines_limit():
