@@ -35,7 +35,7 @@ import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import ResponseError
 
-from feedback import connections
+from feedback.connections import field as entry_field
 from feedback.connections import stream_id, text
 from feedback.errors import InvalidEvent
 from feedback.events import Feedback, FeedbackEntry
@@ -241,7 +241,7 @@ class FeedbackSource:
         if size > self.config.max_entry_bytes:
             raise InvalidEvent(f"feedback entry is {size} bytes; the limit is "
                                f"{self.config.max_entry_bytes} (SourceConfig.max_entry_bytes)")
-        event = connections.field(fields, "event")
+        event = entry_field(fields, "event")
         if event is None:
             raise InvalidEvent("feedback entry has no `event` field")
         return Feedback.from_json(event)
@@ -291,7 +291,7 @@ class FeedbackSource:
             letter[f"field:{name}"] = value[:limit]
         if truncated:
             letter["truncated"] = ",".join(truncated)
-        user = connections.field(fields, "user")
+        user = entry_field(fields, "user")
         if user is not None:  # lets forget_user find the user's dead letters
             letter["user"] = user[:128]
         args: list[Any] = [self.config.group, entry_id, self.config.dead_letter_maxlen]

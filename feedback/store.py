@@ -46,7 +46,7 @@ import redis.asyncio as aioredis
 from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, Field
 
-from feedback import errors
+import feedback.errors as errors
 from feedback.connections import REDIS_ERRORS, async_client, redact_url, text
 from feedback.durability import detect_durability, durability_mode
 from feedback.events import (
