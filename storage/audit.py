@@ -19,14 +19,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from storage.db import write_transaction
-from storage.errors import (
-    AliasNotFound,
-    Conflict,
-    IllegalTransition,
-    InvalidArgument,
-    RegistryError,
-    VersionNotFound,
-)
+from storage.errors import Conflict, RegistryError
 from storage.models import AuditEvent, utcnow
 from storage.views import AliasChange, AuditEntry, utc
 
@@ -110,19 +103,6 @@ class Attempt:
         )
 
 
-def outcome_of(exc: BaseException) -> str:
-    """The audit ``outcome`` for a refused attempt."""
-    if isinstance(exc, Conflict):
-        return "conflict"
-    if isinstance(exc, IllegalTransition):
-        return "illegal"
-    if isinstance(exc, VersionNotFound | AliasNotFound):
-        return "not_found"
-    if isinstance(exc, InvalidArgument):
-        return "invalid"
-    return "error"
-
-
 def run_change(
     session: Session,
     attempt: Attempt,
@@ -166,11 +146,11 @@ def notify(on_alias_change: Notifier | None, change: AliasChange) -> None:
         log.exception("alias change notifier failed for %s/%s", change.tenant, change.alias)
 
 
-def _audit_refusal(session: Session, attempt: Attempt, exc: BaseException) -> None:
+def _audit_refusal(session: Session, attempt: Attempt, exc: RegistryError) -> None:
     log.info("registry %s refused: %s", attempt.action, exc)
     try:
         with write_transaction(session):
-            session.add(attempt.row(outcome_of(exc), str(exc)))
+            session.add(attempt.row(exc.outcome, str(exc)))
     except Exception:
         log.exception("could not audit the refused %s attempt", attempt.action)
 

@@ -2,8 +2,10 @@
 
 One base class, :class:`RegistryError`; each subclass also inherits the
 built-in an ordinary caller would catch (``LookupError`` for unknown ids,
-``ValueError`` for bad values and illegal status moves). The HTTP edge
-(``serving.admin_routes``) and the CLI map them to status and exit codes.
+``ValueError`` for bad values and illegal status moves). Each class names its
+``outcome``: the word the audit log records for an attempt it refused, and
+what the CLI's exit codes (``loraloop.render``) are keyed by. The HTTP edge
+maps the classes to statuses in ``serving.http_errors``.
 """
 
 from __future__ import annotations
@@ -14,13 +16,20 @@ from collections.abc import Iterable
 class RegistryError(Exception):
     """Base class of every error raised by ``storage``."""
 
+    #: How a refused attempt ends in the audit log (``AuditEntry.outcome``).
+    outcome = "error"
+
 
 class VersionNotFound(RegistryError, LookupError):
     """No adapter version has the given id (or id prefix)."""
 
+    outcome = "not_found"
+
 
 class AliasNotFound(RegistryError, LookupError):
     """The tenant has no such alias (for example no ``live`` version yet)."""
+
+    outcome = "not_found"
 
 
 class Conflict(RegistryError):
@@ -32,9 +41,13 @@ class Conflict(RegistryError):
     Re-read the state and retry if the change still makes sense.
     """
 
+    outcome = "conflict"
+
 
 class InvalidArgument(RegistryError, ValueError):
     """A value is out of range or malformed (for example a canary fraction)."""
+
+    outcome = "invalid"
 
     def __init__(self, message: str, *, param: str | None = None) -> None:
         super().__init__(message)
@@ -43,6 +56,8 @@ class InvalidArgument(RegistryError, ValueError):
 
 class IllegalTransition(RegistryError, ValueError):
     """A status move that the state machine does not allow."""
+
+    outcome = "illegal"
 
     def __init__(
         self, *, version_id: str, current: str, requested: str, allowed: Iterable[str]
@@ -60,6 +75,8 @@ class IllegalTransition(RegistryError, ValueError):
 
 class ArtifactError(RegistryError):
     """Base class of artifact store errors."""
+
+    outcome = "artifact"
 
 
 class ArtifactNotFound(ArtifactError, FileNotFoundError):

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from storage.errors import IllegalTransition
+from storage.errors import IllegalTransition, InvalidArgument
 
 
 class Status(StrEnum):
@@ -51,12 +51,14 @@ STATUSES: tuple[str, ...] = tuple(s.value for s in Status)
 
 
 def parse_status(value: str) -> Status:
-    """``value`` as a :class:`Status`, or a ``ValueError`` naming the valid ones."""
+    """``value`` as a :class:`Status`; :class:`InvalidArgument` (a ``ValueError``) naming
+    the bad value and the valid ones otherwise."""
     try:
         return Status(value)
     except ValueError:
-        raise ValueError(
-            f"unknown adapter status {value!r}; valid statuses: {', '.join(STATUSES)}"
+        raise InvalidArgument(
+            f"unknown adapter status {value!r}; valid statuses: {', '.join(STATUSES)}",
+            param="status",
         ) from None
 
 
