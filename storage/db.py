@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 
 from alembic import command
@@ -146,16 +147,18 @@ def downgrade(url: str, revision: str = "-1") -> None:
         command.downgrade(alembic_config(url), revision)
 
 
-def current_revision(url: str) -> str | None:
-    """The revision the database at ``url`` is at, or ``None`` when it is empty."""
-    engine = create_engine_for(url)
+def current_revision(url_or_engine: str | Engine) -> str | None:
+    """The revision the database is at, or ``None`` when it is empty."""
+    engine = create_engine_for(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
     try:
         with engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
     finally:
-        engine.dispose()
+        if engine is not url_or_engine:
+            engine.dispose()
 
 
+@cache
 def head_revision() -> str:
     """The newest revision shipped with this package."""
     head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
@@ -164,10 +167,16 @@ def head_revision() -> str:
 
 
 def open_registry(url: str, *, upgrade: bool = True) -> sessionmaker[Session]:
-    """Migrate ``url`` to head (unless ``upgrade`` is false) and return a session factory."""
-    if upgrade:
+    """A session factory for the registry at ``url``.
+
+    With ``upgrade`` (the default), a database that is empty or behind this
+    code's schema is migrated first; one already at head costs a single read
+    of its revision, not an Alembic run (every CLI command opens the registry).
+    """
+    engine = create_engine_for(url)
+    if upgrade and current_revision(engine) != head_revision():
         migrate(url)
-    return make_session_factory(url)
+    return make_session_factory(engine)
 
 
 def _safe(url: str) -> str:

@@ -101,3 +101,18 @@ def test_migrate_is_safe_from_threads_of_one_process(empty_db_url):
         t.join(60)
     assert errors == []
     assert current_revision(empty_db_url) == head_revision()
+
+
+def test_open_registry_migrates_only_a_database_behind_head(empty_db_url, monkeypatch):
+    """Every CLI command opens the registry: one at head must not cost an Alembic run."""
+    from alembic import command
+
+    from storage import open_registry
+
+    runs = []
+    upgrade = command.upgrade
+    monkeypatch.setattr(command, "upgrade", lambda *a, **k: (runs.append(a), upgrade(*a, **k)))
+    for _ in range(3):
+        open_registry(empty_db_url)().close()
+    assert len(runs) == 1 and current_revision(empty_db_url) == head_revision()
+    assert _tables(empty_db_url) == TABLES
