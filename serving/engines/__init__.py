@@ -12,6 +12,7 @@ from serving.engines.base import (
     SamplingParams,
     TokenLogprob,
 )
+from serving.engines.model import ModelEngine, ModelFacts
 
 #: engine name -> "module:class", imported only when that engine is chosen.
 ENGINES = {
@@ -57,6 +58,8 @@ __all__ = [
     "Engine",
     "EngineConfig",
     "GenerationRequest",
+    "ModelEngine",
+    "ModelFacts",
     "SamplingParams",
     "TokenLogprob",
     "choose_engine",
