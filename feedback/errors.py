@@ -3,14 +3,36 @@
 One base class, :class:`FeedbackError`; each subclass also inherits the
 built-in an ordinary caller would catch (``ValueError`` for a malformed or
 foreign event, ``RuntimeError`` for a server that would not start). The sink
-itself never raises into the request path: its failures are counters.
+itself never raises into the request path: its failures are counters. The HTTP
+edge answers them through the table of ``serving.http_errors``.
 """
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 
 class FeedbackError(Exception):
-    """Base class of every error raised by ``feedback``."""
+    """Base class of every error raised by ``feedback``.
+
+    Most take a message. A subclass that declares ``fields`` takes those values
+    instead (positionally or by name), keeps each as an attribute, and formats
+    its message from ``template``.
+    """
+
+    fields: ClassVar[tuple[str, ...]] = ()
+    template: ClassVar[str] = ""
+
+    def __init__(self, *args: Any, **values: Any) -> None:
+        if not self.fields:
+            super().__init__(*args, **values)
+            return
+        values.update(zip(self.fields, args, strict=False))
+        missing = [name for name in self.fields if name not in values]
+        if missing or len(args) > len(self.fields):
+            raise TypeError(f"{type(self).__name__} takes {self.fields}, got {args} {values}")
+        self.__dict__.update(values)
+        super().__init__(self.template.format(**values))
 
 
 class InvalidEvent(FeedbackError, ValueError):
@@ -25,14 +47,11 @@ class SchemaVersionError(InvalidEvent):
     the dead-letter stream.
     """
 
-    def __init__(self, kind: str, found: object, supported: int) -> None:
-        self.kind = kind
-        self.found = found
-        self.supported = supported
-        super().__init__(
-            f"{kind} event has schema_version {found!r}, but this loraloop reads only "
-            f"version {supported}: upgrade the reader (or dead-letter the entry)"
-        )
+    fields = ("kind", "found", "supported")
+    template = (
+        "{kind} event has schema_version {found!r}, but this loraloop reads only "
+        "version {supported}: upgrade the reader (or dead-letter the entry)"
+    )
 
 
 class EmbeddedRedisError(FeedbackError, RuntimeError):
@@ -51,25 +70,33 @@ class IdempotencyKeyReused(InvalidFeedback):
 class FeedbackTooLarge(InvalidFeedback):
     """A correction or comment is longer than its configured limit: HTTP 413."""
 
-    def __init__(self, field: str, size: int, limit: int, setting: str) -> None:
-        self.field = field
-        self.size = size
-        self.limit = limit
-        super().__init__(
-            f"{field} is {size} characters long; the limit is {limit} characters "
-            f"(FeedbackConfig.{setting}): shorten it"
-        )
+    fields = ("field", "size", "limit", "setting")
+    template = (
+        "{field} is {size} characters long; the limit is {limit} characters "
+        "(FeedbackConfig.{setting}): shorten it"
+    )
+
+    @property
+    def param(self) -> str:
+        """The request field to blame."""
+        return self.field
 
 
 class InteractionNotFound(FeedbackError, LookupError):
     """No interaction with this id: it never existed, or it expired: HTTP 404."""
 
-    def __init__(self, interaction_id: str) -> None:
-        self.interaction_id = interaction_id
-        super().__init__(
-            f"interaction {interaction_id!r} is unknown or expired: feedback must name the "
-            "`id` of a recent chat completion response"
-        )
+    fields = ("interaction_id",)
+    template = (
+        "interaction {interaction_id!r} is unknown or expired: feedback must name the "
+        "`id` of a recent chat completion response"
+    )
+
+
+class FeedbackNotFound(FeedbackError, LookupError):
+    """The caller has not rated this interaction (or the rating was deleted): HTTP 404."""
+
+    fields = ("interaction_id",)
+    template = "no feedback from you for interaction {interaction_id!r}"
 
 
 class NotYourInteraction(FeedbackError, PermissionError):
@@ -82,15 +109,11 @@ class RateLimited(FeedbackError):
     ``retry_after_s`` (whole seconds, at least 1) goes into the ``Retry-After`` header.
     """
 
-    def __init__(self, scope: str, limit: int, window_s: int, retry_after_s: int) -> None:
-        self.scope = scope
-        self.limit = limit
-        self.window_s = window_s
-        self.retry_after_s = retry_after_s
-        super().__init__(
-            f"{scope} rate limit reached: at most {limit} feedback events per {window_s} s "
-            f"(FeedbackConfig.{scope}_limit); retry after {retry_after_s} s"
-        )
+    fields = ("scope", "limit", "window_s", "retry_after_s")
+    template = (
+        "{scope} rate limit reached: at most {limit} feedback events per {window_s} s "
+        "(FeedbackConfig.{scope}_limit); retry after {retry_after_s} s"
+    )
 
 
 class FeedbackUnavailable(FeedbackError, ConnectionError):

@@ -3,45 +3,32 @@
 :class:`ChatService` is a plain object around a ``generate`` callable (a Ray
 Serve handle in production, an :class:`~serving.replica.LLMReplica` in a
 test), so the API can be built and tested without Ray; :func:`build_api` turns
-it into a FastAPI app. HTTP status codes exist only here.
+it into a FastAPI app. Errors are raised, typed, and answered by the one table of
+:mod:`serving.http_errors`.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
 from feedback.events import Interaction, hash_user, new_interaction_id
 from feedback.redact import make_redactor, redact_interaction
 from feedback.store import FeedbackConfig
-from serving.auth import ApiKey, AuthError, check_tenant, identify
-from serving.errors import UnknownModel
+from serving.auth import ApiKey, check_tenant, identify
+from serving.errors import ReplicasBusy, ServingError
 from serving.feedback_routes import register_feedback_routes
+from serving.http_errors import check_size, error_body_for, install_error_handlers, parse_body
 from serving.metrics import ServingMetrics
-from serving.routing import ModelRouter, Route
-from serving.schema import (
-    ChatCompletionRequest,
-    chunk_body,
-    completion_body,
-    error_body,
-    usage_chunk_body,
-)
+from serving.routing import ModelRouter
+from serving.schema import ChatCompletionRequest, chunk_body, completion_body, usage_chunk_body
 
-logger = logging.getLogger(__name__)
 ADAPTER_HEADER = "X-Adapter-Version"
-_ERROR_STATUS = {
-    "prompt_too_long": 400,
-    "adapter_not_loaded": 503,
-    "overloaded": 429,  # the engine's own queue is full
-    "replicas_busy": 503,  # Ray Serve's queue in front of the replicas is full
-}
 
 
 class IngressConfig(BaseModel):
@@ -55,35 +42,6 @@ class IngressConfig(BaseModel):
     max_body_bytes: int = Field(default=1_000_000, ge=1024, description="Larger bodies get 413.")
     default_max_tokens: int = Field(default=256, ge=1)
     retry_after_s: int = Field(default=1, ge=1, description="Retry-After on 429/503.")
-
-
-class ApiError(Exception):
-    """An error answered in OpenAI's format with an HTTP status."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        type_: str,
-        param: str | None = None,
-        code: str | None = None,
-        retry_after_s: int | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status, self.message, self.type, self.param, self.code = (
-            status,
-            message,
-            type_,
-            param,
-            code,
-        )
-        self.retry_after_s = retry_after_s
-
-    def response(self) -> JSONResponse:
-        headers = {"Retry-After": str(self.retry_after_s)} if self.retry_after_s else None
-        body = error_body(self.message, type_=self.type, param=self.param, code=self.code)
-        return JSONResponse(body, status_code=self.status, headers=headers)
 
 
 class ChatService:
@@ -115,13 +73,11 @@ class ChatService:
     # -- chat ------------------------------------------------------------------------
     async def chat(self, raw: bytes, authorization: str | None = None) -> Response:
         started = time.perf_counter()
-        request = self._parse(raw)
-        route = self._route(request.model)
-        try:
-            caller = identify(self.config.api_keys, authorization, request.user)
-            check_tenant(caller, route.tenant)
-        except AuthError as exc:
-            raise ApiError(exc.status, str(exc), type_="authentication_error") from exc
+        check_size(len(raw), self.config.max_body_bytes)
+        request = parse_body(raw, ChatCompletionRequest)
+        route = self.router.resolve(request.model)
+        caller = identify(self.config.api_keys, authorization, request.user)
+        check_tenant(caller, route.tenant)
         if caller.authenticated:  # the key says who this is; the body cannot
             request = request.model_copy(update={"user": caller.user})
         interaction_id = new_interaction_id()
@@ -134,9 +90,7 @@ class ChatService:
             "stream": request.stream,
         }
         events = self.generate(payload)
-        first = await anext(aiter(events))
-        if first["type"] == "error":
-            raise self._engine_error(first)
+        first = _checked(await anext(aiter(events)))
         headers = {ADAPTER_HEADER: first["adapter_version"]}
         answer = _Answer(interaction_id, request, route, first, started)
         self.metrics.in_flight.inc()
@@ -146,9 +100,7 @@ class ChatService:
             )
         try:
             async for event in events:
-                if event["type"] == "error":
-                    raise self._engine_error(event)
-                answer.add_all(event)
+                answer.add_all(_checked(event))
         except BaseException:
             answer.abandoned = True
             self._finish(answer)
@@ -170,9 +122,9 @@ class ChatService:
                     )
                 )
             async for event in events:
-                if event["type"] == "error":  # mid-stream: report it in-band and stop
-                    error = self._engine_error(event)
-                    yield _sse(error_body(error.message, type_=error.type))
+                error = _error_in(event)
+                if error is not None:  # mid-stream: report it in-band and stop
+                    yield _sse(error_body_for(error))
                     answer.abandoned = True
                     return
                 for index, chunk in event["items"]:
@@ -216,50 +168,6 @@ class ChatService:
             # Built and redacted by the sink off the request path: a bad event is
             # counted, never raised.
             self.sink.submit(lambda: redact_interaction(answer.interaction(elapsed), self.redactor))
-
-    # -- parsing and errors ----------------------------------------------------------------
-    def _parse(self, raw: bytes) -> ChatCompletionRequest:
-        if len(raw) > self.config.max_body_bytes:
-            raise ApiError(
-                413,
-                f"the request body is {len(raw)} bytes; the limit is "
-                f"{self.config.max_body_bytes} bytes",
-                type_="invalid_request_error",
-            )
-        try:
-            data = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ApiError(
-                400, f"the body is not valid JSON: {exc}", type_="invalid_request_error"
-            ) from exc
-        if not isinstance(data, dict):
-            raise ApiError(400, "the body must be a JSON object", type_="invalid_request_error")
-        try:
-            return ChatCompletionRequest.model_validate(data)
-        except ValidationError as exc:
-            raise _validation_error(exc) from exc
-
-    def _route(self, model: str) -> Route:
-        try:
-            return self.router.resolve(model)
-        except UnknownModel as exc:
-            raise ApiError(
-                404, str(exc), type_="invalid_request_error", param="model", code="model_not_found"
-            ) from exc
-
-    def _engine_error(self, event: dict) -> ApiError:
-        status = _ERROR_STATUS.get(event["kind"], 500)
-        retry = self.config.retry_after_s if status in (429, 503) else None
-        type_ = "invalid_request_error" if status == 400 else "server_error"
-        param = "messages" if event["kind"] == "prompt_too_long" else None
-        return ApiError(
-            status,
-            event["message"],
-            type_=type_,
-            param=param,
-            code=event["kind"],
-            retry_after_s=retry,
-        )
 
     # -- the other routes --------------------------------------------------------------------
     def models(self) -> dict:
@@ -352,63 +260,40 @@ def _sse(body: dict) -> str:
     return f"data: {json.dumps(body, separators=(',', ':'))}\n\n"
 
 
-def _validation_error(exc: ValidationError) -> ApiError:
-    problems = []
-    first_param = None
-    for error in exc.errors():
-        param = ".".join(str(p) for p in error["loc"]) or None
-        first_param = first_param or param
-        value = error.get("input")
-        shown = json.dumps(value)[:80] if not isinstance(value, dict) else "{...}"
-        problems.append(f"{param}: {error['msg']} (got {shown})")
-    return ApiError(
-        400,
-        "invalid request: " + "; ".join(problems),
-        type_="invalid_request_error",
-        param=first_param,
-    )
+def _error_in(event: dict | ServingError) -> ServingError | None:
+    """The error an event from the replicas carries, if it is one."""
+    if isinstance(event, ServingError):
+        return event
+    if event["type"] == "error":  # serving.app's "all replicas busy" event, as a dict
+        return ReplicasBusy(event["message"])
+    return None
+
+
+def _checked(event: dict | ServingError) -> dict:
+    """``event``, unless it is an error: then raise it, for the error table to answer."""
+    error = _error_in(event)
+    if error is not None:
+        raise error
+    return event  # type: ignore[return-value]
 
 
 def build_api(service: ChatService) -> FastAPI:
     """The FastAPI app serving ``service`` (used by the Serve ingress and by tests)."""
     api = FastAPI(title="loraloop", version="0.1.0")
-
-    @api.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        service.metrics.errors.labels(str(exc.status), exc.type).inc()
-        return exc.response()
-
-    @api.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        error_id = uuid.uuid4().hex[:12]
-        logger.exception("unexpected error %s on %s", error_id, request.url.path)
-        service.metrics.errors.labels("500", "server_error").inc()
-        return JSONResponse(
-            error_body(f"internal error {error_id}", type_="server_error"), status_code=500
-        )
+    install_error_handlers(
+        api,
+        retry_after_s=service.config.retry_after_s,
+        on_error=lambda status, type_: service.metrics.errors.labels(str(status), type_).inc(),
+    )
 
     @api.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
         declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > service.config.max_body_bytes:
-            raise ApiError(
-                413,
-                f"the request body is {declared} bytes; the limit is "
-                f"{service.config.max_body_bytes} bytes",
-                type_="invalid_request_error",
-            )
+        if declared and declared.isdigit():
+            check_size(int(declared), service.config.max_body_bytes)
         return await service.chat(await request.body(), request.headers.get("authorization"))
 
-    def api_error(status, message, **kwargs) -> ApiError:
-        return ApiError(status, message, **kwargs)
-
-    register_feedback_routes(api, service, api_error)
-
-    @api.exception_handler(AuthError)
-    async def _auth_error(request: Request, exc: AuthError) -> JSONResponse:
-        return await _api_error(
-            request, ApiError(exc.status, str(exc), type_="authentication_error")
-        )
+    register_feedback_routes(api, service)
 
     @api.get("/v1/models")
     async def models() -> dict:

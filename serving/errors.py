@@ -1,12 +1,32 @@
-"""Errors raised by serving and its engines. The HTTP edge maps them to 4xx/503."""
+"""Errors raised by serving and its engines. The HTTP edge maps them to 4xx/503
+(``serving.http_errors``).
+
+They also cross the Ray boundary between an LLM replica and the ingress as
+values (see ``serving.replica``), so every one of them pickles, whatever its
+constructor takes.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 
 class ServingError(Exception):
     """Base class of every error serving raises on purpose."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Exceptions unpickle as ``cls(*args)``, which breaks subclasses whose
+        # constructor takes other arguments than the message; restore the state
+        # directly instead.
+        return _restore, (type(self), self.args, self.__dict__)
+
+
+def _restore(cls: type[ServingError], args: tuple, state: dict) -> ServingError:
+    error = cls.__new__(cls, *args)
+    error.args = args
+    error.__dict__.update(state)
+    return error
 
 
 class EngineNotStarted(ServingError, RuntimeError):
@@ -20,9 +40,9 @@ class EngineUnhealthy(ServingError, RuntimeError):
 class EngineOverloaded(ServingError, RuntimeError):
     """The engine's queue is full; the client should retry later."""
 
-    def __init__(self, message: str, *, retry_after_s: float = 1.0) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
+
+class ReplicasBusy(ServingError, RuntimeError):
+    """Every LLM replica's queue (Ray Serve's, in front of the engines) is full."""
 
 
 class PromptTooLong(ServingError, ValueError):

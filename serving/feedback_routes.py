@@ -6,27 +6,19 @@ nothing more; the same key on a different request is a 422.
 
 The store (``feedback.store.FeedbackStore``) does the work: it checks the
 interaction exists and belongs to the caller, applies limits and redaction,
-and writes the event exactly once. This module maps its errors to HTTP.
+and writes the event exactly once; its errors are answered by the table of
+``serving.http_errors``.
 """
 
 from __future__ import annotations
 
-import json
-
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
-from feedback.errors import (
-    FeedbackTooLarge,
-    FeedbackUnavailable,
-    IdempotencyKeyReused,
-    InteractionNotFound,
-    InvalidFeedback,
-    NotYourInteraction,
-    RateLimited,
-)
+from feedback.errors import FeedbackNotFound, FeedbackUnavailable
 from serving.auth import identify
+from serving.http_errors import parse_body
 
 
 class FeedbackRequest(BaseModel):
@@ -37,18 +29,12 @@ class FeedbackRequest(BaseModel):
     user: str | None = Field(default=None, max_length=256)
 
 
-def register_feedback_routes(api: FastAPI, service, api_error) -> None:
+def register_feedback_routes(api: FastAPI, service) -> None:
     """Add the feedback routes to ``api``; ``service`` has ``feedback`` and ``config``."""
 
     def store():
         if service.feedback is None:
-            raise api_error(
-                503,
-                "feedback needs Redis, which this deployment does not have",
-                type_="server_error",
-                code="feedback_unavailable",
-                retry_after_s=5,
-            )
+            raise FeedbackUnavailable("feedback needs Redis, which this deployment does not have")
         return service.feedback
 
     def caller(request: Request, user: str | None):
@@ -56,23 +42,17 @@ def register_feedback_routes(api: FastAPI, service, api_error) -> None:
 
     @api.post("/v1/feedback", status_code=202)
     async def post_feedback(request: Request) -> JSONResponse:
-        try:
-            body = FeedbackRequest.model_validate(json.loads(await request.body()))
-        except (json.JSONDecodeError, UnicodeDecodeError, ValidationError) as exc:
-            raise api_error(400, f"invalid feedback: {exc}", type_="invalid_request_error") from exc
+        body = parse_body(await request.body(), FeedbackRequest)
         who = caller(request, body.user)
-        try:
-            feedback_id = await store().record(
-                interaction_id=body.interaction_id,
-                user=who.user,
-                rating=body.rating,
-                correction=body.correction,
-                comment=body.comment,
-                tenant=who.tenant,
-                idempotency_key=request.headers.get("idempotency-key"),
-            )
-        except Exception as exc:
-            raise _mapped(exc, api_error) from exc
+        feedback_id = await store().record(
+            interaction_id=body.interaction_id,
+            user=who.user,
+            rating=body.rating,
+            correction=body.correction,
+            comment=body.comment,
+            tenant=who.tenant,
+            idempotency_key=request.headers.get("idempotency-key"),
+        )
         return JSONResponse(
             {"id": feedback_id, "object": "feedback", "interaction_id": body.interaction_id},
             status_code=202,
@@ -83,17 +63,9 @@ def register_feedback_routes(api: FastAPI, service, api_error) -> None:
         interaction_id: str, request: Request, user: str | None = None
     ) -> JSONResponse:
         who = caller(request, user)
-        try:
-            current = await store().current(interaction_id, who.user, tenant=who.tenant)
-        except Exception as exc:
-            raise _mapped(exc, api_error) from exc
+        current = await store().current(interaction_id, who.user, tenant=who.tenant)
         if current is None:
-            raise api_error(
-                404,
-                f"no feedback from you for interaction {interaction_id!r}",
-                type_="invalid_request_error",
-                param="interaction_id",
-            )
+            raise FeedbackNotFound(interaction_id)
         return JSONResponse(
             {
                 "id": current.id,
@@ -106,29 +78,3 @@ def register_feedback_routes(api: FastAPI, service, api_error) -> None:
             }
         )
 
-
-def _mapped(exc: Exception, api_error):
-    kind = "invalid_request_error"
-    if isinstance(exc, IdempotencyKeyReused):
-        return api_error(422, str(exc), type_=kind, code="idempotency_key_reused")
-    if isinstance(exc, FeedbackTooLarge):
-        return api_error(413, str(exc), type_=kind, param=exc.field)
-    if isinstance(exc, InvalidFeedback):
-        return api_error(400, str(exc), type_=kind)
-    if isinstance(exc, NotYourInteraction):
-        return api_error(403, str(exc), type_="permission_error", param="interaction_id")
-    if isinstance(exc, InteractionNotFound):
-        return api_error(404, str(exc), type_=kind, param="interaction_id")
-    if isinstance(exc, RateLimited):
-        return api_error(
-            429,
-            str(exc),
-            type_="rate_limit_error",
-            code="rate_limited",
-            retry_after_s=max(1, round(exc.retry_after_s)),
-        )
-    if isinstance(exc, FeedbackUnavailable):
-        return api_error(
-            503, str(exc), type_="server_error", code="feedback_unavailable", retry_after_s=1
-        )
-    return exc

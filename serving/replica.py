@@ -1,13 +1,15 @@
 """The LLM replica: a plain class that owns one engine and streams generations.
 
 Ray Serve wraps it (see :mod:`serving.app`); tests and the CLI can use it
-directly. It speaks in small dict events rather than exceptions, so that an
-error crosses the Ray boundary as data the ingress maps to an HTTP status:
+directly. It streams events, and yields an error instead of raising it, so
+that the error crosses the Ray boundary as a typed value (a pickled
+:class:`~serving.errors.ServingError`, not Ray's wrapper of a task failure),
+which the ingress raises again and ``serving.http_errors`` answers:
 
 - ``{"type": "start", "prompt_tokens": int, "adapter_version": str}`` first,
 - ``{"type": "chunks", "items": [(index, Chunk), ...]}``: the steps of the choices
   produced since the last event (coalesced, see :func:`_coalesce`),
-- or a single ``{"type": "error", "kind": str, "message": str, ...}``.
+- or, first or last, a :class:`~serving.errors.ServingError`.
 """
 
 from __future__ import annotations
@@ -19,12 +21,7 @@ from dataclasses import replace
 
 from serving.adapters import AdapterManager
 from serving.engines.base import Engine, EngineConfig, GenerationRequest, SamplingParams
-from serving.errors import (
-    AdapterNotLoaded,
-    EngineOverloaded,
-    PromptTooLong,
-    ServingError,
-)
+from serving.errors import AdapterNotLoaded, PromptTooLong, ServingError
 
 logger = logging.getLogger(__name__)
 BASE_VERSION = "base"
@@ -65,7 +62,7 @@ class LLMReplica:
             "adapter_manager": self.adapters.status() if self.adapters else None,
         }
 
-    async def generate(self, payload: dict) -> AsyncIterator[dict]:
+    async def generate(self, payload: dict) -> AsyncIterator[dict | ServingError]:
         """Stream events for ``payload`` = {request_id, messages, sampling, n, route}.
 
         ``route`` = {tenant, alias, pinned, user}: the adapter manager picks the
@@ -85,7 +82,7 @@ class LLMReplica:
             elif route.get("pinned"):
                 raise AdapterNotLoaded("this deployment has no registry: only base is served")
         except ServingError as exc:
-            yield _error(exc)
+            yield exc
             return
         try:
             async for event in self._generate(payload, adapter):
@@ -94,7 +91,9 @@ class LLMReplica:
             if self.adapters is not None:
                 self.adapters.release(adapter)
 
-    async def _generate(self, payload: dict, adapter: str | None) -> AsyncIterator[dict]:
+    async def _generate(
+        self, payload: dict, adapter: str | None
+    ) -> AsyncIterator[dict | ServingError]:
         try:
             ids = self.engine.encode_chat(payload["messages"])
             limit = self.engine.max_context
@@ -119,7 +118,7 @@ class LLMReplica:
                 for i in range(payload.get("n", 1))
             ]
         except ServingError as exc:
-            yield _error(exc)
+            yield exc
             return
         yield {
             "type": "start",
@@ -130,9 +129,9 @@ class LLMReplica:
             async for items in _coalesce(_merge(streams)):
                 yield {"type": "chunks", "items": items}
         except ServingError as exc:
-            yield _error(exc)
+            yield exc
 
-    async def generate_all(self, payload: dict) -> list[dict]:
+    async def generate_all(self, payload: dict) -> list[dict | ServingError]:
         """The events of :meth:`generate` in one list: one round trip for a non-streamed answer."""
         return [event async for event in self.generate(payload)]
 
@@ -221,14 +220,3 @@ async def _coalesce(source) -> AsyncIterator[list]:
         await asyncio.gather(task, return_exceptions=True)
         await source.aclose()
 
-
-def _error(exc: ServingError) -> dict:
-    kind = {
-        PromptTooLong: "prompt_too_long",
-        AdapterNotLoaded: "adapter_not_loaded",
-        EngineOverloaded: "overloaded",
-    }.get(type(exc), "engine_error")
-    event = {"type": "error", "kind": kind, "message": str(exc)}
-    if isinstance(exc, EngineOverloaded):
-        event["retry_after_s"] = exc.retry_after_s
-    return event

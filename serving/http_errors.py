@@ -1,0 +1,238 @@
+"""The one table from exceptions to HTTP, and the one handler that applies it.
+
+Every route (chat, feedback, admin) raises the error of the package that found
+the problem: ``serving.errors`` (engines, routing; they reach the ingress from
+the replicas as values), ``feedback.errors``, ``storage.errors``,
+``serving.auth``, or :class:`RequestError` for a request the edge itself cannot
+read. :data:`RULES` gives each class its status, OpenAI error ``type`` and
+``code``, and whether the answer carries ``Retry-After``; the most specific
+class in an exception's MRO wins. Anything not in the table is a bug: it is
+logged with its traceback under an id and answered as a plain 500.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
+
+from feedback.errors import (
+    FeedbackNotFound,
+    FeedbackTooLarge,
+    FeedbackUnavailable,
+    IdempotencyKeyReused,
+    InteractionNotFound,
+    InvalidFeedback,
+    NotYourInteraction,
+    RateLimited,
+)
+from serving.auth import (
+    InvalidAdminToken,
+    InvalidApiKey,
+    MissingAdminToken,
+    MissingApiKey,
+    NotAdmin,
+    WrongTenant,
+)
+from serving.errors import (
+    AdapterNotLoaded,
+    EngineOverloaded,
+    PromptTooLong,
+    ReplicasBusy,
+    ServingError,
+    UnknownModel,
+)
+from serving.schema import error_body
+from storage.errors import (
+    AliasNotFound,
+    ArtifactError,
+    Conflict,
+    IllegalTransition,
+    InvalidArgument,
+    VersionNotFound,
+)
+
+logger = logging.getLogger(__name__)
+M = TypeVar("M", bound=BaseModel)
+
+
+class RequestError(Exception):
+    """The HTTP request itself is unusable; ``param`` names the offending field."""
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+class InvalidRequest(RequestError, ValueError):
+    """The body is not JSON, or not the schema of the route (chat, feedback)."""
+
+
+class BodyTooLarge(RequestError, ValueError):
+    """The body is larger than the ingress accepts."""
+
+
+class InvalidBody(RequestError, ValueError):
+    """FastAPI refused a body, query or path parameter of a route (the admin API's)."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """How one class of errors is answered."""
+
+    status: int
+    type: str
+    code: str | None = None
+    #: The parameter to blame when the exception names none (``exc.param``).
+    param: str | None = None
+    #: Send ``Retry-After``: the exception's ``retry_after_s``, else the ingress default.
+    retry: bool = False
+
+
+_INVALID, _SERVER, _AUTH, _DENIED = (
+    "invalid_request_error",
+    "server_error",
+    "authentication_error",
+    "permission_error",
+)
+_NOT_FOUND = Rule(404, "not_found_error", "not_found")
+
+RULES: dict[type[BaseException], Rule] = {
+    # the request as the edge reads it
+    InvalidRequest: Rule(400, _INVALID),
+    BodyTooLarge: Rule(413, _INVALID),
+    InvalidBody: Rule(422, _INVALID, "invalid_request"),
+    # who calls
+    MissingApiKey: Rule(401, _AUTH, "missing_api_key"),
+    InvalidApiKey: Rule(401, _AUTH, "invalid_api_key"),
+    WrongTenant: Rule(403, _DENIED, "wrong_tenant"),
+    MissingAdminToken: Rule(401, _AUTH, "missing_admin_token"),
+    InvalidAdminToken: Rule(401, _AUTH, "invalid_admin_token"),
+    NotAdmin: Rule(403, _DENIED, "not_admin"),
+    # chat: routing, the replicas and their engines
+    UnknownModel: Rule(404, _INVALID, "model_not_found", param="model"),
+    PromptTooLong: Rule(400, _INVALID, "prompt_too_long", param="messages"),
+    EngineOverloaded: Rule(429, _SERVER, "overloaded", retry=True),  # the engine's queue
+    AdapterNotLoaded: Rule(503, _SERVER, "adapter_not_loaded", retry=True),
+    ReplicasBusy: Rule(503, _SERVER, "replicas_busy", retry=True),  # Ray Serve's queue
+    ServingError: Rule(500, _SERVER, "engine_error"),
+    # feedback
+    IdempotencyKeyReused: Rule(422, _INVALID, "idempotency_key_reused"),
+    FeedbackTooLarge: Rule(413, _INVALID),
+    InvalidFeedback: Rule(400, _INVALID),
+    NotYourInteraction: Rule(403, _DENIED, param="interaction_id"),
+    InteractionNotFound: Rule(404, _INVALID, param="interaction_id"),
+    FeedbackNotFound: Rule(404, _INVALID, param="interaction_id"),
+    RateLimited: Rule(429, "rate_limit_error", "rate_limited", retry=True),
+    FeedbackUnavailable: Rule(503, _SERVER, "feedback_unavailable", retry=True),
+    # the registry (admin)
+    VersionNotFound: _NOT_FOUND,
+    AliasNotFound: _NOT_FOUND,
+    Conflict: Rule(409, "conflict_error", "conflict"),
+    IllegalTransition: Rule(422, _INVALID, "illegal_transition", param="status"),
+    InvalidArgument: Rule(400, _INVALID, "invalid_value"),
+    ArtifactError: Rule(422, _INVALID, "artifact_error"),
+}
+
+
+def rule_for(exc: BaseException) -> Rule | None:
+    """The rule of the most specific class of ``exc`` in :data:`RULES`, or ``None``."""
+    return next((RULES[c] for c in type(exc).__mro__ if c in RULES), None)
+
+
+def error_body_for(exc: BaseException) -> dict:
+    """The OpenAI error envelope of ``exc`` (also sent in-band on a started stream)."""
+    rule = rule_for(exc) or Rule(500, _SERVER, "internal_error")
+    param = getattr(exc, "param", None) or rule.param
+    return error_body(str(exc), type_=rule.type, param=param, code=rule.code)
+
+
+def error_response(exc: BaseException, *, retry_after_s: float = 1) -> JSONResponse:
+    """The OpenAI-style answer to ``exc``, an instance of a class in :data:`RULES`."""
+    rule = rule_for(exc)
+    assert rule is not None, f"{type(exc).__name__} has no rule in serving.http_errors.RULES"
+    headers = {}
+    if rule.retry:
+        seconds = getattr(exc, "retry_after_s", None) or retry_after_s
+        headers["Retry-After"] = str(max(1, math.ceil(seconds)))
+    if rule.status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    return JSONResponse(error_body_for(exc), status_code=rule.status, headers=headers or None)
+
+
+def install_error_handlers(
+    app: FastAPI,
+    *,
+    retry_after_s: float = 1,
+    on_error: Callable[[int, str], Any] | None = None,
+) -> None:
+    """Answer every error raised by ``app``'s routes through :data:`RULES`.
+
+    ``retry_after_s`` is the ``Retry-After`` of errors that do not say when to
+    retry; ``on_error(status, type)`` is called for each error answered (metrics).
+    """
+
+    async def known(_: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, RequestValidationError):
+            message, param = describe_validation(exc.errors())
+            exc = InvalidBody(message, param=param)
+        if on_error is not None:
+            rule = rule_for(exc)
+            assert rule is not None
+            on_error(rule.status, rule.type)
+        return error_response(exc, retry_after_s=retry_after_s)
+
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        error_id = uuid.uuid4().hex[:12]
+        logger.exception("unexpected error %s on %s", error_id, request.url.path)
+        if on_error is not None:
+            on_error(500, _SERVER)
+        body = error_body(f"internal error {error_id}", type_=_SERVER, code="internal_error")
+        return JSONResponse(body, status_code=500)
+
+    for cls in (*RULES, RequestValidationError):
+        app.add_exception_handler(cls, known)
+    app.add_exception_handler(Exception, unexpected)
+
+
+def describe_validation(errors: list[Any]) -> tuple[str, str | None]:
+    """A message naming every invalid field and its value, and the first field's name."""
+    problems, first = [], None
+    for error in errors:
+        loc = [str(p) for p in error.get("loc", ()) if p not in ("body", "query", "path")]
+        param = ".".join(loc) or None
+        first = first or param
+        value = error.get("input")
+        shown = json.dumps(value, default=str)[:80] if not isinstance(value, dict) else "{...}"
+        problems.append(f"{param}: {error['msg']} (got {shown})")
+    return "invalid request: " + "; ".join(problems), first
+
+
+def check_size(size: int, limit: int) -> None:
+    """Raise :class:`BodyTooLarge` when a body of ``size`` bytes is over ``limit``."""
+    if size > limit:
+        raise BodyTooLarge(f"the request body is {size} bytes; the limit is {limit} bytes")
+
+
+def parse_body(raw: bytes, model: type[M]) -> M:
+    """``raw`` as a JSON object validated by ``model``, or :class:`InvalidRequest`."""
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidRequest(f"the body is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise InvalidRequest("the body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        message, param = describe_validation(exc.errors())
+        raise InvalidRequest(message, param=param) from exc
