@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,15 +14,8 @@ import psutil
 import pytest
 import redis
 
-
-def _cli(*args, env, timeout=300):
-    return subprocess.run(
-        [sys.executable, "-m", "loraloop.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+from tests.integration.test_cli import run_cli
+from tests.support.stack import free_port
 
 
 def assert_all_gone(family: list[psutil.Process], within_s: float = 60) -> None:
@@ -38,26 +31,24 @@ def assert_all_gone(family: list[psutil.Process], within_s: float = 60) -> None:
 
 @pytest.mark.parametrize("strict", [False, True], ids=["defaults", "strict-feedback"])
 def test_up_serves_then_down_leaves_no_process_behind(tmp_path, data_dir, smollm2_dir, strict):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LORALOOP_")}
+    port = free_port()
     # The session's data dir already holds the default model; everything else is default.
-    env.update(LORALOOP_DATA_DIR=str(data_dir), LORALOOP_HTTP_PORT=str(port))
+    settings = {"LORALOOP_HTTP_PORT": str(port)}
     if strict:  # feedback answered only once on disk: the embedded Redis fsyncs every write
-        env.update(LORALOOP_FEEDBACK_STRICT="true")
-    assert _cli("status", env=env).returncode == 3  # not running yet
+        settings["LORALOOP_FEEDBACK_STRICT"] = "true"
+    cli = functools.partial(run_cli, data_dir=data_dir, extra_env=settings, timeout=300)
+    assert cli("status").returncode == 3  # not running yet
 
     started = time.monotonic()
-    up = _cli("up", "--background", "--timeout", "240", env=env)
+    up = cli("up", "--background", "--timeout", "240")
     try:
-        _check_the_running_stack(up, env, port, started, strict)
+        _check_the_running_stack(up, cli, port, started, strict)
     finally:  # a failed check must not leave a stack running for the next test
-        if _cli("status", env=env).returncode != 3:
-            _cli("down", env=env)
+        if cli("status").returncode != 3:
+            cli("down")
 
 
-def _check_the_running_stack(up, env, port, started, strict):
+def _check_the_running_stack(up, cli, port, started, strict):
     assert up.returncode == 0, up.stdout + up.stderr
     ready_s = time.monotonic() - started
     assert ready_s < 240
@@ -65,7 +56,7 @@ def _check_the_running_stack(up, env, port, started, strict):
     # On loopback the loop closes on its own, and the start-up output says so and why.
     assert "go to a canary automatically (only this machine can reach the API)" in up.stdout
 
-    status = _cli("status", "--json", env=env)
+    status = cli("status", "--json")
     assert status.returncode == 0, status.stdout
     report = json.loads(status.stdout)
     pid = report["pid"]
@@ -96,19 +87,19 @@ def _check_the_running_stack(up, env, port, started, strict):
 
     deadline = time.monotonic() + 60  # the learner actor reads the feedback stream
     while True:
-        learner = _cli("learner", "status", "--json", env=env)
+        learner = cli("learner", "status", "--json")
         if learner.returncode == 0 and json.loads(learner.stdout).get("backlog") == 1:
             break
         assert time.monotonic() < deadline, learner.stdout + learner.stderr
         time.sleep(1)
 
-    again = _cli("up", "--background", env=env)
+    again = cli("up", "--background")
     assert again.returncode == 1 and "already running" in again.stderr
 
-    down = _cli("down", env=env)
+    down = cli("down")
     assert down.returncode == 0, down.stderr
     assert_all_gone(family)
-    assert _cli("status", env=env).returncode == 3
+    assert cli("status").returncode == 3
 
 
 def test_up_in_the_foreground_stops_everything_on_ctrl_c(tmp_path, data_dir, smollm2_dir):
@@ -116,9 +107,7 @@ def test_up_in_the_foreground_stops_everything_on_ctrl_c(tmp_path, data_dir, smo
     what to try, and one Ctrl-C (SIGINT) stops every process it started."""
     import signal
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LORALOOP_")}
     env.update(LORALOOP_DATA_DIR=str(data_dir))
     log = tmp_path / "up.log"
@@ -140,7 +129,7 @@ def test_up_in_the_foreground_stops_everything_on_ctrl_c(tmp_path, data_dir, smo
         up.send_signal(signal.SIGINT)
         assert up.wait(timeout=180) == 0, log.read_text()
         assert_all_gone(family)
-        assert _cli("status", env=env).returncode == 3
+        assert run_cli("status", data_dir=data_dir).returncode == 3
     finally:
         if up.poll() is None:
             os.killpg(up.pid, signal.SIGKILL)
