@@ -1,22 +1,11 @@
-"""`loraloop adapters ...`: ops commands over the adapter registry.
+"""`loraloop adapters ...`: ``storage.ops.RegistryOps`` rendered as text or JSON.
 
 Mounted by ``loraloop/cli.py``. Configuration comes from ``Settings``
 (``LORALOOP_DATABASE_URL``, ``LORALOOP_ARTIFACTS_URL``, ``LORALOOP_REDIS_URL``,
-``LORALOOP_REDIS_PREFIX``); migrations are applied when a command opens the
-registry. Alias changes are announced on Redis when ``LORALOOP_REDIS_URL`` is
-set (replicas also reconcile periodically, so nothing is lost without it).
-
-Exit codes (for scripts and probes):
-
-====  ==========================================================
-0     success
-1     unexpected error (configuration, database unreachable...)
-2     bad usage: unknown option, malformed value (typer/click)
-3     not found: unknown version id or prefix, unset alias
-4     conflict: another change won, the alias is pinned, nothing to roll back to
-5     refused: illegal status move or invalid value (e.g. a canary fraction)
-6     artifact error: corrupt, unsafe (pickle) or missing adapter files
-====  ==========================================================
+``LORALOOP_REDIS_PREFIX``); a registry behind this code's schema is migrated
+when a command opens it. Alias changes are announced on Redis when there is
+one (replicas also reconcile periodically, so nothing is lost without it).
+A refused change exits with the code of its outcome (``loraloop.render``).
 """
 
 from __future__ import annotations
@@ -25,29 +14,45 @@ import getpass
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_CONFLICT, EXIT_REFUSED, EXIT_ARTIFACT = (
-    0,
-    1,
-    2,
-    3,
-    4,
-    5,
-    6,
+from loraloop import render
+from loraloop.render import (
+    EXIT_ARTIFACT,
+    EXIT_CODES_HELP,
+    EXIT_CONFLICT,
+    EXIT_ERROR,
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_USAGE,
+    done,
+    exit_code_for,
+    fail,
+    load_settings,
 )
+
+__all__ = [  # the exit codes stay importable from here
+    "EXIT_ARTIFACT",
+    "EXIT_CONFLICT",
+    "EXIT_ERROR",
+    "EXIT_NOT_FOUND",
+    "EXIT_OK",
+    "EXIT_REFUSED",
+    "EXIT_USAGE",
+    "app",
+    "registry_ops",
+]
 
 app = typer.Typer(
     name="adapters",
     no_args_is_help=True,
     add_completion=False,
-    help="List, inspect, promote, canary, roll back, pin and retire adapter "
-    "versions. Exit codes: 0 ok, 1 error, 2 usage, 3 not found, "
-    "4 conflict, 5 refused (illegal move or value), 6 artifact error.",
+    help="List, inspect, promote, canary, roll back, pin and retire adapter versions. "
+    + EXIT_CODES_HELP,
 )
 
 Tenant = Annotated[str, typer.Option("--tenant", "-t", help="Tenant whose aliases change.")]
@@ -55,114 +60,56 @@ Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of a tabl
 Reason = Annotated[str, typer.Option("--reason", "-r", help="Why (kept in the audit trail).")]
 Actor = Annotated[str | None, typer.Option(help="Who acts (default: cli:<os user>).")]
 Version = Annotated[str, typer.Argument(help="Version id or a unique prefix (>= 6 chars).")]
+Limit = Annotated[int | None, typer.Option(min=1, help="Newest entries (default: 100).")]
 ExpectLive = Annotated[
     str | None,
     typer.Option(
         "--expect-live",
-        help="Version you believe is live ('none' for no live version); the "
-        "change is refused (exit 4) if another one is. Default: the live version read just before.",
+        help="Version you believe is live ('none' for no live version); the change is "
+        "refused (exit 5) if another one is. Default: no check (changes are still serialized).",
     ),
 ]
 
 
-@dataclass
-class _Ctx:
-    session: Any
-    notifier: Any
-    settings: Any
-
-    def actor(self, given: str | None) -> str:
-        if given:
-            return given
-        try:
-            return f"cli:{getpass.getuser()}"
-        except Exception:  # no user name in a bare container
-            return "cli"
-
-
 @contextmanager
-def _registry() -> Iterator[_Ctx]:
-    """Open the registry from Settings; map storage errors to messages and exit codes."""
-    from loraloop.settings import Settings
+def registry_ops(actor: str | None = None, settings=None) -> Iterator[Any]:
+    """``RegistryOps`` on the configured registry, acting as ``actor`` (default
+    ``cli:<os user>``); a registry error exits with the code of its outcome."""
     from loraloop.stack import redis_url_for
-    from storage import (
-        AliasNotFound,
-        ArtifactError,
-        Conflict,
-        IllegalTransition,
-        InvalidArgument,
-        RegistryError,
-        VersionNotFound,
-        open_registry,
-    )
+    from storage import RegistryError, RegistryOps, open_registry
 
+    settings = settings or load_settings()
     try:
-        settings = Settings()
-        factory = open_registry(settings.sqlalchemy_url)
+        sessions = open_registry(settings.sqlalchemy_url)
     except Exception as exc:
-        _fail(f"cannot open the registry: {exc}", EXIT_ERROR)
+        fail(f"cannot open the registry: {exc}")
     notifier = None
     redis_url = redis_url_for(settings)
     if redis_url:
-        from feedback.notify import AliasChangePublisher
+        from storage.alias_events import AliasChangePublisher
 
         notifier = AliasChangePublisher.from_url(redis_url, prefix=settings.redis_prefix)
-    session = factory()
-    codes = [
-        (VersionNotFound, EXIT_NOT_FOUND),
-        (AliasNotFound, EXIT_NOT_FOUND),
-        (Conflict, EXIT_CONFLICT),
-        (IllegalTransition, EXIT_REFUSED),
-        (InvalidArgument, EXIT_REFUSED),
-        (ArtifactError, EXIT_ARTIFACT),
-        (RegistryError, EXIT_ERROR),
-    ]
+    ops = RegistryOps(
+        sessions,
+        actor=actor or _os_actor(),
+        notifier=notifier,
+        artifacts=settings.artifacts_location,
+    )
     try:
-        yield _Ctx(session, notifier, settings)
+        yield ops
     except RegistryError as exc:
-        code = next(c for cls, c in codes if isinstance(exc, cls))
-        _fail(f"{type(exc).__name__}: {exc}", code)
+        fail(f"{type(exc).__name__}: {exc}", exit_code_for(exc.outcome))
     finally:
-        session.close()
-        factory.kw["bind"].dispose()
+        sessions.kw["bind"].dispose()
         if notifier is not None:
             notifier.close()
 
 
-def _fail(message: str, code: int) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def _console():
-    from rich.console import Console
-
-    return Console(soft_wrap=False, width=200)
-
-
-def _emit_json(data: Any) -> None:
-    typer.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
-
-
-def _table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
-    from rich.table import Table
-
-    table = Table(title=title, show_lines=False)
-    for column in columns:
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        table.add_row(*["" if v is None else str(v) for v in row])
-    _console().print(table)
-
-
-def _short(version_id: str | None) -> str:
-    return version_id[:12] if version_id else "-"
-
-
-def _metrics(metrics: dict[str, Any]) -> str:
-    return ", ".join(
-        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(metrics.items())
-    )
+def _os_actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except Exception:  # no user name in a bare container
+        return "cli"
 
 
 def _json_option(value: str | None, name: str) -> dict[str, Any]:
@@ -177,100 +124,37 @@ def _json_option(value: str | None, name: str) -> dict[str, Any]:
     return parsed
 
 
-def _expected(ctx: _Ctx, tenant: str, given: str | None) -> str | None:
-    from storage import get_alias
-
+def _expected(given: str | None) -> dict[str, str | None]:
+    """``--expect-live`` as ``RegistryOps`` takes it: nothing when the option is absent."""
     if given is None:
-        live = get_alias(ctx.session, tenant=tenant, alias="live")
-        return live.version_id if live else None
-    return None if given.lower() == "none" else given
-
-
-def _tenant_of(ctx: _Ctx, version: str) -> str:
-    from storage import get_version
-
-    return get_version(ctx.session, version_id=version).tenant
+        return {}
+    return {"expected_live": None if given.lower() == "none" else given}
 
 
 @app.command("list")
 def list_(
     tenant: Annotated[str | None, typer.Option("--tenant", "-t")] = None,
     status: Annotated[str | None, typer.Option(help="Only this status.")] = None,
-    limit: Annotated[int, typer.Option(min=1)] = 50,
+    limit: Limit = None,
     as_json: Json = False,
 ) -> None:
     """List versions, newest first, with the aliases that point at them."""
-    from storage import list_aliases, list_versions
-
-    with _registry() as ctx:
-        versions = list_versions(ctx.session, tenant=tenant, status=status, limit=limit)
-        aliases = list_aliases(ctx.session, tenant=tenant)
-    marks: dict[str, list[str]] = {}
-    for a in aliases:
-        marks.setdefault(a.version_id, []).append(
-            a.name + (f"({a.fraction:g})" if a.fraction else "") + ("[pinned]" if a.pinned else "")
-        )
-    if as_json:
-        return _emit_json([{**v.to_dict(), "aliases": marks.get(v.id, [])} for v in versions])
-    _table(
-        "adapter versions",
-        ["id", "tenant", "status", "aliases", "parent", "data", "metrics", "created"],
-        [
-            [
-                _short(v.id),
-                v.tenant,
-                v.status,
-                " ".join(marks.get(v.id, [])),
-                _short(v.parent_id),
-                v.dataset_size,
-                _metrics(v.metrics),
-                v.created_at.strftime("%Y-%m-%d %H:%M:%S"),
-            ]
-            for v in versions
-        ],
-    )
+    with registry_ops() as ops:
+        render.versions(ops.versions(tenant=tenant, status=status, limit=limit), as_json)
 
 
 @app.command()
 def show(version: Version, as_json: Json = False) -> None:
     """Show one version: config, artifact, metrics, data size and aliases."""
-    from storage import get_version, list_aliases
-
-    with _registry() as ctx:
-        v = get_version(ctx.session, version_id=version)
-        aliases = [
-            a.to_dict() for a in list_aliases(ctx.session, tenant=v.tenant) if a.version_id == v.id
-        ]
-    data = {**v.to_dict(), "aliases": aliases}
-    if as_json:
-        return _emit_json(data)
-    _table(
-        f"version {v.id}",
-        ["field", "value"],
-        [
-            [k, json.dumps(val, sort_keys=True) if isinstance(val, dict | list) else val]
-            for k, val in data.items()
-        ],
-    )
+    with registry_ops() as ops:
+        render.version(ops.show(version), as_json)
 
 
 @app.command()
 def diff(a: Version, b: Version, as_json: Json = False) -> None:
     """What differs between two versions: config, metrics and training data."""
-    from storage import diff_versions
-
-    with _registry() as ctx:
-        d = diff_versions(ctx.session, a=a, b=b)
-    if as_json:
-        return _emit_json(d.to_dict())
-    rows = [[f"config.{k}", va, vb] for k, (va, vb) in d.config.items()]
-    rows += [[f"metrics.{k}", va, vb] for k, (va, vb) in d.metrics.items()]
-    rows += [
-        ["data.size", d.data["a_size"], d.data["b_size"]],
-        ["data.shared", d.data["shared"], d.data["shared"]],
-        ["data.only_in", d.data["only_a"], d.data["only_b"]],
-    ]
-    _table(f"diff {_short(d.a)} -> {_short(d.b)}", ["field", _short(d.a), _short(d.b)], rows)
+    with registry_ops() as ops:
+        render.diff(ops.diff(a, b), as_json)
 
 
 @app.command()
@@ -288,28 +172,17 @@ def register(
     as_json: Json = False,
 ) -> None:
     """Publish an adapter directory to the artifact store and register it as a candidate."""
-    from storage import ArtifactStore, register_candidate
-
     extra = _json_option(metrics, "--metrics")
-    with _registry() as ctx:
-        published = ArtifactStore(ctx.settings.artifacts_location).publish(directory)
-        base = base_model or published.lora_config.get("base_model_name_or_path")
-        if not base:
-            raise typer.BadParameter("adapter_config.json names no base model; pass --base-model")
-        v = register_candidate(
-            ctx.session,
-            version_id=published.version_id,
+    with registry_ops(actor) as ops:
+        v = ops.register(
+            directory,
             tenant=tenant,
-            base_model=str(base),
-            artifact_uri=published.uri,
-            artifact_sha256=published.sha256,
-            lora_config=published.lora_config,
+            base_model=base_model,
             parent_id=parent,
             metrics=extra,
-            actor=ctx.actor(actor),
             reason=reason,
         )
-    _done(as_json, v.to_dict(), f"registered {v.id} for tenant {v.tenant} ({v.status})")
+    done(as_json, v, f"registered {v.id} for tenant {v.tenant} ({v.status})")
 
 
 @app.command()
@@ -322,19 +195,10 @@ def gate(
     as_json: Json = False,
 ) -> None:
     """Record an evaluation gate verdict: candidate -> gated (or rejected)."""
-    from storage import record_gate
-
     values = _json_option(metrics, "--metrics")
-    with _registry() as ctx:
-        v = record_gate(
-            ctx.session,
-            version_id=version,
-            passed=passed,
-            metrics=values,
-            actor=ctx.actor(actor),
-            reason=reason,
-        )
-    _done(as_json, v.to_dict(), f"{v.id} is {v.status}")
+    with registry_ops(actor) as ops:
+        v = ops.gate(version, passed=passed, metrics=values, reason=reason)
+    done(as_json, v, f"{v.id} is {v.status}")
 
 
 @app.command()
@@ -347,24 +211,10 @@ def promote(
     as_json: Json = False,
 ) -> None:
     """Make a version live for its tenant (the previous live version retires)."""
-    from storage import promote as do_promote
-
-    with _registry() as ctx:
-        expected = _expected(ctx, _tenant_of(ctx, version), expect_live)
-        alias = do_promote(
-            ctx.session,
-            version_id=version,
-            expected_live=expected,
-            force=force,
-            actor=ctx.actor(actor),
-            reason=reason,
-            on_alias_change=ctx.notifier,
-        )
-    _done(
-        as_json,
-        alias.to_dict(),
-        f"{alias.tenant}/live -> {alias.version_id} (was {expected or 'none'})",
-    )
+    with registry_ops(actor) as ops:
+        moved = ops.promote(version, force=force, reason=reason, **_expected(expect_live))
+    a = moved.alias
+    done(as_json, moved, f"{a.tenant}/live -> {a.version_id} (was {moved.previous or 'none'})")
 
 
 @app.command()
@@ -384,35 +234,15 @@ def canary(
     as_json: Json = False,
 ) -> None:
     """Start a canary (VERSION --fraction F), change its fraction, or stop it (--stop)."""
-    from storage import start_canary, stop_canary
-
     if stop == (version is not None) or (not stop and fraction is None):
         raise typer.BadParameter("give VERSION --fraction F to start a canary, or --stop")
-    with _registry() as ctx:
+    with registry_ops(actor) as ops:
         if stop:
-            v = stop_canary(
-                ctx.session,
-                tenant=tenant,
-                rollback=rollback,
-                actor=ctx.actor(actor),
-                reason=reason,
-                on_alias_change=ctx.notifier,
-            )
-            return _done(as_json, v.to_dict(), f"canary {v.id} stopped; it is {v.status}")
+            v = ops.stop_canary(tenant, rollback=rollback, reason=reason)
+            return done(as_json, v, f"canary {v.id} stopped; it is {v.status}")
         assert version is not None and fraction is not None
-        alias = start_canary(
-            ctx.session,
-            version_id=version,
-            fraction=fraction,
-            actor=ctx.actor(actor),
-            reason=reason,
-            on_alias_change=ctx.notifier,
-        )
-    _done(
-        as_json,
-        alias.to_dict(),
-        f"{alias.tenant}/canary -> {alias.version_id} at {alias.fraction:g}",
-    )
+        a = ops.start_canary(version, fraction=fraction, reason=reason)
+    done(as_json, a, f"{a.tenant}/canary -> {a.version_id} at {a.fraction:g}")
 
 
 @app.command()
@@ -427,20 +257,10 @@ def rollback(
     as_json: Json = False,
 ) -> None:
     """Put the previous live version back, instantly; the current one is rolled_back."""
-    from storage import rollback as do_rollback
-
-    with _registry() as ctx:
-        expected = _expected(ctx, tenant, expect_live)
-        alias = do_rollback(
-            ctx.session,
-            tenant=tenant,
-            to_version=to,
-            expected_live=expected,
-            actor=ctx.actor(actor),
-            reason=reason,
-            on_alias_change=ctx.notifier,
-        )
-    _done(as_json, alias.to_dict(), f"{alias.tenant}/live -> {alias.version_id} (was {expected})")
+    with registry_ops(actor) as ops:
+        moved = ops.rollback(tenant, to_version=to, reason=reason, **_expected(expect_live))
+    a = moved.alias
+    done(as_json, moved, f"{a.tenant}/live -> {a.version_id} (was {moved.previous})")
 
 
 @app.command("pin")
@@ -453,24 +273,12 @@ def pin_(
     as_json: Json = False,
 ) -> None:
     """Pin a version live (promotions then need --force), or release the pin."""
-    from storage import pin, unpin
-
     if release == (version is not None):
         raise typer.BadParameter("give VERSION to pin it, or --release [--tenant T]")
-    with _registry() as ctx:
-        if release:
-            alias = unpin(ctx.session, tenant=tenant, actor=ctx.actor(actor), reason=reason)
-        else:
-            assert version is not None
-            alias = pin(
-                ctx.session,
-                version_id=version,
-                actor=ctx.actor(actor),
-                reason=reason,
-                on_alias_change=ctx.notifier,
-            )
-    state = "pinned" if alias.pinned else "unpinned"
-    _done(as_json, alias.to_dict(), f"{alias.tenant}/live -> {alias.version_id} ({state})")
+    with registry_ops(actor) as ops:
+        a = ops.unpin(tenant, reason=reason) if version is None else ops.pin(version, reason=reason)
+    state = "pinned" if a.pinned else "unpinned"
+    done(as_json, a, f"{a.tenant}/live -> {a.version_id} ({state})")
 
 
 @app.command()
@@ -478,54 +286,18 @@ def retire(
     version: Version, actor: Actor = None, reason: Reason = "", as_json: Json = False
 ) -> None:
     """Retire a version that is not live (a canary loses its traffic)."""
-    from storage import retire as do_retire
-
-    with _registry() as ctx:
-        v = do_retire(
-            ctx.session,
-            version_id=version,
-            actor=ctx.actor(actor),
-            reason=reason,
-            on_alias_change=ctx.notifier,
-        )
-    _done(as_json, v.to_dict(), f"{v.id} is {v.status}")
+    with registry_ops(actor) as ops:
+        v = ops.retire(version, reason=reason)
+    done(as_json, v, f"{v.id} is {v.status}")
 
 
 @app.command("history")
 def history_(
     version: Annotated[str | None, typer.Argument(help="Only this version.")] = None,
     tenant: Annotated[str | None, typer.Option("--tenant", "-t")] = None,
-    limit: Annotated[int, typer.Option(min=1)] = 50,
+    limit: Limit = None,
     as_json: Json = False,
 ) -> None:
     """The audit trail (oldest first): who did what, when, why, and how it ended."""
-    from storage import history
-
-    with _registry() as ctx:
-        entries = history(ctx.session, version_id=version, tenant=tenant, limit=limit)
-    if as_json:
-        return _emit_json([e.to_dict() for e in entries])
-    _table(
-        "audit",
-        ["at", "actor", "action", "outcome", "version", "status", "alias", "reason"],
-        [
-            [
-                e.at.strftime("%Y-%m-%d %H:%M:%S"),
-                e.actor,
-                e.action,
-                e.outcome,
-                _short(e.version_id),
-                f"{e.from_status or '-'} -> {e.to_status or '-'}",
-                f"{e.alias}: {_short(e.from_version)} -> {_short(e.to_version)}" if e.alias else "",
-                e.reason or e.detail[:60],
-            ]
-            for e in entries
-        ],
-    )
-
-
-def _done(as_json: bool, data: dict[str, Any], message: str) -> None:
-    if as_json:
-        _emit_json(data)
-    else:
-        typer.echo(message)
+    with registry_ops() as ops:
+        render.history(ops.history(version_id=version, tenant=tenant, limit=limit), as_json)

@@ -1,10 +1,23 @@
 """Storage: the adapter registry (SQL, Alembic-managed) and the artifact store.
 
-Writes live in :mod:`storage.registry`, reads in :mod:`storage.queries`, the
-status machine in :mod:`storage.states`, engines and migrations in
-:mod:`storage.db`, published adapter files in :mod:`storage.artifacts`.
+Versions are written in :mod:`storage.registry`, aliases moved in
+:mod:`storage.aliases`, reads in :mod:`storage.queries`, the status machine in
+:mod:`storage.states`, engines and migrations in :mod:`storage.db`, published
+adapter files in :mod:`storage.artifacts`. :mod:`storage.ops` is what an
+operator does (the CLI and the admin API render it).
 """
 
+from storage.aliases import (
+    CANARY,
+    LIVE,
+    UNCHECKED,
+    pin,
+    promote,
+    rollback,
+    start_canary,
+    stop_canary,
+    unpin,
+)
 from storage.artifacts import ArtifactStore, PublishedArtifact, content_digest
 from storage.db import (
     create_engine_for,
@@ -28,6 +41,7 @@ from storage.errors import (
     UnsafeArtifact,
     VersionNotFound,
 )
+from storage.ops import DEFAULT_LIMIT, Listed, Moved, RegistryOps
 from storage.queries import (
     count_versions,
     dataset_stream_ids,
@@ -41,27 +55,13 @@ from storage.queries import (
     trained_stream_ids,
     versions_trained_on,
 )
-from storage.registry import (
-    CANARY,
-    LIVE,
-    UNCHECKED,
-    mark_failed,
-    mark_rejected,
-    pin,
-    promote,
-    record_gate,
-    register_candidate,
-    retire,
-    rollback,
-    start_canary,
-    stop_canary,
-    unpin,
-)
+from storage.registry import mark_failed, mark_rejected, record_gate, register_candidate, retire
 from storage.states import STATUSES, TRANSITIONS, Status, allowed_next, check_transition
 from storage.views import AliasChange, AliasInfo, AuditEntry, VersionDiff, VersionInfo
 
 __all__ = [
     "CANARY",
+    "DEFAULT_LIMIT",
     "LIVE",
     "STATUSES",
     "TRANSITIONS",
@@ -77,8 +77,11 @@ __all__ = [
     "Conflict",
     "IllegalTransition",
     "InvalidArgument",
+    "Listed",
+    "Moved",
     "PublishedArtifact",
     "RegistryError",
+    "RegistryOps",
     "Status",
     "UnsafeArtifact",
     "VersionDiff",

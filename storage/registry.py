@@ -4,8 +4,9 @@ Keyword-only functions over a session, one transaction each (see
 ``storage.audit.run_change``): every attempt is audited, refused ones too.
 Versions are registered here (with their training data, in the same
 transaction) and judged (gate, reject, fail, retire); traffic moves
-(promote, canary, rollback, pin) live in :mod:`storage.aliases` and are
-re-exported here. The read side is :mod:`storage.queries`.
+(promote, canary, rollback, pin) live in :mod:`storage.aliases`. The read
+side is :mod:`storage.queries`; what operators do, over all three, is
+:mod:`storage.ops`.
 """
 
 from __future__ import annotations
@@ -20,19 +21,12 @@ from sqlalchemy.orm import Session
 from storage.aliases import (
     CANARY,
     LIVE,
-    UNCHECKED,
     _drop_alias,
     _lock,
     _lock_tenant,
     _make_live,
     _move,
     _previous_live,
-    pin,
-    promote,
-    rollback,
-    start_canary,
-    stop_canary,
-    unpin,
 )
 from storage.audit import Attempt, Notifier, run_change
 from storage.errors import Conflict, InvalidArgument
@@ -40,23 +34,6 @@ from storage.models import AdapterVersion, Alias, DatasetMember, DatasetSnapshot
 from storage.queries import find_version, version_info
 from storage.states import Status, check_transition
 from storage.views import VersionInfo
-
-__all__ = [
-    "CANARY",
-    "LIVE",
-    "UNCHECKED",
-    "mark_failed",
-    "mark_rejected",
-    "pin",
-    "promote",
-    "record_gate",
-    "register_candidate",
-    "retire",
-    "rollback",
-    "start_canary",
-    "stop_canary",
-    "unpin",
-]
 
 _TENANT = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")

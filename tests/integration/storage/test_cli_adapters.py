@@ -133,6 +133,21 @@ def test_pin_and_exit_codes(cli, tenant, adapter_dir):
     )
 
 
+def test_an_unknown_status_is_refused_by_name_without_a_traceback(cli, tenant):
+    result = cli("list", "--status", "bogus", code=EXIT_REFUSED)
+    assert "unknown adapter status 'bogus'" in result.stderr
+    assert "candidate, gated, canary, live" in result.stderr
+    assert isinstance(result.exception, SystemExit) and "Traceback" not in result.output
+
+
+def test_the_help_documents_one_meaning_per_exit_code(cli):
+    text = " ".join(cli("--help").stdout.split())
+    for code, meaning in [(EXIT_NOT_FOUND, "not found"), (EXIT_CONFLICT, "conflict"),
+                          (EXIT_REFUSED, "refused"), (EXIT_USAGE, "usage")]:
+        assert f"{code} {meaning}" in text
+    assert "3 not running" in text
+
+
 def test_exit_codes_of_a_real_process(cli, tenant):
     """Scripts see the documented exit status and the message on stderr."""
     script = "from loraloop.cli_adapters import app; app(prog_name='loraloop adapters')"

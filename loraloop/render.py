@@ -1,0 +1,169 @@
+"""How the CLI shows things: its exit codes, errors, JSON and tables.
+
+Commands (``loraloop.cli`` and the modules it mounts) get their data from the
+packages and hand it here; nothing here reads or changes state. Heavy imports
+(rich) wait until something is printed.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, NoReturn
+
+import typer
+
+#: Exit codes, one meaning each, for scripts and probes.
+EXIT_OK = 0
+EXIT_ERROR = 1  # failed: an error the command reports, or what `status` checks is degraded
+EXIT_USAGE = 2  # bad usage: unknown option, malformed value (typer/click)
+EXIT_NOT_RUNNING = 3  # nothing is running to ask: no stack (`status`), no learner report
+EXIT_NOT_FOUND = 4  # unknown version id or prefix, unset alias
+EXIT_CONFLICT = 5  # another change won, the alias is pinned, nothing to roll back to
+EXIT_REFUSED = 6  # illegal status move or invalid value (a canary fraction, a status name)
+EXIT_ARTIFACT = 7  # corrupt, unsafe (pickle) or missing adapter files
+EXIT_CODES_HELP = (
+    "Exit codes: 0 ok, 1 error (or degraded), 2 usage, 3 not running, 4 not found, "
+    "5 conflict, 6 refused (illegal move or invalid value), 7 artifact error."
+)
+#: A registry error's ``outcome`` (``storage.errors``) -> the exit code.
+_BY_OUTCOME = {
+    "not_found": EXIT_NOT_FOUND,
+    "conflict": EXIT_CONFLICT,
+    "illegal": EXIT_REFUSED,
+    "invalid": EXIT_REFUSED,
+    "artifact": EXIT_ARTIFACT,
+}
+
+
+def exit_code_for(outcome: str) -> int:
+    """The exit code of a refused registry change, by its audit outcome."""
+    return _BY_OUTCOME.get(outcome, EXIT_ERROR)
+
+
+def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
+    """Print ``error: message`` on stderr and exit with ``code``."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def load_settings():
+    """The configuration; a bad value exits 1 with pydantic's message (it names the setting)."""
+    from loraloop.settings import Settings
+
+    try:
+        return Settings()
+    except Exception as exc:
+        fail(f"invalid configuration:\n{exc}")
+
+
+def emit_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def done(as_json: bool, data: Any, message: str) -> None:
+    """``data`` as JSON, or the one-line ``message``."""
+    if as_json:
+        emit_json(data.to_dict() if hasattr(data, "to_dict") else data)
+    else:
+        typer.echo(message)
+
+
+def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    shown = Table(title=title, show_lines=False)
+    for column in columns:
+        shown.add_column(column, overflow="fold")
+    for row in rows:
+        shown.add_row(*["" if v is None else str(v) for v in row])
+    Console(soft_wrap=False, width=200).print(shown)
+
+
+def short(version_id: str | None) -> str:
+    return version_id[:12] if version_id else "-"
+
+
+def _metrics(metrics: dict[str, Any]) -> str:
+    return ", ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(metrics.items())
+    )
+
+
+def _when(at) -> str:
+    return at.strftime("%Y-%m-%d %H:%M:%S")
+
+
+# -- registry views (storage.views / storage.ops) -----------------------------------------------
+def versions(rows: list, as_json: bool) -> None:
+    """``storage.ops.Listed`` rows: a version and the aliases on it."""
+    if as_json:
+        return emit_json([{**r.version.to_dict(), "aliases": r.marks()} for r in rows])
+    lines = []
+    for r in rows:
+        v = r.version
+        lines.append([short(v.id), v.tenant, v.status, " ".join(r.marks()), short(v.parent_id),
+                      v.dataset_size, _metrics(v.metrics), _when(v.created_at)])
+    columns = ["id", "tenant", "status", "aliases", "parent", "data", "metrics", "created"]
+    table("adapter versions", columns, lines)
+
+
+def version(row, as_json: bool) -> None:
+    """One ``storage.ops.Listed``: every field, and the aliases on it in full."""
+    data = {**row.version.to_dict(), "aliases": [a.to_dict() for a in row.aliases]}
+    if as_json:
+        return emit_json(data)
+    table(
+        f"version {row.version.id}",
+        ["field", "value"],
+        [
+            [k, json.dumps(v, sort_keys=True) if isinstance(v, dict | list) else v]
+            for k, v in data.items()
+        ],
+    )
+
+
+def diff(d, as_json: bool) -> None:
+    """A ``storage.views.VersionDiff``."""
+    if as_json:
+        return emit_json(d.to_dict())
+    rows = [[f"config.{k}", va, vb] for k, (va, vb) in d.config.items()]
+    rows += [[f"metrics.{k}", va, vb] for k, (va, vb) in d.metrics.items()]
+    rows += [
+        ["data.size", d.data["a_size"], d.data["b_size"]],
+        ["data.shared", d.data["shared"], d.data["shared"]],
+        ["data.only_in", d.data["only_a"], d.data["only_b"]],
+    ]
+    table(f"diff {short(d.a)} -> {short(d.b)}", ["field", short(d.a), short(d.b)], rows)
+
+
+def history(entries: list, as_json: bool) -> None:
+    """``storage.views.AuditEntry`` rows, oldest first."""
+    if as_json:
+        return emit_json([e.to_dict() for e in entries])
+    table(
+        "audit",
+        ["at", "actor", "action", "outcome", "version", "status", "alias", "reason"],
+        [
+            [
+                _when(e.at),
+                e.actor,
+                e.action,
+                e.outcome,
+                short(e.version_id),
+                f"{e.from_status or '-'} -> {e.to_status or '-'}",
+                f"{e.alias}: {short(e.from_version)} -> {short(e.to_version)}" if e.alias else "",
+                e.reason or e.detail[:60],
+            ]
+            for e in entries
+        ],
+    )
+
+
+def awaiting_operator(version) -> str:
+    """One line about a gated version nothing serves until an operator acts."""
+    vid = version.id[:12]
+    return (
+        f"{version.tenant}: {vid} passed the gate and waits for an operator: "
+        f"`loraloop adapters promote {vid}` (or `loraloop adapters canary {vid} --fraction 0.1`)"
+    )
