@@ -220,7 +220,8 @@ def _fit_trl(trainer: Any, started: float) -> dict[str, Any]:
 
 def _fit_anchored(model: Any, tokenizer: Any, rows: Sequence[Example],
                   config: TrainConfig) -> dict[str, Any]:
-    from learner import anchors, objective
+    import learner.anchors as anchors  # not via the package, which imports this module
+    import learner.objective as objective
 
     started = time.perf_counter()
     bf16 = use_bf16(config.precision)
