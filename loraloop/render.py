@@ -8,6 +8,7 @@ packages and hand it here; nothing here reads or changes state. Heavy imports
 from __future__ import annotations
 
 import json
+import time
 from typing import Any, NoReturn
 
 import typer
@@ -167,3 +168,84 @@ def awaiting_operator(version) -> str:
         f"{version.tenant}: {vid} passed the gate and waits for an operator: "
         f"`loraloop adapters promote {vid}` (or `loraloop adapters canary {vid} --fraction 0.1`)"
     )
+
+
+def forgotten(user: str, summary, versions: list, as_json: bool) -> None:
+    """``loraloop users forget``: what was deleted (a ``feedback.forget`` summary) and the
+    versions that trained on the user's data."""
+    trained = [{"id": v.id, "tenant": v.tenant, "status": v.status} for v in versions]
+    if as_json:
+        return emit_json({**summary.as_dict(), "trained_versions": trained})
+    typer.echo(
+        f"deleted {len(summary.interaction_ids)} interaction(s) and "
+        f"{len(summary.feedback_stream_ids)} feedback event(s) of user {user!r}"
+    )
+    if not versions:
+        return typer.echo("no adapter version was trained on this user's data")
+    typer.echo("adapter versions trained on this user's data:")
+    for v in versions:
+        typer.echo(f"  {v.id}  {v.tenant}  {v.status}")
+
+
+# -- the running stack -------------------------------------------------------------------------
+def stack_status(report: dict) -> None:
+    """``loraloop status``'s report: the stack, what waits for an operator, each replica."""
+    replicas = report.pop("replica_status")
+    waiting = report.pop("waiting_for_operator")
+    for key, value in report.items():
+        typer.echo(f"{key:13} {value}")
+    for line in waiting:
+        typer.echo(f"waiting       {line}")
+    for i, replica in enumerate(replicas):
+        manager = replica.get("adapter_manager") or {}
+        resident = ", ".join(v[:12] for v in replica.get("adapters", [])) or "none"
+        routes = (
+            ", ".join(
+                f"{tenant}: live={(r.get('live') or 'base')[:12]}"
+                + (f" canary={r['canary'][:12]}@{r['fraction']}" if r.get("canary") else "")
+                for tenant, r in manager.get("routes", {}).items()
+            )
+            or "base only"
+        )
+        typer.echo(
+            f"replica {i}    {replica.get('engine')} [{replica.get('engine_reason', '')}] "
+            f"({manager.get('name', '?')}), "
+            f"queue {replica.get('queue_depth')}, adapters [{resident}], {routes}"
+        )
+        for swap in manager.get("swaps", [])[-3:]:
+            took = f" in {swap['seconds']} s" if "seconds" in swap else ""
+            typer.echo(f"    {swap['event']} {swap['version'][:12]}{took}")
+
+
+def learner_status(status: dict, waiting: list[str]) -> None:
+    """``loraloop learner status``: what the learner last reported, and what waits."""
+    now = time.time()
+    typer.echo(f"updated      {now - status.get('updated_at', 0):.0f} s ago")
+    typer.echo(f"backlog      {status.get('backlog', 0)} feedback event(s) waiting")
+    typer.echo(f"rounds       {status.get('rounds', 0)}")
+    typer.echo(f"last version {status.get('last_version') or '-'}")
+    current = status.get("round")
+    if current:
+        since = now - current.get("started_at", now)
+        detail = ", ".join(f"{k} {v}" for k, v in current.items()
+                           if k not in ("tenant", "phase", "started_at", "phase_at"))
+        typer.echo(f"round        {current.get('tenant')}: {current.get('phase')} "
+                   f"({since:.0f} s in{', ' + detail if detail else ''})")
+    last = status.get("last_round")
+    if last:
+        timings = ", ".join(
+            f"{k.removesuffix('_s')} {v:.2f} s" for k, v in last.get("timings", {}).items()
+        )
+        typer.echo(f"last round   {last.get('tenant')}: {last.get('outcome')} ({timings})")
+    for canary in status.get("canaries", []):
+        p = canary.get("p_canary_better")
+        typer.echo(
+            f"canary       {canary['tenant']}: {canary['canary'][:12]} "
+            f"{canary['canary_up']} up / {canary['canary_down']} down vs live "
+            f"{canary['live_up']} / {canary['live_down']}, P(better) "
+            f"{'-' if p is None else f'{p:.3f}'}: {canary['verdict']}"
+        )
+    for action in status.get("canary_actions", [])[-3:]:
+        typer.echo(f"canary acted {action['tenant']}: {action['verdict']} {action['canary'][:12]}")
+    for line in waiting:
+        typer.echo(f"waiting      {line}")

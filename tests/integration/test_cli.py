@@ -71,3 +71,13 @@ def test_invalid_configuration_exits_1_naming_the_setting(tmp_path, command):
     out = run_cli(*command, data_dir=tmp_path, extra_env={"LORALOOP_ENGINE": "tensorrt"})
     assert out.returncode == 1
     assert "engine" in out.stderr and "tensorrt" in out.stderr
+
+
+def test_nothing_running_is_exit_3_and_the_help_lists_every_exit_code(tmp_path):
+    from loraloop.render import EXIT_NOT_RUNNING
+
+    for command in (["status"], ["learner", "status"]):
+        out = run_cli(*command, data_dir=tmp_path, extra_env={"LORALOOP_REDIS_URL": ""})
+        assert out.returncode == EXIT_NOT_RUNNING == 3, (command, out.stdout, out.stderr)
+    text = " ".join(run_cli("--help", data_dir=tmp_path).stdout.split())
+    assert "3 not running, 4 not found, 5 conflict" in text
