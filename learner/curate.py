@@ -1,7 +1,7 @@
 """Curation: one batch of joined feedback becomes a learning round's train and held-out sets.
 
 :func:`curate` applies these rules, in this order, to the ``(FeedbackEntry,
-Interaction | None)`` pairs that :func:`feedback.source.join_interactions`
+Interaction | None)`` pairs that :func:`feedback.interactions.join_interactions`
 returns:
 
 1. **Tenant isolation.** Entries whose feedback names another tenant are left
@@ -10,7 +10,7 @@ returns:
    interaction expired (``None``), is dropped and consumed: it can never train.
    The result is checked again at the end (:class:`~learner.errors.TenantMismatch`).
 2. **Redelivered duplicates.** The same stream id twice in a batch counts once.
-3. **Latest rating wins, per-user cap** — :func:`feedback.source.select_for_round`:
+3. **Latest rating wins, per-user cap** — :func:`feedback.rounds.select_for_round`:
    the newest rating per (user, interaction); each user keeps at most
    ``per_user_cap`` entries (their oldest). Superseded and over-cap entries are
    dropped and consumed; the capped users are recorded.
@@ -48,8 +48,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from feedback.events import Interaction
-from feedback.source import FeedbackEntry, select_for_round
+from feedback.events import FeedbackEntry, Interaction
+from feedback.rounds import select_for_round
 from learner.errors import TenantMismatch
 from learner.examples import Example
 

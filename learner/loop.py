@@ -25,9 +25,11 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from feedback.connections import async_client
+from feedback.events import FeedbackEntry
+from feedback.interactions import join_interactions
 from feedback.keys import RedisKeys
-from feedback.sink import async_client
-from feedback.source import FeedbackEntry, FeedbackSource, SourceConfig, join_interactions
+from feedback.source import FeedbackSource, SourceConfig
 from learner.config import CRASH_POINTS, LearnerConfig
 from learner.curate import curate
 from learner.errors import IncompatibleParent, NothingToTrain

@@ -6,8 +6,7 @@ import itertools
 from collections.abc import Sequence
 from pathlib import Path
 
-from feedback.events import Feedback, Interaction, hash_user, new_interaction_id
-from feedback.source import FeedbackEntry
+from feedback.events import Feedback, FeedbackEntry, Interaction, hash_user, new_interaction_id
 from learner.examples import Example
 from learner.train import TrainConfig
 

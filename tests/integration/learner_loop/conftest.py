@@ -10,8 +10,8 @@ import pytest
 import pytest_asyncio
 from redis.exceptions import RedisError
 
+from feedback.connections import async_client
 from feedback.keys import RedisKeys
-from feedback.sink import async_client
 from learner.gate import GateConfig
 from learner.loop import Learner, LearnerConfig
 from storage import ArtifactStore
