@@ -213,8 +213,7 @@ def promote(
     """Make a version live for its tenant (the previous live version retires)."""
     with registry_ops(actor) as ops:
         moved = ops.promote(version, force=force, reason=reason, **_expected(expect_live))
-    a = moved.alias
-    done(as_json, moved, f"{a.tenant}/live -> {a.version_id} (was {moved.previous or 'none'})")
+    render.moved(moved, as_json)
 
 
 @app.command()
@@ -259,8 +258,7 @@ def rollback(
     """Put the previous live version back, instantly; the current one is rolled_back."""
     with registry_ops(actor) as ops:
         moved = ops.rollback(tenant, to_version=to, reason=reason, **_expected(expect_live))
-    a = moved.alias
-    done(as_json, moved, f"{a.tenant}/live -> {a.version_id} (was {moved.previous})")
+    render.moved(moved, as_json)
 
 
 @app.command("pin")

@@ -161,6 +161,12 @@ def history(entries: list, as_json: bool) -> None:
     )
 
 
+def moved(move, as_json: bool) -> None:
+    """A ``storage.ops.Moved``: the alias now, and what it pointed at before."""
+    a = move.alias
+    done(as_json, move, f"{a.tenant}/{a.name} -> {a.version_id} (was {move.previous or 'none'})")
+
+
 def awaiting_operator(version) -> str:
     """One line about a gated version nothing serves until an operator acts."""
     vid = version.id[:12]

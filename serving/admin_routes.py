@@ -171,22 +171,10 @@ def build_admin_router(
     return router
 
 
-def build_admin_app(
-    *,
-    session_factory: Callable[[], Any],
-    admin_token: str,
-    user_keys: Collection[str] | Callable[[str], bool] = (),
-    notifier: Callable[[Any], Any] | None = None,
-) -> FastAPI:
-    """A FastAPI app serving only the admin router (tests, or a separate admin port)."""
+def build_admin_app(**router_options: Any) -> FastAPI:
+    """A FastAPI app serving only ``build_admin_router(**router_options)`` (tests, or a
+    separate admin port), with the error table installed."""
     app = FastAPI(title="loraloop admin", docs_url=None, redoc_url=None)
     install_error_handlers(app)
-    app.include_router(
-        build_admin_router(
-            session_factory=session_factory,
-            admin_token=admin_token,
-            user_keys=user_keys,
-            notifier=notifier,
-        )
-    )
+    app.include_router(build_admin_router(**router_options))
     return app

@@ -148,10 +148,7 @@ def stop_canary(
     attempt = Attempt("canary_stop", actor, reason, tenant=tenant, alias=CANARY, to_status=to)
 
     def body(at: Attempt) -> VersionInfo:
-        _lock_tenant(session, tenant)
-        canary = session.get(Alias, (tenant, CANARY), populate_existing=True)
-        if canary is None:
-            raise AliasNotFound(f"tenant {tenant!r} has no canary to stop")
+        canary = _locked_alias(session, tenant, CANARY, "canary to stop")
         version = find_version(session, canary.version_id, lock=True)
         _move(at, version, to)
         _drop_alias(session, at, canary)
@@ -179,10 +176,7 @@ def rollback(
     attempt = Attempt("rollback", actor, reason, tenant=tenant, alias=LIVE, to_status=Status.LIVE)
 
     def body(at: Attempt) -> AliasInfo:
-        _lock_tenant(session, tenant)
-        live = session.get(Alias, (tenant, LIVE), populate_existing=True)
-        if live is None:
-            raise AliasNotFound(f"tenant {tenant!r} has no live version to roll back")
+        live = _locked_alias(session, tenant, LIVE, "live version to roll back")
         _check_expected(at, live, expected_live, None)
         target_id = to_version or _previous_live(session, tenant, live.version_id)
         if target_id is None:
@@ -237,10 +231,7 @@ def unpin(session: Session, *, tenant: str, actor: str, reason: str = "") -> Ali
     attempt = Attempt("unpin", actor, reason, tenant=tenant, alias=LIVE)
 
     def body(at: Attempt) -> AliasInfo:
-        _lock_tenant(session, tenant)
-        live = session.get(Alias, (tenant, LIVE), populate_existing=True)
-        if live is None:
-            raise AliasNotFound(f"tenant {tenant!r} has no live alias to unpin")
+        live = _locked_alias(session, tenant, LIVE, "live alias to unpin")
         at.version_id = at.from_version = at.to_version = live.version_id
         live.pinned, live.updated_by = False, actor
         session.flush()
@@ -257,6 +248,16 @@ def _lock_tenant(session: Session, tenant: str) -> None:
     found = session.scalar(select(Tenant.name).where(Tenant.name == tenant).with_for_update())
     if found is None:
         raise AliasNotFound(f"tenant {tenant!r} has no registered versions")
+
+
+def _locked_alias(session: Session, tenant: str, name: str, what: str) -> Alias:
+    """The tenant's alias ``name``, read afresh once its writers are serialized;
+    :class:`AliasNotFound` ("tenant ... has no <what>") when it is not set."""
+    _lock_tenant(session, tenant)
+    row = session.get(Alias, (tenant, name), populate_existing=True)
+    if row is None:
+        raise AliasNotFound(f"tenant {tenant!r} has no {what}")
+    return row
 
 
 def _lock(session: Session, at: Attempt, alias: str) -> tuple[AdapterVersion, Alias | None]:

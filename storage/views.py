@@ -22,12 +22,15 @@ def _iso(value: datetime | None) -> str | None:
     return None if value is None else utc(value).isoformat()
 
 
-def _jsonable(obj: Any) -> dict[str, Any]:
-    return {k: _iso(v) if isinstance(v, datetime) else v for k, v in asdict(obj).items()}
+class _View:
+    """``to_dict()`` of a view dataclass: its fields, times as ISO 8601 strings in UTC."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: _iso(v) if isinstance(v, datetime) else v for k, v in asdict(self).items()}
 
 
 @dataclass(frozen=True)
-class VersionInfo:
+class VersionInfo(_View):
     """An adapter version as stored in the registry."""
 
     id: str
@@ -44,12 +47,9 @@ class VersionInfo:
     updated_at: datetime
     dataset_size: int = 0
 
-    def to_dict(self) -> dict[str, Any]:
-        return _jsonable(self)
-
 
 @dataclass(frozen=True)
-class AliasInfo:
+class AliasInfo(_View):
     """``(tenant, name) -> version_id``; ``revision`` grows by one at every change."""
 
     tenant: str
@@ -61,12 +61,9 @@ class AliasInfo:
     updated_by: str
     updated_at: datetime
 
-    def to_dict(self) -> dict[str, Any]:
-        return _jsonable(self)
-
 
 @dataclass(frozen=True)
-class AuditEntry:
+class AuditEntry(_View):
     """One attempted change; ``outcome`` is ``ok`` or the kind of refusal."""
 
     id: int
@@ -85,12 +82,9 @@ class AuditEntry:
     detail: str
     metrics: dict[str, Any] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, Any]:
-        return _jsonable(self)
-
 
 @dataclass(frozen=True)
-class AliasChange:
+class AliasChange(_View):
     """A committed alias change: the message replicas reconcile on.
 
     ``version_id`` is ``None`` when the alias was removed (a stopped canary).
@@ -106,9 +100,6 @@ class AliasChange:
     action: str
     actor: str
     at: datetime
-
-    def to_dict(self) -> dict[str, Any]:
-        return _jsonable(self)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)

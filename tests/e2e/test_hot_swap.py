@@ -20,8 +20,8 @@ def registry(request, tmp_path_factory, redis_server):
     if request.param == "vllm":
         pytest.importorskip("vllm")
     from feedback.keys import RedisKeys
-    from feedback.notify import AliasChangePublisher
-    from storage import ArtifactStore
+    from storage import ArtifactStore, RegistryOps
+    from storage.alias_events import AliasChangePublisher
     from storage.db import open_registry
 
     root = tmp_path_factory.mktemp("registry")
@@ -30,7 +30,11 @@ def registry(request, tmp_path_factory, redis_server):
     store = ArtifactStore(root / "artifacts")
     prefix = f"swap-{request.param}"  # ratings and notifications of one engine's run only
     publisher = AliasChangePublisher.from_url(redis_server.url, prefix=prefix)
+    ops = RegistryOps(
+        sessions, actor="test", notifier=publisher, artifacts=str(root / "artifacts")
+    )
     return {
+        "ops": ops,
         "url": url,
         "sessions": sessions,
         "store": store,
@@ -42,38 +46,16 @@ def registry(request, tmp_path_factory, redis_server):
 
 
 def register(registry, adapter_dir, *, tenant="acme") -> str:
-    from storage import record_gate, register_candidate
-
-    published = registry["store"].publish(adapter_dir)
-    with registry["sessions"]() as session:
-        register_candidate(
-            session,
-            version_id=published.version_id,
-            tenant=tenant,
-            base_model="builtin:tiny",
-            artifact_uri=published.uri,
-            artifact_sha256=published.sha256,
-            lora_config=published.lora_config,
-        )
-    with registry["sessions"]() as session:
-        record_gate(session, version_id=published.version_id, passed=True, metrics={}, actor="test")
-    return published.version_id
+    version = registry["ops"].register(adapter_dir, tenant=tenant, base_model="builtin:tiny")
+    return registry["ops"].gate(version.id, passed=True).id
 
 
 def promote(registry, version_id):
-    from storage import promote as promote_version
-
-    with registry["sessions"]() as session:
-        promote_version(
-            session, version_id=version_id, actor="test", on_alias_change=registry["notify"]
-        )
+    registry["ops"].promote(version_id)
 
 
 def rollback(registry, tenant="acme"):
-    from storage import rollback as rollback_alias
-
-    with registry["sessions"]() as session:
-        rollback_alias(session, tenant=tenant, actor="test", on_alias_change=registry["notify"])
+    registry["ops"].rollback(tenant)
 
 
 @pytest.fixture(scope="module")
@@ -351,18 +333,11 @@ def test_canary_controller_follows_the_users(
 
     from learner.canary import CanaryPolicy
     from learner.canary_controller import CanaryController
-    from storage import get_alias, get_version, history, start_canary
+    from storage import get_alias, get_version, history
 
     live = versions["v1"]
     canary = register(registry, make_adapter(f"canary-{users_prefer}", seed=20 + len(users_prefer)))
-    with registry["sessions"]() as session:
-        start_canary(
-            session,
-            version_id=canary,
-            fraction=0.5,
-            actor="test",
-            on_alias_change=registry["notify"],
-        )
+    registry["ops"].start_canary(canary, fraction=0.5)
     seen = {live: 0, canary: 0}
     deadline = time.monotonic() + 120
     user = 0

@@ -93,26 +93,25 @@ class _Body(BaseModel):
     n: int
 
 
+def _raising(error: Exception):
+    def route():
+        raise error
+
+    return route
+
+
 def _app() -> TestClient:
     app = FastAPI()
     seen: list[tuple[int, str]] = []
     install_error_handlers(app, retry_after_s=2, on_error=lambda *e: seen.append(e))
-
-    @app.get("/conflict")
-    def conflict():
-        raise Conflict("another change won")
-
-    @app.get("/tenant")
-    def tenant():
-        raise WrongTenant("this API key is for tenant 'acme', not 'beta'")
-
-    @app.get("/busy")
-    def busy():
-        raise ReplicasBusy("all LLM replicas are busy")
-
-    @app.get("/bug")
-    def bug():
-        raise RuntimeError("secret detail")
+    raised = {
+        "/conflict": Conflict("another change won"),
+        "/tenant": WrongTenant("this API key is for tenant 'acme', not 'beta'"),
+        "/busy": ReplicasBusy("all LLM replicas are busy"),
+        "/bug": RuntimeError("secret detail"),
+    }
+    for path, error in raised.items():
+        app.add_api_route(path, _raising(error))
 
     @app.post("/body")
     def body(payload: _Body):
