@@ -45,11 +45,6 @@ def test_the_vllm_engine_module_imports_vllm_lazily():
 
 # -- who talks to Redis --------------------------------------------------------------------
 PACKAGES = ("serving", "learner", "feedback", "storage", "loraloop", "bench")
-#: Library files that still build a Redis client of their own, and why they may for now.
-PENDING = {
-    "loraloop/cli.py": "`learner status` reads the status key with redis.Redis.from_url; "
-    "switch it to feedback.connections.sync_client and REDIS_ERRORS (issue 12, item 6)",
-}
 
 
 def _sources() -> dict[str, ast.Module]:
@@ -90,14 +85,13 @@ def test_only_feedback_imports_redis():
         path for path, tree in _sources().items()
         if any(m == "redis" or m.startswith("redis.") for m in _imported(tree))
     }
-    outside = {path for path in importers if not path.startswith("feedback/")}
-    assert outside <= set(PENDING), sorted(outside - set(PENDING))
+    assert {path for path in importers if not path.startswith("feedback/")} == set()
     assert "feedback/connections.py" in importers
 
 
 def test_every_redis_client_is_built_by_feedback_connections():
     builders = {path for path, tree in _sources().items() if _builds_a_client(tree)}
-    assert builders - set(PENDING) == {"feedback/connections.py"}
+    assert builders == {"feedback/connections.py"}
 
 
 def test_storage_reaches_redis_only_through_its_alias_notifications():
