@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from loraloop import render
-from loraloop.render import EXIT_ERROR, EXIT_NOT_RUNNING, fail, load_settings
+from loraloop.render import EXIT_ERROR, EXIT_NOT_RUNNING, EXIT_OK, fail, load_settings
 
 app = typer.Typer()
 
@@ -127,7 +127,7 @@ def status(
         typer.echo(json.dumps(report, indent=2))
     else:
         render.stack_status(report)
-    raise typer.Exit(0 if report["ready"] else EXIT_ERROR)
+    raise typer.Exit(EXIT_OK if report["ready"] else EXIT_ERROR)
 
 
 @app.command()

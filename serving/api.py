@@ -50,7 +50,7 @@ class ChatService:
     def __init__(
         self,
         *,
-        generate: Callable[[dict], AsyncIterator[dict]],
+        generate: Callable[[dict], AsyncIterator[dict | ServingError]],
         config: IngressConfig,
         sink=None,
         readiness: Callable[[], Awaitable[dict]] | None = None,
