@@ -86,17 +86,6 @@ class EngineSettings(EngineConfig):
                              "is LORALOOP_MODEL")
         return value
 
-    @field_validator("max_cpu_loras")
-    @classmethod
-    def _cpu_loras_hold_device_loras(cls, value: int, info) -> int:
-        max_loras = info.data.get("max_loras")
-        if max_loras is not None and value < max_loras:
-            raise ValueError(
-                f"max_cpu_loras ({value}) must be >= max_loras ({max_loras}): "
-                "every adapter on the device also lives in host memory"
-            )
-        return value
-
 
 class Settings(BaseSettings):
     """Configuration of a loraloop installation (see the README's table)."""

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
 if TYPE_CHECKING:
     from serving.engines.lora_check import AdapterSpec
@@ -39,6 +39,7 @@ class EngineConfig(BaseModel):
     max_loras: int = Field(
         default=8,
         ge=1,
+        le=256,
         description="Distinct adapters one decode step may use. hf: every resident adapter "
         "batches with every other, so this is also how many are resident at once. vLLM: the "
         "adapter slots on the device; resident adapters beyond it take turns.",
@@ -46,13 +47,27 @@ class EngineConfig(BaseModel):
     max_cpu_loras: int = Field(
         default=16,
         ge=1,
+        le=1024,
         description="vLLM: adapters resident in host memory at once (>= max_loras; vLLM moves "
         "them into its max_loras device slots as requests need them). hf: unused, it has one "
         "tier (max_loras).",
     )
-    max_batch_size: int = Field(default=16, ge=1, description="Sequences per decode step.")
+    max_batch_size: int = Field(
+        default=16, ge=1, le=1024, description="Sequences per decode step."
+    )
     max_queue: int = Field(default=256, ge=1, description="Waiting requests before refusing.")
     threads: int = Field(default=0, ge=0, description="CPU threads; 0 keeps the default.")
+
+    @field_validator("max_cpu_loras")
+    @classmethod
+    def _cpu_loras_hold_device_loras(cls, value: int, info: ValidationInfo) -> int:
+        max_loras = info.data.get("max_loras")
+        if max_loras is not None and value < max_loras:
+            raise ValueError(
+                f"max_cpu_loras ({value}) must be >= max_loras ({max_loras}): "
+                "every adapter on the device also lives in host memory"
+            )
+        return value
 
 
 @dataclass(frozen=True)

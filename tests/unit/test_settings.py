@@ -300,3 +300,25 @@ def test_the_built_in_model_brings_its_regression_set(tmp_path):
     assert regression_set_path(Settings(learner_regression_set="none")) is None
     mine = tmp_path / "mine.jsonl"
     assert regression_set_path(Settings(learner_regression_set=str(mine))) == str(mine)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"LORALOOP_MAX_LORAS": "300"}, "less than or equal to 256"),
+        ({"LORALOOP_MAX_BATCH_SIZE": "2000"}, "less than or equal to 1024"),
+        ({"LORALOOP_MAX_LORAS": "20", "LORALOOP_MAX_CPU_LORAS": "10"},
+         "max_cpu_loras (10) must be >= max_loras (20)"),
+    ],
+)
+def test_engine_limits_are_checked_once_in_engine_config(monkeypatch, env, message):
+    from serving.engines.base import EngineConfig
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Settings()
+    # The same check guards an engine built without Settings.
+    fields = {k.removeprefix("LORALOOP_").lower(): int(v) for k, v in env.items()}
+    with pytest.raises(ValueError, match=re.escape(message)):
+        EngineConfig(model="m", **fields)
