@@ -5,9 +5,16 @@ peft and trl are imported inside the functions that use them.
 
 * :mod:`learner.examples` — :class:`Example` and its JSONL form;
 * :mod:`learner.curate` — :func:`curate`: joined feedback → :class:`CuratedRound`;
-* :mod:`learner.train` — :func:`train_adapter` (KTO or SFT, warm start) → :class:`TrainResult`;
+* :mod:`learner.train` — :func:`train_adapter` (anchored, KTO or SFT; warm start) →
+  :class:`TrainResult`, with :mod:`learner.objective` and :mod:`learner.anchors`;
 * :mod:`learner.gate` — :func:`evaluate` → :class:`GateResult`;
-* :mod:`learner.scoring` — rendering and log-probabilities shared by training and the gate.
+* :mod:`learner.scoring` — rendering and log-probabilities shared by training and the gate;
+* :mod:`learner.config` — :class:`LearnerConfig`, the learner's one config section;
+* :mod:`learner.loop` — :class:`Learner`: one round (read, curate, train, gate, register);
+* :mod:`learner.versions` — the round's registry reads (live version, carried examples)
+  and automatic promotion;
+* :mod:`learner.canary` / :mod:`learner.canary_controller` — canary decisions;
+* :mod:`learner.actor` — the Ray actor that runs rounds in the background.
 """
 
 from learner.curate import CuratedRound, curate

@@ -82,10 +82,9 @@ class LLMServer(LLMReplica):
             # A version this replica cannot load is marked failed, which may move an
             # alias: the other replicas hear of it at once.
             view = config.registry.view(actor=name, on_alias_change=_publisher(config))
-            max_resident = config.engine_config.max_loras
-
             def factory(engine):
-                return AdapterManager(engine, view, max_resident=max_resident, name=name)
+                # Bounded by the engine's adapter_capacity: hf max_loras, vLLM max_cpu_loras.
+                return AdapterManager(engine, view, name=name)
 
         engine, self.engine_reason = choose_engine(config.engine)
         LLMReplica.__init__(
