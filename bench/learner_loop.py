@@ -110,8 +110,8 @@ async def _learner_child(spec_json: str) -> None:
 
 
 async def run(args) -> dict:
+    from feedback.connections import async_client
     from feedback.keys import RedisKeys
-    from feedback.sink import async_client
     from learner.actor import LearnerSpec
     from learner.examples import load_from_adapter
     from learner.gate import GateConfig

@@ -75,13 +75,13 @@ def main(args) -> dict:
     import ray
     from ray import serve
 
-    from feedback.notify import AliasChangePublisher
     from feedback.redis_server import EmbeddedRedis
     from loraloop.tiny_model import ensure_tiny_model
     from serving.api import IngressConfig
     from serving.app import RegistryConfig, ServeConfig, build_app
     from serving.engines.base import EngineConfig
     from storage import ArtifactStore, promote, record_gate, register_candidate
+    from storage.alias_events import AliasChangePublisher
     from storage.db import open_registry
 
     work = Path(tempfile.mkdtemp(prefix="loraloop-bench-"))
