@@ -14,6 +14,7 @@ import signal
 import threading
 import time
 
+from feedback.connections import redact_url
 from loraloop.compose import auto_promote_policy, learner_spec, serve_config
 from loraloop.settings import Settings
 from loraloop.stack_state import StackState, redis_url_for
@@ -45,7 +46,7 @@ class Stack:
             fsync = "always" if settings.feedback_config.strict_durability else "everysec"
             self._redis = EmbeddedRedis(settings.data_dir, appendfsync=fsync).start()
             redis_url = self._redis.url
-        logger.info("redis at %s", redis_url)
+        logger.info("redis at %s", redact_url(redis_url))
 
         from storage.db import migrate
 
@@ -70,7 +71,7 @@ class Stack:
             http_url=f"http://{settings.http_host}:{settings.http_port}",
             redis_url=redis_url,
             redis_embedded=self._redis is not None,
-            database_url=_hide_password(settings.sqlalchemy_url),
+            database_url=redact_url(settings.sqlalchemy_url),
             ray_address=ray.get_runtime_context().gcs_address,
             replicas=self.replicas,
             engine=settings.engine,
@@ -149,7 +150,7 @@ def describe(state: StackState) -> str:
         [
             f"  HTTP API   {state.http_url}/v1  (OpenAI-compatible; /healthz /readyz /metrics)",
             f"  replicas   {state.replicas} x {state.engine} engine, model {state.model}",
-            f"  Redis      {state.redis_url} ({redis_kind})",
+            f"  Redis      {redact_url(state.redis_url)} ({redis_kind})",
             f"  database   {state.database_url}",
             f"  Ray        {state.ray_address}",
             f"  learner    {'running (loraloop learner status)' if state.learner else 'off'}",
@@ -179,12 +180,3 @@ def wait_until_ready(url: str, timeout_s: float) -> bool:
             pass
         time.sleep(0.5)
     return False
-
-
-def _hide_password(url: str) -> str:
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        user = creds.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}" if ":" in creds else url
-    return url
