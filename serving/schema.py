@@ -100,6 +100,18 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict:
     }
 
 
+def _envelope(kind: str, interaction_id: str, model: str, choices: list, **extra) -> dict:
+    """The fields every response body and stream chunk starts with."""
+    return {
+        "id": interaction_id,
+        "object": kind,
+        "created": int(time.time()),
+        "model": model,
+        "choices": choices,
+        **extra,
+    }
+
+
 def completion_body(
     *,
     interaction_id: str,
@@ -109,22 +121,22 @@ def completion_body(
     completion_tokens: int,
 ) -> dict:
     """A non-streamed response; ``choices`` are (text, finish_reason, logprobs or None)."""
-    return {
-        "id": interaction_id,
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [
-            {
-                "index": i,
-                "message": {"role": "assistant", "content": text},
-                "finish_reason": finish,
-                "logprobs": _logprobs_body(lps) if lps is not None else None,
-            }
-            for i, (text, finish, lps) in enumerate(choices)
-        ],
-        "usage": usage(prompt_tokens, completion_tokens),
-    }
+    bodies = [
+        {
+            "index": i,
+            "message": {"role": "assistant", "content": text},
+            "finish_reason": finish,
+            "logprobs": _logprobs_body(lps) if lps is not None else None,
+        }
+        for i, (text, finish, lps) in enumerate(choices)
+    ]
+    return _envelope(
+        "chat.completion",
+        interaction_id,
+        model,
+        bodies,
+        usage=usage(prompt_tokens, completion_tokens),
+    )
 
 
 def chunk_body(
@@ -134,35 +146,22 @@ def chunk_body(
     delta: dict = {"role": "assistant", "content": ""} if role else {}
     if chunk is not None and chunk.text:
         delta["content"] = chunk.text
-    return {
-        "id": interaction_id,
-        "object": "chat.completion.chunk",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [
-            {
-                "index": index,
-                "delta": delta,
-                "finish_reason": chunk.finish_reason if chunk is not None else None,
-                "logprobs": _logprobs_body(chunk.logprobs)
-                if chunk is not None and chunk.logprobs
-                else None,
-            }
-        ],
+    logprobs = chunk.logprobs if chunk is not None else None
+    choice = {
+        "index": index,
+        "delta": delta,
+        "finish_reason": chunk.finish_reason if chunk is not None else None,
+        "logprobs": _logprobs_body(logprobs) if logprobs else None,
     }
+    return _envelope("chat.completion.chunk", interaction_id, model, [choice])
 
 
 def usage_chunk_body(
     *, interaction_id: str, model: str, prompt_tokens: int, completion_tokens: int
 ) -> dict:
-    return {
-        "id": interaction_id,
-        "object": "chat.completion.chunk",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [],
-        "usage": usage(prompt_tokens, completion_tokens),
-    }
+    """The last streamed chunk when ``stream_options.include_usage`` is set: no choices."""
+    usage_ = usage(prompt_tokens, completion_tokens)
+    return _envelope("chat.completion.chunk", interaction_id, model, [], usage=usage_)
 
 
 def error_body(

@@ -12,6 +12,12 @@ import pytest
 PROMPT = [{"role": "user", "content": "What is the capital of France?"}]
 
 
+def chat(serve_url: str, **fields) -> httpx.Response:
+    """POST a chat completion for tenant acme with PROMPT, plus ``fields``."""
+    body = {"model": "acme", "messages": PROMPT, **fields}
+    return httpx.post(f"{serve_url}/v1/chat/completions", json=body)
+
+
 @pytest.fixture(scope="module")
 def client(serve_url):
     return openai.OpenAI(base_url=f"{serve_url}/v1", api_key="unused", max_retries=0)
@@ -41,18 +47,8 @@ def test_openai_client_completion_stream_and_models(client):
 
 
 def test_adapter_version_header_and_n_choices(serve_url):
-    response = httpx.post(
-        f"{serve_url}/v1/chat/completions",
-        json={
-            "model": "acme",
-            "messages": PROMPT,
-            "n": 3,
-            "temperature": 1.0,
-            "seed": 5,
-            "max_tokens": 8,
-            "logprobs": True,
-            "top_logprobs": 2,
-        },
+    response = chat(
+        serve_url, n=3, temperature=1.0, seed=5, max_tokens=8, logprobs=True, top_logprobs=2
     )
     assert response.status_code == 200, response.text
     assert response.headers["x-adapter-version"] == "base"
@@ -107,10 +103,7 @@ def test_health_ready_and_metrics(serve_url):
     assert httpx.get(f"{serve_url}/healthz").json() == {"status": "ok"}
     ready = httpx.get(f"{serve_url}/readyz").json()
     assert ready["ready"] is True and ready["checks"]["redis"] is True
-    httpx.post(
-        f"{serve_url}/v1/chat/completions",
-        json={"model": "acme", "messages": PROMPT, "max_tokens": 4},
-    )
+    chat(serve_url, max_tokens=4)
     text = httpx.get(f"{serve_url}/metrics").text
     assert (
         'loraloop_requests_total{adapter_version="base",status="ok",stream="false",tenant="acme"}'
@@ -147,16 +140,7 @@ def test_every_answer_is_logged_once_with_its_version(serve_url, redis_server):
 
     ids = []
     for stream in (False, True):
-        r = httpx.post(
-            f"{serve_url}/v1/chat/completions",
-            json={
-                "model": "acme",
-                "messages": PROMPT,
-                "max_tokens": 8,
-                "stream": stream,
-                "user": "alice",
-            },
-        )
+        r = chat(serve_url, max_tokens=8, stream=stream, user="alice")
         assert r.status_code == 200
         if stream:
             first = next(line for line in r.text.splitlines() if line.startswith("data: {"))
