@@ -9,21 +9,8 @@ boundary can reach twice the limit), ``XADD``\\ s the event and replaces the
 capped by ``MAXLEN``: only :meth:`feedback.source.FeedbackSource.trim` removes
 entries, and only acknowledged ones.
 
-Failures are typed (``feedback.errors``) so the HTTP edge can map them:
-
-==========================  ======  ===========================================
-error                       status  when
-==========================  ======  ===========================================
-``InvalidFeedback``         400     unknown rating value
-``FeedbackTooLarge``        413     correction / comment over the limit
-``NotYourInteraction``      403     the caller is not the interaction's user
-``InteractionNotFound``     404     unknown or expired interaction id
-``RateLimited``             429     ``Retry-After: retry_after_s``
-``FeedbackUnavailable``     503     Redis down, slow or refusing writes (fast)
-==========================  ======  ===========================================
-
-``FeedbackTooLarge`` subclasses ``InvalidFeedback``: match it first. Any other
-exception is a bug (500).
+Failures are typed (``feedback.errors``); ``serving.http_errors`` gives each its HTTP
+status. Any other exception is a bug (500).
 
 Durability (:attr:`FeedbackStore.durability`, :mod:`feedback.durability`): with
 ``strict_durability`` the store returns only once the event is on disk; a server

@@ -20,6 +20,7 @@ def learner_run() -> None:
     import signal
     import threading
 
+    from feedback.connections import redact_url
     from learner.actor import run_forever
     from loraloop.compose import learner_spec
     from storage.db import migrate
@@ -30,7 +31,8 @@ def learner_run() -> None:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    typer.echo(f"learner reading {spec.redis_url} (prefix {spec.redis_prefix}); Ctrl-C stops it")
+    typer.echo(f"learner reading {redact_url(spec.redis_url)} (prefix {spec.redis_prefix}); "
+               "Ctrl-C stops it")
     asyncio.run(run_forever(spec, stop, {}))
 
 

@@ -21,7 +21,7 @@ from feedback.events import Interaction, hash_user, new_interaction_id
 from feedback.redact import make_redactor, redact_interaction
 from feedback.store import FeedbackConfig
 from serving.auth import ApiKey, check_tenant, identify
-from serving.errors import ReplicasBusy, ServingError
+from serving.errors import ServingError
 from serving.feedback_routes import register_feedback_routes
 from serving.http_errors import check_size, error_body_for, install_error_handlers, parse_body
 from serving.metrics import ServingMetrics
@@ -262,11 +262,7 @@ def _sse(body: dict) -> str:
 
 def _error_in(event: dict | ServingError) -> ServingError | None:
     """The error an event from the replicas carries, if it is one."""
-    if isinstance(event, ServingError):
-        return event
-    if event["type"] == "error":  # serving.app's "all replicas busy" event, as a dict
-        return ReplicasBusy(event["message"])
-    return None
+    return event if isinstance(event, ServingError) else None
 
 
 def _checked(event: dict | ServingError) -> dict:

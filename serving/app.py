@@ -20,6 +20,7 @@ from serving.adapters import AdapterManager, run_reconciler
 from serving.api import ChatService, IngressConfig, build_api
 from serving.engines import choose_engine, engine_class
 from serving.engines.base import EngineConfig
+from serving.errors import ReplicasBusy
 from serving.replica import LLMReplica
 
 logger = logging.getLogger(__name__)
@@ -233,13 +234,9 @@ def _subscriber(config: ServeConfig):
     return subscribe
 
 
-def _busy(exc: BackPressureError) -> dict:
-    """Every replica's queue is full: an error event the API answers with 503."""
-    return {
-        "type": "error",
-        "kind": "replicas_busy",
-        "message": f"all LLM replicas are busy; retry shortly ({exc})",
-    }
+def _busy(exc: BackPressureError) -> ReplicasBusy:
+    """Every replica's queue is full: an error the API answers with 503."""
+    return ReplicasBusy(f"all LLM replicas are busy; retry shortly ({exc})")
 
 
 def build_app(config: ServeConfig):
