@@ -175,7 +175,7 @@ def test_cli_alias_changes_are_announced_on_redis(
     cli, tenant, adapter_dir, redis_client, redis_url, redis_prefix
 ):
     from feedback.keys import RedisKeys
-    from feedback.notify import AliasChangeSubscriber
+    from storage.alias_events import AliasChangeSubscriber
 
     vid = _json(cli("register", str(adapter_dir("n", seed=42)), "--tenant", tenant, "--json"))["id"]
     cli("gate", vid, "--passed")

@@ -8,7 +8,7 @@ import pytest
 
 import storage
 from feedback.keys import RedisKeys
-from feedback.notify import AliasChangePublisher, AliasChangeSubscriber
+from storage.alias_events import AliasChangePublisher, AliasChangeSubscriber
 
 
 def test_key_names_live_under_the_prefix_and_are_validated():
