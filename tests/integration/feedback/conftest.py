@@ -1,81 +1,15 @@
-"""Real Redis for the feedback tests: the machine's server if reachable, else an embedded one.
+"""Fixtures of the feedback tests: interactions, and what a test stored under its prefix.
 
-Each test gets its own key prefix (``RedisKeys``), and its keys are deleted
-afterwards, so tests never see each other's data on a shared server.
+Redis itself (``redis_url``, ``keys``, ``client``, ``embedded``) comes from
+``tests/conftest.py``: the machine's server or an embedded one, a key prefix
+per test that is deleted afterwards.
 """
 
 from __future__ import annotations
 
-import os
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
-import pytest_asyncio
 
-from feedback import (
-    REDIS_ERRORS,
-    EmbeddedRedis,
-    Interaction,
-    RedisKeys,
-    async_client,
-    hash_user,
-    sync_client,
-)
-
-SYSTEM_REDIS_URL = os.environ.get("LORALOOP_REDIS_URL") or "redis://127.0.0.1:6379/0"
-
-
-def _reachable(url: str) -> bool:
-    try:
-        client = sync_client(url, timeout_s=0.5)
-        try:
-            return bool(client.ping())
-        finally:
-            client.close()
-    except REDIS_ERRORS:
-        return False
-
-
-@pytest.fixture(scope="session")
-def redis_url(tmp_path_factory) -> Iterator[str]:
-    """A shared Redis: the system server when it answers, else an embedded one."""
-    if _reachable(SYSTEM_REDIS_URL):
-        yield SYSTEM_REDIS_URL
-        return
-    with EmbeddedRedis(tmp_path_factory.mktemp("shared-redis")) as server:
-        yield server.url
-
-
-@pytest.fixture
-def keys(redis_url) -> Iterator[RedisKeys]:
-    """A fresh key prefix; every key under it is deleted after the test."""
-    prefix = f"test-{uuid.uuid4().hex[:12]}"
-    yield RedisKeys(prefix)
-    client = sync_client(redis_url)
-    try:
-        stale = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-        if stale:
-            client.delete(*stale)
-    finally:
-        client.close()
-
-
-@pytest_asyncio.fixture
-async def client(redis_url):
-    """An asyncio client of the shared Redis."""
-    c = async_client(redis_url)
-    yield c
-    await c.aclose()
-
-
-@pytest.fixture
-def embedded(tmp_path: Path) -> Iterator[EmbeddedRedis]:
-    """A private embedded Redis that the test may stop and restart (same port, same data)."""
-    server = EmbeddedRedis(tmp_path).start()
-    yield server
-    server.stop()
+from feedback import Interaction, hash_user
 
 
 def _make_interaction(**fields) -> Interaction:

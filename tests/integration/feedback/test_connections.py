@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-import socket
-import threading
 
 import pytest
 
 from feedback import FeedbackStore, FeedbackUnavailable, InteractionSink, redact_url
 from feedback.connections import REDIS_ERRORS, async_client, field, stream_id, sync_client, text
+from tests.support.faults import Hangup
 
 
 @pytest.mark.parametrize(("url", "shown"), [
@@ -52,36 +51,10 @@ async def test_clients_talk_to_a_real_redis(redis_url, keys):
         await client.aclose()
 
 
-class _Hangup:
-    """A TCP server that accepts connections and closes them at once; counts them."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.url = f"redis://:s3cret@127.0.0.1:{self.sock.getsockname()[1]}/0"
-        self.accepted = 0
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            conn.close()
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 @pytest.fixture
 def hangup():
-    server = _Hangup()
-    yield server
-    server.close()
+    with Hangup() as server:
+        yield server
 
 
 def test_a_dropped_connection_is_not_retried_behind_the_callers_back(hangup):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
 
 import pytest
 import pytest_asyncio
@@ -18,6 +17,7 @@ from feedback import (
     errors,
     hash_user,
 )
+from tests.support.faults import Silent
 
 PII = {
     "email": "carol.jones@example.com",
@@ -101,7 +101,7 @@ async def test_feedback_ahead_of_the_interaction_log_waits_for_it(
         redis_url, client, keys, put_interactions, make_interaction):
     """Serving logs interactions asynchronously: a rating sent the moment the answer
     arrives may reach Redis before the interaction does, and must not get a 404."""
-    config = FeedbackConfig(interaction_grace_s=5)
+    config = FeedbackConfig(interaction_grace_s=30)  # it returns as soon as the log lands
     async with FeedbackStore(redis_url, keys, config) as store:
         late, later = make_interaction(), make_interaction()
 
@@ -224,21 +224,25 @@ async def test_durability_mode_is_detected(store, client):
             or store.durability in ("appendfsync-always", "waitaof"))
 
 
+#: An outage is answered at once: not after the wait for a late interaction (this long),
+#: nor after retries. How many milliseconds it takes is bench/feedback_ops.py's to measure.
+GRACE_S = 30.0
+OUTAGE = FeedbackConfig(interaction_grace_s=GRACE_S)
+
+
 async def test_redis_down_fails_fast(embedded, keys, make_interaction):
     interaction = make_interaction()
     setup = async_client(embedded.url)
     await setup.set(keys.interaction(interaction.id), interaction.to_json())
     await setup.aclose()
-    store = FeedbackStore(embedded.url, keys)
+    store = FeedbackStore(embedded.url, keys, OUTAGE)
     await store.start()
     await store.record(interaction_id=interaction.id, user="alice", rating="up")
     embedded.stop()
     for call in (lambda: store.record(interaction_id=interaction.id, user="alice", rating="up"),
                  lambda: store.current(interaction.id, "alice")):
-        started = time.perf_counter()
         with pytest.raises(errors.FeedbackUnavailable, match=r"unavailable.*retry later") as info:
-            await call()
-        assert time.perf_counter() - started < 0.5
+            await asyncio.wait_for(call(), GRACE_S / 2)
         assert isinstance(info.value, ConnectionError)
     embedded.start()  # back: the same store works again without a restart
     await store.record(interaction_id=interaction.id, user="alice", rating="down")
@@ -249,25 +253,22 @@ async def test_never_started_store_fails_fast_on_an_unreachable_server(keys):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # nobody listens here once closed
-    store = FeedbackStore(f"redis://127.0.0.1:{port}/0", keys)
-    started = time.perf_counter()
+    store = FeedbackStore(f"redis://127.0.0.1:{port}/0", keys, OUTAGE)
     with pytest.raises(errors.FeedbackUnavailable):
-        await store.record(interaction_id="a" * 32, user="alice", rating="up")
-    assert time.perf_counter() - started < 0.5
+        await asyncio.wait_for(
+            store.record(interaction_id="a" * 32, user="alice", rating="up"), GRACE_S / 2)
     await store.aclose()
 
 
 async def test_a_hung_server_fails_fast(keys):
-    # A socket that accepts connections but never answers: only timeouts can save us.
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(16)
-        port = listener.getsockname()[1]
-        config = FeedbackConfig(socket_timeout_s=0.3, connect_timeout_s=0.2)
-        store = FeedbackStore(f"redis://127.0.0.1:{port}/0", keys, config)
-        started = time.perf_counter()
+    # A server that accepts connections but never answers: only timeouts can save us.
+    # They end the call (no hang), once (no retry on a new connection), and the store
+    # does not wait for the interaction on a server that does not answer.
+    with Silent() as hung:
+        config = OUTAGE.model_copy(update={"socket_timeout_s": 0.3, "connect_timeout_s": 0.2})
+        store = FeedbackStore(hung.url, keys, config)
         with pytest.raises(errors.FeedbackUnavailable):
-            await store.record(interaction_id="a" * 32, user="alice", rating="up")
-        elapsed = time.perf_counter() - started
-        await asyncio.wait_for(store.aclose(), 2)
-    assert elapsed < 0.9, f"took {elapsed:.2f} s"
+            await asyncio.wait_for(
+                store.record(interaction_id="a" * 32, user="alice", rating="up"), GRACE_S / 2)
+        await asyncio.wait_for(store.aclose(), GRACE_S / 2)
+        assert hung.accepted == 1

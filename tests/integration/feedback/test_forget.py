@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from feedback import (
     FeedbackSource,
     FeedbackStore,
@@ -12,6 +10,8 @@ from feedback import (
     forget_user,
     hash_user,
 )
+from feedback.keys import RedisKeys
+from tests.support.redis_support import age_pending
 
 
 async def test_forget_removes_everything_of_one_user_and_nothing_else(
@@ -24,11 +24,11 @@ async def test_forget_removes_everything_of_one_user_and_nothing_else(
             sink.submit(interaction)
         assert await sink.flush(5)
     # One of alice's entries was poison and is already dead-lettered...
-    source = FeedbackSource(client, keys, "c1", SourceConfig(block_ms=0, claim_idle_ms=10,
+    source = FeedbackSource(client, keys, "c1", SourceConfig(block_ms=0, claim_idle_ms=60_000,
                                                             max_deliveries=1))
     await client.xadd(keys.feedback_stream, {"user": alice, "event": "{broken"})
     assert await source.read() == []
-    await asyncio.sleep(0.02)
+    await age_pending(client, keys.feedback_stream, RedisKeys.LEARNER_GROUP, idle_ms=60_001)
     assert await source.read() == []
     assert await client.xlen(keys.dead_letter_stream) == 1
     async with FeedbackStore(redis_url, keys) as store:

@@ -6,7 +6,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ import pytest
 from feedback import EmbeddedRedis, EmbeddedRedisError, redis_server_binary, redis_version
 from feedback.connections import sync_client
 from feedback.redis_server import free_port, version_tuple
+from tests.support.waiting import wait_until
 
 
 def client_of(server: EmbeddedRedis):
@@ -126,10 +126,8 @@ def test_server_dies_with_its_parent(tmp_path):
     finally:
         parent.kill()
         parent.wait()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and "redis-server" in _cmdline(pid):
-        time.sleep(0.05)
-    assert "redis-server" not in _cmdline(pid), "redis-server outlived its parent"
+    wait_until(lambda: "redis-server" not in _cmdline(pid),
+               what="redis-server exiting with its parent (it outlived it)")
 
 
 def _cmdline(pid: int) -> str:

@@ -1,26 +1,25 @@
 """InteractionSink through a Redis outage (an embedded server stopped and restarted).
 
-While Redis is down ``submit`` stays instant, events wait in the bounded
-buffer, and when Redis returns each kept event lands in the stream exactly
-once; events beyond the buffer are dropped and counted exactly.
+While Redis is down ``submit`` only buffers (it never waits on Redis), events
+wait in the bounded buffer, and when Redis returns each kept event lands in
+the stream exactly once; events beyond the buffer are dropped and counted
+exactly. What submit and close cost in time during an outage is measured by
+``bench/feedback_ops.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 
 from feedback import InteractionSink, SinkConfig, async_client, read_interactions
+from tests.support.waiting import PATIENCE_S, until
 
 FAST_RETRY = dict(retry_initial_s=0.01, retry_max_s=0.1, socket_timeout_s=0.5,
                   connect_timeout_s=0.2)
 
 
-async def wait_for(predicate, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
+async def wait_for(predicate) -> None:
+    await until(predicate, what="the sink's counters")
 
 
 async def stream_ids(url, keys) -> list[str]:
@@ -42,13 +41,11 @@ async def test_outage_buffers_then_delivers_each_event_exactly_once(embedded, ke
 
     embedded.stop()
     during = [make_interaction() for _ in range(200)]
-    slowest = 0.0
     for event in during:
-        started = time.perf_counter()
-        sink.submit(event)
-        slowest = max(slowest, time.perf_counter() - started)
+        buffered = sink.stats().buffered
+        sink.submit(event)  # synchronous: it cannot wait on Redis, only buffer
+        assert sink.stats().buffered == buffered + 1
         await asyncio.sleep(0)  # let the writer run (and fail) between submissions
-    assert slowest < 0.005, f"submit took {slowest * 1000:.1f} ms while Redis was down"
     errors_after_last_submit = sink.stats().write_errors
     await wait_for(lambda: sink.stats().write_errors > errors_after_last_submit + 2)
     stats = sink.stats()
@@ -127,9 +124,8 @@ async def test_close_while_redis_is_down_is_bounded(embedded, keys, make_interac
     embedded.stop()
     for _ in range(7):
         sink.submit(make_interaction())
-    started = time.monotonic()
-    stats = await sink.close(timeout=0.5)
-    assert time.monotonic() - started < 2.0
+    # The writer retries for as long as Redis is down; close gives up at its timeout.
+    stats = await asyncio.wait_for(sink.close(timeout=0.5), PATIENCE_S)
     assert (stats.buffered, stats.written) == (7, 0)
 
 

@@ -1,11 +1,15 @@
 """FeedbackSource against a real Redis: read/ack, reclaim from a dead consumer, dead letters,
-safe trimming, the interaction join and the per-round selection."""
+safe trimming, the interaction join and the per-round selection.
+
+Time since a delivery is not waited for: ``age_pending`` sets the pending entries'
+idle time in Redis (XCLAIM IDLE), so "the consumer stopped a minute ago" holds
+however loaded the machine is, and "not idle long enough yet" holds too.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import time
 
 import pytest
 
@@ -18,9 +22,19 @@ from feedback import (
     join_interactions,
     select_for_round,
 )
+from feedback.keys import RedisKeys
 from feedback.source import FeedbackEntry
+from tests.support.redis_support import age_pending
+from tests.support.waiting import PATIENCE_S, until
 
-FAST = dict(block_ms=0, claim_idle_ms=30, max_deliveries=3)
+CLAIM_IDLE_MS = 60_000
+FAST = dict(block_ms=0, claim_idle_ms=CLAIM_IDLE_MS, max_deliveries=3)
+
+
+async def abandon(client, keys) -> int:
+    """Make every pending entry look idle past ``CLAIM_IDLE_MS`` (its consumer stopped)."""
+    return await age_pending(client, keys.feedback_stream, RedisKeys.LEARNER_GROUP,
+                             idle_ms=CLAIM_IDLE_MS + 1)
 
 
 def feedback(interaction_id: str = "a" * 32, user: str = "alice", **fields) -> Feedback:
@@ -39,17 +53,25 @@ async def add(client, keys, *events: Feedback | dict) -> list[str]:
     return ids
 
 
-async def drain(source: FeedbackSource, *, until, timeout: float = 10.0) -> list[FeedbackEntry]:
-    """read() and ack everything until ``until()`` holds; returns what was read."""
+async def drain(source: FeedbackSource, *, done) -> list[FeedbackEntry]:
+    """read() and ack everything until ``done()`` holds; returns what was read.
+
+    When a read returns nothing, what is still pending (poison: never acked) is
+    made to look abandoned, so the next read reclaims it: a delivery more.
+    """
     seen: list[FeedbackEntry] = []
-    deadline = time.monotonic() + timeout
-    while not await until():
-        assert time.monotonic() < deadline, "condition not reached in time"
+
+    async def step() -> bool:
+        if await done():
+            return True
         batch = await source.read()
         seen.extend(batch)
         await source.ack(e.stream_id for e in batch)
         if not batch:
-            await asyncio.sleep(0.01)
+            await abandon(source.client, source.keys)
+        return False
+
+    await until(step, what="draining the stream")
     return seen
 
 
@@ -75,7 +97,7 @@ async def test_a_dead_consumers_entries_are_reclaimed_by_another(client, keys):
     assert len(await dead.read()) == 5  # ...and it dies before acknowledging
     alive = FeedbackSource(client, keys, "alive", SourceConfig(**FAST))
     assert await alive.read() == []  # not idle long enough yet: the owner may still be busy
-    await asyncio.sleep(0.05)
+    assert await abandon(client, keys) == 5
     reclaimed = await alive.read()
     assert [e.stream_id for e in reclaimed] == ids and {e.deliveries for e in reclaimed} == {2}
     pending = await client.xpending_range(keys.feedback_stream, "learner", "-", "+", 10)
@@ -99,7 +121,7 @@ async def test_poison_entries_go_to_the_dead_letter_stream_and_reading_goes_on(c
     async def dead_lettered():
         return await client.xlen(keys.dead_letter_stream) == 3
 
-    seen = await drain(source, until=dead_lettered)
+    seen = await drain(source, done=dead_lettered)
     assert sorted(e.stream_id for e in seen) == sorted(ids[0::2])  # every good one, once
     assert [e.feedback for e in seen] == good
     letters = {f[b"original_id"].decode(): f
@@ -125,7 +147,7 @@ async def test_an_entry_that_keeps_crashing_its_consumer_is_dead_lettered(client
     deliveries = []
     for _ in range(6):  # read, never ack (the learner crashes on it every time)
         deliveries += [e.deliveries for e in await source.read()]
-        await asyncio.sleep(0.04)
+        await abandon(client, keys)
     assert deliveries == [1, 2, 3]
     [(_, letter)] = await client.xrange(keys.dead_letter_stream)
     assert letter[b"original_id"].decode() == entry_id
@@ -184,20 +206,30 @@ async def test_block_ms_must_stay_below_the_socket_timeout(redis_url, keys):
     await short.aclose()
 
 
-async def test_blocking_read_returns_as_soon_as_an_entry_arrives(client, keys):
-    source = FeedbackSource(client, keys, "c1", SourceConfig(block_ms=800))
+async def test_blocking_read_returns_as_soon_as_an_entry_arrives(redis_url, client, keys):
+    # The read may block for 10 minutes; it must come back when the entry arrives, well
+    # before that (how soon, in milliseconds, is bench/feedback_ops.py's to measure).
+    reader = async_client(redis_url, timeout_s=None)
+    name = f"{keys.prefix}-reader"
+    await reader.client_setname(name)  # the pool hands this connection to the read
+    source = FeedbackSource(reader, keys, "c1", SourceConfig(block_ms=600_000))
     await source.ensure_group()
     assert await source.ensure_group() is False  # idempotent
 
-    async def later():
-        await asyncio.sleep(0.1)
+    async def blocked() -> bool:
+        return any(c["name"] == name and "b" in c["flags"] for c in await client.client_list())
+
+    async def add_once_blocked():
+        await until(blocked, what="the read blocking on the stream")
         await add(client, keys, feedback())
 
-    started = time.perf_counter()
-    task = asyncio.create_task(later())
-    batch = await source.read()
-    await task
-    assert len(batch) == 1 and time.perf_counter() - started < 0.7
+    writer = asyncio.create_task(add_once_blocked())
+    try:
+        batch = await asyncio.wait_for(source.read(), PATIENCE_S)
+    finally:
+        await writer
+        await reader.aclose()
+    assert len(batch) == 1
 
 
 async def test_entries_deleted_while_pending_do_not_stay_pending(embedded, keys):
@@ -206,8 +238,8 @@ async def test_entries_deleted_while_pending_do_not_stay_pending(embedded, keys)
     ids = await add(client, keys, *[feedback() for _ in range(3)])
     dead = FeedbackSource(client, keys, "dead", SourceConfig(**FAST))
     assert len(await dead.read()) == 3
+    await abandon(client, keys)
     await client.xdel(keys.feedback_stream, ids[1])
-    await asyncio.sleep(0.05)
     alive = FeedbackSource(client, keys, "alive", SourceConfig(**FAST))
     assert [e.stream_id for e in await alive.read()] == [ids[0], ids[2]]
     await alive.ack([ids[0], ids[2]])
@@ -221,8 +253,10 @@ async def test_touch_keeps_long_running_entries_from_being_reclaimed(client, key
     other = FeedbackSource(client, keys, "other", SourceConfig(**FAST))
     assert len(await busy.read()) == 2
     for _ in range(3):  # "training" for longer than claim_idle_ms, with heartbeats
-        await asyncio.sleep(0.02)
+        await abandon(client, keys)  # ...so long that the entries would be reclaimed
         assert await busy.touch(ids) == 2
         assert await other.read() == []
     pending = await client.xpending_range(keys.feedback_stream, "learner", "-", "+", 10)
     assert [(p["consumer"], p["times_delivered"]) for p in pending] == [(b"busy", 1)] * 2
+    await abandon(client, keys)  # no heartbeat this time: another consumer takes them over
+    assert [(e.stream_id, e.deliveries) for e in await other.read()] == [(i, 2) for i in ids]
