@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import pytest_asyncio
 
-from serving.engines import ENGINES, EngineConfig, GenerationRequest, SamplingParams, engine_class
+from serving.engines import ENGINES, EngineConfig, engine_class
+from tests.integration.engine_support import MAX_RANK, complete
 
-MAX_RANK = 8
+__all__ = ["MAX_RANK", "complete"]  # defined here before: engine_support has them now
 
 
 def engine_params():
@@ -30,17 +31,3 @@ async def engine(request, tiny_model_dir):
     await started.start()
     yield started
     await started.shutdown()
-
-
-async def complete(engine, prompt: str | list[int], *, adapter=None, **sampling):
-    """Run one request to the end; return (text, chunks)."""
-    ids = (
-        prompt
-        if isinstance(prompt, list)
-        else engine.encode_chat([{"role": "user", "content": prompt}])
-    )
-    sampling.setdefault("temperature", 0.0)
-    sampling.setdefault("max_tokens", 24)
-    request = GenerationRequest("test", ids, SamplingParams(**sampling), adapter=adapter)
-    chunks = [chunk async for chunk in engine.generate(request)]
-    return "".join(c.text for c in chunks), chunks

@@ -1,4 +1,4 @@
-"""Checks that the engine-specific tests share."""
+"""What the engine tests share: one request run to its end, and a check of the adapter limit."""
 
 from __future__ import annotations
 
@@ -6,7 +6,11 @@ import contextlib
 
 import pytest
 
+from serving.engines import GenerationRequest, SamplingParams
 from serving.errors import AdapterLimitReached
+
+#: The LoRA rank the tests' engines are started with.
+MAX_RANK = 8
 
 
 @contextlib.asynccontextmanager
@@ -24,3 +28,17 @@ async def filled_to_capacity(engine, make_adapter, setting: str):
     finally:
         for name in names:
             await engine.unload_adapter(name)
+
+
+async def complete(engine, prompt: str | list[int], *, adapter=None, **sampling):
+    """Run one request to the end; return (text, chunks)."""
+    ids = (
+        prompt
+        if isinstance(prompt, list)
+        else engine.encode_chat([{"role": "user", "content": prompt}])
+    )
+    sampling.setdefault("temperature", 0.0)
+    sampling.setdefault("max_tokens", 24)
+    request = GenerationRequest("test", ids, SamplingParams(**sampling), adapter=adapter)
+    chunks = [chunk async for chunk in engine.generate(request)]
+    return "".join(c.text for c in chunks), chunks

@@ -9,7 +9,7 @@ import pytest
 
 from serving.engines import EngineConfig
 from serving.engines.hf import HFEngine
-from tests.integration.conftest import complete
+from tests.integration.engine_support import complete
 
 pytestmark = pytest.mark.asyncio(loop_scope="function")
 

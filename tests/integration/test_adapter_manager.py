@@ -8,7 +8,7 @@ from serving.adapters import AdapterManager
 from serving.engines import EngineConfig
 from serving.engines.hf import HFEngine
 from storage import get_version
-from tests.integration.registry_support import LocalRegistry
+from tests.support.registry import LocalRegistry
 
 pytestmark = pytest.mark.asyncio(loop_scope="function")
 

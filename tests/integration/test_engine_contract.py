@@ -14,7 +14,8 @@ from serving.errors import (
     AdapterValidationError,
     PromptTooLong,
 )
-from tests.integration.conftest import MAX_RANK, complete
+from tests.integration.engine_support import MAX_RANK, complete
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -183,10 +184,13 @@ async def test_adapter_in_use_cannot_be_unloaded_until_its_requests_end(engine, 
     with pytest.raises(AdapterBusy, match="busy"):
         await engine.unload_adapter("busy")
     await stream.aclose()  # the client went away: the request is aborted
-    for _ in range(100):
+
+    async def unloaded() -> bool:
         try:
             await engine.unload_adapter("busy")
-            break
         except AdapterBusy:
-            await asyncio.sleep(0.05)
+            return False
+        return True
+
+    await until(unloaded, what="unloading the adapter once its request ended", every_s=0.05)
     assert "busy" not in engine.loaded_adapters()

@@ -10,8 +10,8 @@ import pytest_asyncio
 from serving.engines import EngineConfig, GenerationRequest, SamplingParams
 from serving.engines.hf import HFEngine
 from serving.errors import EngineOverloaded
-from tests.integration.conftest import complete
-from tests.integration.engine_support import filled_to_capacity
+from tests.integration.engine_support import complete, filled_to_capacity
+from tests.support.waiting import PATIENCE_S, until
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -71,12 +71,9 @@ async def test_full_queue_is_refused_with_overloaded(hf):
     # 4 rows decode (max_batch_size) and 3 wait (max_queue); the next is refused.
     tasks = [asyncio.create_task(consume(i)) for i in range(4)]
     try:
-        await asyncio.wait_for(asyncio.gather(*(e.wait() for e in started[:4])), 10)
+        await asyncio.wait_for(asyncio.gather(*(e.wait() for e in started[:4])), PATIENCE_S)
         tasks += [asyncio.create_task(consume(i)) for i in range(4, 7)]
-        for _ in range(200):
-            if hf.queue_depth == 3:
-                break
-            await asyncio.sleep(0.01)
+        await until(lambda: hf.queue_depth == 3, what="3 requests waiting for a row")
         assert hf.queue_depth == 3
         with pytest.raises(EngineOverloaded, match="queue is full"):
             await complete(hf, ids)
@@ -94,9 +91,12 @@ async def test_abandoned_requests_free_their_rows(hf):
         await s.__anext__()
     for s in streams:
         await s.aclose()
-    # New work is served promptly because the abandoned rows left the batch.
-    text, _ = await asyncio.wait_for(complete(hf, "Hi", max_tokens=4), timeout=10)
+    # New work is served promptly because the abandoned rows left the batch: in a few
+    # steps, not after the ~500 it would wait for a row if they were still decoding.
+    steps = hf.stats["steps"]
+    text, _ = await asyncio.wait_for(complete(hf, "Hi", max_tokens=4), timeout=PATIENCE_S)
     assert text
+    assert hf.stats["steps"] - steps < 50
 
 
 async def test_max_loras_bounds_resident_adapters(hf, make_adapter):

@@ -23,7 +23,7 @@ from loraloop.smollm2 import (
     ensure_smollm2,
 )
 from serving.engines import EngineConfig
-from tests.integration.conftest import complete
+from tests.integration.engine_support import complete
 from tests.support.learning import FACTS
 
 #: The engines are module fixtures on the module's event loop (sync tests do without).

@@ -14,9 +14,9 @@ import pytest_asyncio
 from serving.adapters import AdapterManager
 from serving.engines import EngineConfig, GenerationRequest, SamplingParams
 from serving.errors import EngineOverloaded
-from tests.integration.conftest import MAX_RANK, complete
-from tests.integration.engine_support import filled_to_capacity
-from tests.integration.registry_support import LocalRegistry
+from tests.integration.engine_support import MAX_RANK, complete, filled_to_capacity
+from tests.support.registry import LocalRegistry
+from tests.support.waiting import until
 
 pytest.importorskip("vllm")
 
@@ -56,10 +56,7 @@ async def hf_engine(tiny_model_dir):
 
 async def _settled(engine) -> None:
     """Wait until vLLM has processed the aborts sent to it."""
-    for _ in range(100):
-        if engine.unfinished_requests == 0:
-            return
-        await asyncio.sleep(0.02)
+    await until(lambda: engine.unfinished_requests == 0, what="vLLM processing the aborts")
 
 
 async def test_greedy_output_matches_hf_in_float32(vllm_engine, hf_engine, make_adapter):
@@ -186,7 +183,7 @@ async def test_full_queue_is_refused_with_overloaded(vllm_engine):
     streams = [vllm_engine.generate(GenerationRequest(f"q{i}", ids, LONG)) for i in range(3)]
     try:
         firsts = [asyncio.ensure_future(s.__anext__()) for s in streams]
-        await asyncio.wait(firsts, timeout=0.5)
+        await until(lambda: vllm_engine.queue_depth == 1, what="one request waiting for a row")
         assert vllm_engine.queue_depth == 1
         with pytest.raises(EngineOverloaded, match="queue is full"):
             await complete(vllm_engine, ids)

@@ -13,7 +13,7 @@ from learner.train import TrainConfig, train_adapter
 from serving.engines import EngineConfig
 from serving.engines.hf import HFEngine
 from storage.artifacts import ArtifactStore
-from tests.integration.conftest import complete
+from tests.integration.engine_support import complete
 from tests.integration.learner.learner_helpers import (
     FAST,
     TENANT,

@@ -1,43 +1,28 @@
-"""Fixtures of the learner-loop tests: a unique Redis prefix on the system Redis, a SQLite
-registry, and learners over both."""
+"""Fixtures of the learner-loop tests: a SQLite registry, and learners over it and the
+test's Redis prefix (``redis_url``, ``keys`` and ``client`` come from tests/conftest.py)."""
 
 from __future__ import annotations
 
-import os
-import secrets
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
-import pytest_asyncio
-from redis.exceptions import RedisError
 
-from feedback.connections import async_client
-from feedback.keys import RedisKeys
+from learner.actor import LearnerSpec
 from learner.gate import GateConfig
 from learner.loop import Learner, LearnerConfig
 from storage import ArtifactStore
 from storage.db import open_registry
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
-
-
-@pytest.fixture
-def keys():
-    return RedisKeys(f"learn-{secrets.token_hex(4)}")
-
-
-@pytest_asyncio.fixture
-async def client(keys):
-    client = async_client(REDIS_URL)
-    try:
-        await client.ping()
-    except RedisError as exc:  # CI has Redis: a skip there would hide the whole tier
-        if os.environ.get("CI"):
-            pytest.fail(f"no Redis at {REDIS_URL} in CI (CI is set): {exc}")
-        pytest.skip(f"no Redis at {REDIS_URL}: {exc}")
-    yield client
-    async for key in client.scan_iter(match=f"{keys.prefix}:*"):
-        await client.delete(key)
-    await client.aclose()
+ROOT = Path(__file__).parents[3]
+#: A learner in a process of its own, as the Ray actor runs it (it may be told to crash).
+CHILD = """
+import asyncio, sys, threading
+from learner.actor import LearnerSpec, run_forever
+spec = LearnerSpec.model_validate_json(sys.argv[1])
+asyncio.run(run_forever(spec, threading.Event(), {}))
+"""
 
 
 @pytest.fixture
@@ -45,11 +30,44 @@ def registry(tmp_path):
     return open_registry(f"sqlite:///{tmp_path / 'registry.db'}")
 
 
-def learner_for(keys, registry, tmp_path, model_dir, **config) -> Learner:
-    """A learner of ``model_dir`` (named builtin:tiny) on the test Redis and ``registry``;
-    unless ``config`` says otherwise, a version that passes the gate goes live."""
-    config.setdefault("gate", GateConfig(auto_promote="live", threads=1))
-    return Learner(redis_url=REDIS_URL, keys=keys, sessions=registry,
-                   artifacts=ArtifactStore(tmp_path / "artifacts"), base_model=str(model_dir),
-                   base_model_name="builtin:tiny", work_dir=tmp_path / "learner",
-                   config=LearnerConfig(**config))
+@pytest.fixture
+def new_learner(redis_url, keys, registry, tmp_path, tiny_model_dir):
+    """``new_learner(**config)``: a learner of ``builtin:tiny`` on the test's Redis prefix
+    and ``registry``; unless ``config`` says otherwise, a version that passes the gate
+    goes live."""
+
+    def make(**config) -> Learner:
+        config.setdefault("gate", GateConfig(auto_promote="live", threads=1))
+        return Learner(redis_url=redis_url, keys=keys, sessions=registry,
+                       artifacts=ArtifactStore(tmp_path / "artifacts"),
+                       base_model=str(tiny_model_dir), base_model_name="builtin:tiny",
+                       work_dir=tmp_path / "learner", config=LearnerConfig(**config))
+
+    return make
+
+
+@pytest.fixture
+def learner_spec(redis_url, keys, tmp_path, tiny_model_dir):
+    """``learner_spec(**config)``: the same learner as a ``LearnerSpec``, for the actor's
+    loop (``run_forever``) or ``learner_process``."""
+
+    def make(**config) -> LearnerSpec:
+        return LearnerSpec(redis_url=redis_url, redis_prefix=keys.prefix,
+                           database_url=f"sqlite:///{tmp_path / 'registry.db'}",
+                           artifacts_location=str(tmp_path / "artifacts"),
+                           base_model=str(tiny_model_dir), base_model_name="builtin:tiny",
+                           data_dir=str(tmp_path), config=LearnerConfig(**config))
+
+    return make
+
+
+@pytest.fixture
+def learner_process():
+    """``learner_process(spec)``: run the learner of ``spec`` in a child process until it
+    exits (at a ``crash_at`` point it exits with status 17)."""
+
+    def run(spec: LearnerSpec) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", CHILD, spec.model_dump_json()],
+                              capture_output=True, text=True, timeout=600, cwd=ROOT)
+
+    return run

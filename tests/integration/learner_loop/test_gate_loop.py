@@ -7,65 +7,51 @@ import json
 
 import pytest
 
-from feedback.events import Interaction, hash_user
 from feedback.keys import RedisKeys
-from feedback.store import FeedbackConfig, FeedbackStore
 from learner.gate import GateConfig
-from learner.loop import Learner
 from learner.train import TrainConfig
 from storage import dataset_stream_ids, get_alias, get_version, list_versions
-from tests.integration.learner_loop.conftest import learner_for
+from tests.support.capitals import capitals, corrections
+from tests.support.ratings import record_ratings
 
 pytestmark = pytest.mark.asyncio(loop_scope="function")
 
-COUNTRIES = [("France", "Paris"), ("Italy", "Rome"), ("Japan", "Tokyo"), ("Spain", "Madrid"),
-             ("Peru", "Lima"), ("Kenya", "Nairobi")]
+COUNTRIES = capitals("France", "Italy", "Japan", "Spain", "Peru", "Kenya")
 
 
-def make_learner(keys, registry, tmp_path, model_dir, **config) -> Learner:
-    config.setdefault("train", TrainConfig(epochs=6, learning_rate=1e-2, threads=1, rank=4))
-    return learner_for(keys, registry, tmp_path, model_dir, min_new_examples=1, **config)
+@pytest.fixture
+def one_round(new_learner):
+    """``await one_round(**config)``: a new learner (rounds of one event) runs one round."""
+
+    async def run(**config) -> dict:
+        config.setdefault("train", TrainConfig(epochs=6, learning_rate=1e-2, threads=1, rank=4))
+        learner = new_learner(min_new_examples=1, **config)
+        await learner.start()
+        try:
+            [report] = await learner.step()
+        finally:
+            await learner.close()
+        return report
+
+    return run
 
 
-async def correct(client, keys, pairs, *, user_prefix: str) -> list[str]:
-    """Each (country, capital): a user asks, gets a wrong answer and corrects it."""
-    store = FeedbackStore(client, keys, FeedbackConfig(user_limit=1000))
-    await store.start()
-    ids = []
-    for i, (country, capital) in enumerate(pairs):
-        user = f"{user_prefix}{i}"
-        interaction = Interaction(
-            tenant="acme", user=hash_user(user), model="acme",
-            messages=[{"role": "user", "content": f"What is the capital of {country}?"}],
-            completion="I do not know.")
-        await client.set(keys.interaction(interaction.id), interaction.to_json(), ex=600)
-        await store.record(interaction_id=interaction.id, user=user, rating="down",
-                           correction=f"{capital}.")
-        ids.append(interaction.id)
-    return ids
-
-
-async def one_round(keys, registry, tmp_path, model_dir, **config) -> dict:
-    learner = make_learner(keys, registry, tmp_path, model_dir, **config)
-    await learner.start()
-    try:
-        [report] = await learner.step()
-    finally:
-        await learner.close()
-    return report
+async def correct(client, keys, taught, *, user_prefix: str) -> list[str]:
+    """Each capital: a user asks, gets a wrong answer and corrects it."""
+    return await record_ratings(client, keys, corrections(taught, user_prefix=user_prefix))
 
 
 async def test_a_rejected_round_keeps_its_data_for_the_next_which_passes(
-    client, keys, registry, tmp_path, tiny_model_dir
+    client, keys, registry, one_round
 ):
     # One correction is too little for the gate to call anything learned.
     await correct(client, keys, COUNTRIES[:1], user_prefix="first")
-    first = await one_round(keys, registry, tmp_path, tiny_model_dir, holdout_fraction=0.0)
+    first = await one_round(holdout_fraction=0.0)
     assert first["outcome"].startswith("rejected: the taught examples moved"), first
     assert first["metrics"]["taught"] == 1
 
     await correct(client, keys, COUNTRIES[1:4], user_prefix="second")
-    second = await one_round(keys, registry, tmp_path, tiny_model_dir, holdout_fraction=0.0)
+    second = await one_round(holdout_fraction=0.0)
     assert second["outcome"] == "live", second
     assert second["carried_from"] == first["version"]
     assert second["counts"]["carried"] == 2
@@ -83,13 +69,13 @@ async def test_a_rejected_round_keeps_its_data_for_the_next_which_passes(
 
     # Once live, its data is not carried again: the next round starts from it.
     await correct(client, keys, COUNTRIES[4:], user_prefix="third")
-    third = await one_round(keys, registry, tmp_path, tiny_model_dir, holdout_fraction=0.0)
+    third = await one_round(holdout_fraction=0.0)
     assert "carried_from" not in third and third["counts"]["carried"] == 0
     assert third["metrics"]["trained_over"] == second["version"]
 
 
 async def test_a_candidate_that_damages_the_regression_set_is_rejected_and_never_served(
-    client, keys, registry, tmp_path, tiny_model_dir
+    client, keys, registry, tmp_path, tiny_model_dir, one_round
 ):
     from transformers import AutoModelForCausalLM
 
@@ -116,15 +102,14 @@ async def test_a_candidate_that_damages_the_regression_set_is_rejected_and_never
                                    threads=1))
     await engine.start()
     try:
-        from tests.integration.conftest import complete
+        from tests.integration.engine_support import complete
 
         before, _ = await complete(engine, questions[0], max_tokens=24)
         await correct(client, keys, COUNTRIES, user_prefix="u")
         # No anchors and a learning rate far too high: it fits what it was taught (and its
         # held-out slice) by answering every capital question alike.
         report = await one_round(
-            keys, registry, tmp_path, tiny_model_dir, regression_set=str(regression),
-            holdout_fraction=0.3,
+            regression_set=str(regression), holdout_fraction=0.3,
             train=TrainConfig(epochs=8, learning_rate=5e-2, threads=1, rank=4,
                               anchor_weight=0.0),
             gate=GateConfig(auto_promote="live", threads=1, regression_tolerance=0))

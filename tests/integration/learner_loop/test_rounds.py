@@ -4,75 +4,40 @@ from __future__ import annotations
 
 import pytest
 
-from feedback.events import Interaction, hash_user
 from feedback.keys import RedisKeys
-from feedback.store import FeedbackConfig, FeedbackStore
 from learner.gate import GateConfig
-from learner.loop import Learner
 from learner.train import TrainConfig
 from storage import ArtifactStore, dataset_stream_ids, get_alias, list_versions
-from tests.integration.learner_loop.conftest import learner_for
+from tests.support.capitals import thumbs
+from tests.support.ratings import Rated, record_ratings
+from tests.support.redis_support import age_pending
 
 pytestmark = pytest.mark.asyncio(loop_scope="function")
 
-
-def make_learner(keys, registry, tmp_path, tiny_model_dir, **config) -> Learner:
-    config.setdefault("train", TrainConfig(epochs=4, learning_rate=5e-3, threads=1, rank=4))
-    return learner_for(keys, registry, tmp_path, tiny_model_dir, min_new_examples=8,
-                       holdout_fraction=0.25, **config)
+FAST_TRAIN = TrainConfig(epochs=4, learning_rate=5e-3, threads=1, rank=4)
 
 
-FACTS = [
-    ("France", "Paris", "Rome"),
-    ("Italy", "Rome", "Madrid"),
-    ("Japan", "Tokyo", "Seoul"),
-    ("Spain", "Madrid", "Lisbon"),
-    ("Germany", "Berlin", "Vienna"),
-    ("Egypt", "Cairo", "Tunis"),
-    ("Peru", "Lima", "Quito"),
-    ("Kenya", "Nairobi", "Accra"),
-]
+@pytest.fixture
+def make_learner(new_learner):
+    """A learner of these tests: rounds of 8 events, a quarter held out for the gate."""
 
+    def make(**config):
+        config.setdefault("train", FAST_TRAIN)
+        return new_learner(min_new_examples=8, holdout_fraction=0.25, **config)
 
-PHRASINGS = [
-    "What is the capital of {}?",
-    "Capital of {}?",
-    "Tell me the capital of {}.",
-    "Which city is the capital of {}?",
-]
+    return make
 
 
 async def teach(client, keys, users: list[str], *, offset: int = 0) -> int:
-    """Each user asks about a country and rates two logged answers: the right one up.
-
-    User ``i`` asks about fact ``(offset + i) % 8`` in phrasing ``(offset + i) // 8 % 4``.
-    """
-    store = FeedbackStore(client, keys, FeedbackConfig(user_limit=1000))
-    await store.start()
-    events = 0
-    for i, user in enumerate(users, start=offset):
-        country, right, wrong = FACTS[i % len(FACTS)]
-        phrasing = PHRASINGS[(i // len(FACTS)) % len(PHRASINGS)]
-        question = [{"role": "user", "content": phrasing.format(country)}]
-        for answer, rating in ((f"{right}.", "up"), (f"{wrong}.", "down")):
-            interaction = Interaction(
-                tenant="acme",
-                user=hash_user(user),
-                model="acme",
-                messages=question,
-                completion=answer,
-            )
-            await client.set(keys.interaction(interaction.id), interaction.to_json(), ex=600)
-            await store.record(interaction_id=interaction.id, user=user, rating=rating)
-            events += 1
-    return events
+    """Each user rates a right and a wrong answer about a capital (``capitals.thumbs``)."""
+    return len(await record_ratings(client, keys, thumbs(users, offset=offset)))
 
 
 async def test_a_round_trains_gates_promotes_and_acks_exactly_what_it_used(
-    client, keys, registry, tmp_path, tiny_model_dir
+    client, keys, registry, make_learner
 ):
     sent = await teach(client, keys, [f"user{i}" for i in range(32)])
-    learner = make_learner(keys, registry, tmp_path, tiny_model_dir)
+    learner = make_learner()
     await learner.start()
     reports = await learner.step()
     await learner.close()
@@ -90,27 +55,25 @@ async def test_a_round_trains_gates_promotes_and_acks_exactly_what_it_used(
 
 
 async def test_a_crash_between_commit_and_ack_never_trains_twice(
-    client, keys, registry, tmp_path, tiny_model_dir, monkeypatch
+    client, keys, registry, make_learner, learner_spec, learner_process
 ):
-    await teach(client, keys, [f"user{i}" for i in range(10)])
-    first = make_learner(keys, registry, tmp_path, tiny_model_dir, claim_idle_ms=200)
-    await first.start()
-
-    async def lost_ack(stream_ids):  # the process "dies" before the acks reach Redis
-        return None
-
-    monkeypatch.setattr(first, "_ack", lost_ack)
-    [report] = await first.step()
-    await first.close()
-    assert report["version"]
+    sent = await teach(client, keys, [f"user{i}" for i in range(10)])
+    # The first learner dies right after its version commits, before any ack reaches Redis.
+    crashing = learner_spec(min_new_examples=8, crash_at="after_commit",
+                            train=TrainConfig(epochs=1, learning_rate=5e-3, threads=1, rank=4),
+                            gate=GateConfig(enforce=False, auto_promote="live", threads=1))
+    child = learner_process(crashing)
+    assert child.returncode == 17, child.stderr[-2000:]  # it died where we asked
+    with registry() as session:
+        [version] = list_versions(session, tenant="acme")  # its round did commit
+        assert len(dataset_stream_ids(session, version_id=version.id)) == sent
     pending = await client.xpending(keys.feedback_stream, RedisKeys.LEARNER_GROUP)
     assert pending["pending"] > 0
 
-    restarted = make_learner(keys, registry, tmp_path, tiny_model_dir, claim_idle_ms=200)
+    restarted = make_learner(claim_idle_ms=60_000)
     await restarted.start()
-    import asyncio
-
-    await asyncio.sleep(0.3)  # past claim_idle_ms: the entries look abandoned
+    # The dead learner's entries look abandoned (idle past claim_idle_ms) at once.
+    await age_pending(client, keys.feedback_stream, RedisKeys.LEARNER_GROUP, idle_ms=60_001)
     assert await restarted.step() == []  # recognised as trained: acked, no new round
     await restarted.close()
     with registry() as session:
@@ -119,9 +82,9 @@ async def test_a_crash_between_commit_and_ack_never_trains_twice(
     assert pending["pending"] == 0
 
 
-async def test_one_flooding_user_is_capped(client, keys, registry, tmp_path, tiny_model_dir):
+async def test_one_flooding_user_is_capped(client, keys, registry, make_learner):
     await teach(client, keys, ["flooder"] * 20 + ["a", "b", "c", "d"])
-    learner = make_learner(keys, registry, tmp_path, tiny_model_dir, per_user_cap=6)
+    learner = make_learner(per_user_cap=6)
     await learner.start()
     [report] = await learner.step()
     await learner.close()
@@ -133,7 +96,7 @@ async def test_one_flooding_user_is_capped(client, keys, registry, tmp_path, tin
 
 
 async def test_later_rounds_warm_start_replay_from_storage_and_survive_a_shape_change(
-    client, keys, registry, tmp_path, tiny_model_dir
+    client, keys, registry, tmp_path, make_learner
 ):
     from learner.examples import load_from_adapter
     from storage import get_version
@@ -151,10 +114,6 @@ async def test_later_rounds_warm_start_replay_from_storage_and_survive_a_shape_c
         await teach(client, keys, [f"round{round_}-user{i}" for i in range(8)], offset=8 * round_)
         # A new learner each time: replay must come from storage, not this process.
         learner = make_learner(
-            keys,
-            registry,
-            tmp_path,
-            tiny_model_dir,
             train=TrainConfig(epochs=1, learning_rate=5e-3, threads=1, rank=rank),
             gate=gate,
             replay_fraction=0.5,
@@ -182,7 +141,7 @@ async def test_later_rounds_warm_start_replay_from_storage_and_survive_a_shape_c
 
 
 async def test_a_candidate_worse_on_the_holdout_is_rejected_and_never_served(
-    client, keys, registry, tmp_path, tiny_model_dir
+    client, keys, registry, tmp_path, tiny_model_dir, make_learner
 ):
     from serving.adapters import AdapterManager
     from serving.engines import EngineConfig
@@ -192,7 +151,7 @@ async def test_a_candidate_worse_on_the_holdout_is_rejected_and_never_served(
     from storage import promote as promote_version
 
     await teach(client, keys, [f"good{i}" for i in range(32)])
-    good = make_learner(keys, registry, tmp_path, tiny_model_dir)
+    good = make_learner()
     await good.start()
     [first] = await good.step()
     await good.close()
@@ -201,13 +160,7 @@ async def test_a_candidate_worse_on_the_holdout_is_rejected_and_never_served(
     # A round whose training diverges (a learning rate 200x too high) makes the
     # held-out answers less likely than the live version does.
     await teach(client, keys, [f"more{i}" for i in range(16)], offset=32)
-    wild = make_learner(
-        keys,
-        registry,
-        tmp_path,
-        tiny_model_dir,
-        train=TrainConfig(epochs=3, learning_rate=1.0, threads=1, rank=4),
-    )
+    wild = make_learner(train=TrainConfig(epochs=3, learning_rate=1.0, threads=1, rank=4))
     await wild.start()
     [second] = await wild.step()
     await wild.close()
@@ -234,19 +187,15 @@ async def test_a_candidate_worse_on_the_holdout_is_rejected_and_never_served(
 
 
 async def test_a_tenant_that_cannot_train_yet_does_not_hold_back_another(
-    client, keys, registry, tmp_path, tiny_model_dir
+    client, keys, registry, make_learner
 ):
-    store = FeedbackStore(client, keys, FeedbackConfig(user_limit=1000))
-    await store.start()
-    for i in range(5):  # "aardvark" (sorted first) has only thumbs-down: nothing to train
-        interaction = Interaction(tenant="aardvark", user=hash_user(f"a{i}"), model="aardvark",
-                                  messages=[{"role": "user", "content": "Hi"}], completion="no")
-        await client.set(keys.interaction(interaction.id), interaction.to_json(), ex=600)
-        await store.record(interaction_id=interaction.id, user=f"a{i}", rating="down")
+    # "aardvark" (sorted first) has only thumbs-down: nothing to train.
+    await record_ratings(client, keys, [Rated(f"a{i}", "Hi", "no", "down", tenant="aardvark")
+                                        for i in range(5)])
     await teach(client, keys, [f"first{i}" for i in range(16)])
     # The gate always passes here: what is tested is whether rounds run, not their quality.
     gate = GateConfig(enforce=False, auto_promote="live", threads=1)
-    learner = make_learner(keys, registry, tmp_path, tiny_model_dir, gate=gate)
+    learner = make_learner(gate=gate)
     await learner.start()
     first = {r["tenant"]: r["outcome"] for r in await learner.step()}
     assert first["aardvark"].startswith("waiting for more feedback") and first["acme"] == "live"
