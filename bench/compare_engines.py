@@ -13,8 +13,6 @@ script (everything that creates an engine sits under ``__main__``).
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import statistics
 import sys
 import tempfile
@@ -24,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import engine_throughput as bench  # the bench directory is on sys.path, not a package
-from report import emit
+from report import add_engine_options, bench_parser, run_script
 
 from serving.engines import EngineConfig, engine_class
 
@@ -84,18 +82,12 @@ async def compare(args) -> dict:
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = bench_parser(__doc__)
+    add_engine_options(parser, concurrency=16)
     parser.add_argument("--engines", nargs="+", default=["hf", "vllm"])
-    parser.add_argument("--model", default=None, help="model dir or id (default: builtin tiny)")
-    parser.add_argument("--data-dir", default=None, help="where to build the tiny model")
-    parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--tokens", type=int, default=64, help="max tokens per request")
-    parser.add_argument("--rank", type=int, default=8, help="LoRA rank of the bench adapter")
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per engine")
-    parser.add_argument("--json", default=None, help="also write the result here")
     return parser.parse_args(argv)
 
 
 if __name__ == "__main__":
-    arguments = parse_args()
-    emit(asyncio.run(compare(arguments)), arguments.json)
+    run_script(compare, parse_args)

@@ -12,7 +12,6 @@ same text. Every figure comes with its ratio against that baseline:
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import tempfile
@@ -23,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from report import emit  # noqa: E402
+from report import bench_parser, run_script  # noqa: E402
 
 from serving.engines.textstream import TextStream  # noqa: E402
 from tests.support.text import multilingual_ids, smollm2_tokenizer  # noqa: E402
@@ -103,7 +102,7 @@ def main(args) -> dict:
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = bench_parser(__doc__)
     parser.add_argument("--tokenizer", default="tiny", help="tiny, smollm2 or a tokenizer dir")
     parser.add_argument("--data-dir", default=None, help="where to build the tiny model")
     parser.add_argument("--lengths", type=int, nargs="+", default=[100, 1000, 2000])
@@ -114,7 +113,6 @@ def parse_args(argv=None):
         help="a stop string (repeatable; default: a chat turn marker, not in the text)",
     )
     parser.add_argument("--rounds", type=int, default=5, help="runs per figure (median)")
-    parser.add_argument("--json", default=None, help="also write the result here")
     args = parser.parse_args(argv)
     if args.stop is None:
         args.stop = ["\n<|user|>"]
@@ -122,5 +120,4 @@ def parse_args(argv=None):
 
 
 if __name__ == "__main__":
-    arguments = parse_args()
-    emit(main(arguments), arguments.json)
+    run_script(main, parse_args)

@@ -8,7 +8,6 @@ means the same thing on a laptop, on CI and on a GPU machine:
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import statistics
 import sys
@@ -18,9 +17,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from report import emit
+from report import add_engine_options, bench_parser, run_script
 
 from serving.engines import EngineConfig, GenerationRequest, SamplingParams, engine_class
+from tests.support.adapters import ALL_PROJ, save_random_adapter
 
 PROMPTS = [
     "What is the capital of France?",
@@ -51,18 +51,9 @@ async def tokens_per_second(engine, prompts, concurrency, tokens, adapter=None, 
 
 
 def _make_adapter(model_dir: str, out: Path, rank: int) -> Path:
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
-    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    config = LoraConfig(
-        r=rank, lora_alpha=2 * rank, target_modules=targets, init_lora_weights=False
-    )
-    get_peft_model(model, config).save_pretrained(out)
-    return out
+    """A random (not a no-op) LoRA of ``rank`` on every projection of the model."""
+    return save_random_adapter(model_dir, out, r=rank, targets=ALL_PROJ, seed=0,
+                               base_name=model_dir)
 
 
 async def main(args) -> dict:
@@ -102,17 +93,11 @@ async def main(args) -> dict:
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = bench_parser(__doc__)
+    add_engine_options(parser, concurrency=8)
     parser.add_argument("--engine", default="hf", help="engine name (hf, vllm)")
-    parser.add_argument("--model", default=None, help="model dir or id (default: builtin tiny)")
-    parser.add_argument("--data-dir", default=None, help="where to build the tiny model")
-    parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--tokens", type=int, default=64, help="max tokens per request")
-    parser.add_argument("--rank", type=int, default=8, help="LoRA rank of the bench adapter")
-    parser.add_argument("--json", default=None, help="also write the result here")
     return parser.parse_args(argv)
 
 
 if __name__ == "__main__":
-    arguments = parse_args()
-    emit(asyncio.run(main(arguments)), arguments.json)
+    run_script(main, parse_args)

@@ -9,9 +9,7 @@ in strict mode). Same requests, same machine.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import socket
 import statistics
 import sys
 import tempfile
@@ -20,18 +18,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from report import emit
+from report import bench_parser, run_script
 
-from tests.support.feedback_traffic import answer_each, rate
+from tests.support.feedback_traffic import answer_each, logged, rate
+from tests.support.stack import free_port
+
+PREFIX = "bench"
 
 
-async def _measure(url: str, posts: int, concurrency: int) -> dict:
+async def _measure(url: str, redis_url: str, posts: int, concurrency: int) -> dict:
     import httpx
 
     users = [f"user-{i}" for i in range(concurrency)]
     async with httpx.AsyncClient(timeout=60) as http:
         ids = await answer_each(http, url, users)  # one answer per user, rated many times
-        await asyncio.sleep(0.5)  # let the interactions reach Redis
+        await logged(redis_url, PREFIX, ids)
         latencies: list[float] = []
         failures = 0
 
@@ -69,9 +70,7 @@ def main(args) -> dict:
 
     work = Path(tempfile.mkdtemp(prefix="loraloop-bench-"))
     model = str(ensure_tiny_model(work))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
     result: dict = {"concurrency": args.concurrency}
     try:
@@ -86,10 +85,11 @@ def main(args) -> dict:
                     engine_config=EngineConfig(model=model, threads=1),
                     ingress=IngressConfig(feedback=feedback),
                     redis_url=redis.url,
+                    redis_prefix=PREFIX,
                 )
                 serve.run(build_app(config), name=name, route_prefix=f"/{name}")
                 url = f"http://127.0.0.1:{port}/{name}"
-                result[name] = asyncio.run(_measure(url, args.posts, args.concurrency))
+                result[name] = asyncio.run(_measure(url, redis.url, args.posts, args.concurrency))
                 serve.delete(name)
             finally:
                 redis.stop()
@@ -106,13 +106,11 @@ def main(args) -> dict:
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = bench_parser(__doc__)
     parser.add_argument("--posts", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--json", default=None)
     return parser.parse_args(argv)
 
 
 if __name__ == "__main__":
-    arguments = parse_args()
-    emit(main(arguments), arguments.json)
+    run_script(main, parse_args)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import secrets
 import sys
 import tempfile
 import time
@@ -23,46 +22,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from report import emit
+from report import bench_parser, emit
 
-FACTS = [
-    ("France", "Paris."),
-    ("Italy", "Rome."),
-    ("Japan", "Tokyo."),
-    ("Spain", "Madrid."),
-    ("Germany", "Berlin."),
-    ("Egypt", "Cairo."),
-    ("Peru", "Lima."),
-    ("Kenya", "Nairobi."),
-]
-PHRASINGS = [
-    "What is the capital of {}?",
-    "Capital of {}?",
-    "Tell me the capital of {}.",
-    "Which city is the capital of {}?",
-]
+from tests.support.capitals import CAPITALS, PHRASINGS, corrections
+from tests.support.ratings import record_ratings
+from tests.support.redis_support import delete_prefix, new_prefix
+
+#: Every capital asked in every phrasing, answered wrong and corrected: one round.
+LESSON = corrections(CAPITALS, user_prefix="user-", phrasings=PHRASINGS,
+                     answer="ours writeumbs")
 
 
 async def _feedback(client, keys) -> float:
-    from feedback.events import Interaction, hash_user
-    from feedback.store import FeedbackConfig, FeedbackStore
-
-    store = FeedbackStore(client, keys, FeedbackConfig(user_limit=10**6))
-    await store.start()
-    for country, answer in FACTS:
-        for phrasing in PHRASINGS:
-            user = f"user-{country}"
-            interaction = Interaction(
-                tenant="acme",
-                user=hash_user(user),
-                model="acme",
-                messages=[{"role": "user", "content": phrasing.format(country)}],
-                completion="ours writeumbs",
-            )
-            await client.set(keys.interaction(interaction.id), interaction.to_json(), ex=600)
-            await store.record(
-                interaction_id=interaction.id, user=user, rating="down", correction=answer
-            )
+    """Record the lesson's feedback; returns when its last event was recorded."""
+    await record_ratings(client, keys, LESSON)
     return time.time()  # the last feedback event
 
 
@@ -128,7 +101,7 @@ async def run(args) -> dict:
 
     work = Path(tempfile.mkdtemp(prefix="loraloop-bench-"))
     model = str(ensure_tiny_model(work))
-    keys = RedisKeys(f"bench-{secrets.token_hex(4)}")
+    keys = RedisKeys(new_prefix("bench"))
     client = async_client(args.redis, timeout_s=10)
     database = f"sqlite:///{work / 'registry.db'}"
     sessions = open_registry(database)
@@ -142,7 +115,7 @@ async def run(args) -> dict:
         base_model_name="builtin:tiny",
         data_dir=str(work),
         config=LearnerConfig(
-            min_new_examples=len(FACTS) * len(PHRASINGS),
+            min_new_examples=len(LESSON),
             train=train,
             gate=GateConfig(auto_promote="live", threads=1),
         ),
@@ -200,12 +173,11 @@ async def run(args) -> dict:
             child.kill()
         await child.wait()
         await engine.shutdown()
-        async for key in client.scan_iter(match=f"{keys.prefix}:*"):
-            await client.delete(key)
         await client.aclose()
+        delete_prefix(args.redis, keys.prefix)
     timings = report["timings"]
     return {
-        "feedback_events": len(FACTS) * len(PHRASINGS),
+        "feedback_events": len(LESSON),
         "trained_tokens": tokens,
         "learner_tokens_per_s": round(tokens / round_s, 1),
         "bare_loop_tokens_per_s": round(tokens / bare_s, 1),
@@ -228,9 +200,8 @@ async def run(args) -> dict:
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = bench_parser(__doc__)
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
-    parser.add_argument("--json", default=None)
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 

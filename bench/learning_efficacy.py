@@ -23,7 +23,6 @@ on 2 CPU cores.
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 import tempfile
@@ -33,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from report import emit  # noqa: E402
+from report import bench_parser, run_script  # noqa: E402
 
 from tests.support.learning import FACTS, GENERAL  # noqa: E402
 from tests.support.stack import running_stack  # noqa: E402
@@ -141,7 +140,7 @@ def run(args) -> dict:
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = bench_parser(__doc__)
     parser.add_argument("--rounds", type=int, default=4, help="Most teaching rounds.")
     parser.add_argument("--stop-at", type=float, default=0.9,
                         help="Stop once the live version answers this share of taught facts.")
@@ -153,10 +152,8 @@ def parse_args(argv=None):
                         help="Converted built-in models to reuse, if the directory exists.")
     parser.add_argument("--log", default=None, help="Where `loraloop up` writes its output.")
     parser.add_argument("--keep", action="store_true", help="Keep the data dir.")
-    parser.add_argument("--json", default=None)
     return parser.parse_args(argv)
 
 
 if __name__ == "__main__":
-    arguments = parse_args()
-    emit(run(arguments), arguments.json)
+    run_script(run, parse_args)

@@ -15,7 +15,6 @@ and throughput with logging on ÷ off.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import socket
 import statistics
@@ -26,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from report import emit
+from report import bench_parser, run_script
 
 PROMPT = [{"role": "user", "content": "What is the capital of France?"}]
 
@@ -142,14 +141,12 @@ def main(args) -> dict:
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = bench_parser(__doc__)
     parser.add_argument("--requests", type=int, default=60, help="requests per measurement")
     parser.add_argument("--tokens", type=int, default=16, help="max tokens per request")
     parser.add_argument("--threads", type=int, default=1, help="engine CPU threads (both sides)")
-    parser.add_argument("--json", default=None, help="also write the result here")
     return parser.parse_args(argv)
 
 
 if __name__ == "__main__":
-    arguments = parse_args()
-    emit(main(arguments), arguments.json)
+    run_script(main, parse_args)

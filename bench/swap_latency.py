@@ -10,11 +10,8 @@ bytes; the swap time is fetch + sha256 check + validation + engine load.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import shutil
-import socket
 import statistics
 import sys
 import tempfile
@@ -23,28 +20,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from report import emit
+from report import bench_parser, run_script
+
+from tests.support.adapters import ALL_PROJ, save_random_adapter
+from tests.support.registry import LocalRegistry
+from tests.support.stack import free_port
 
 
 def _make_adapters(model: str, root: Path, count: int) -> list[Path]:
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    paths = []
-    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    for i in range(count):
-        torch.manual_seed(100 + i)
-        peft = get_peft_model(
-            AutoModelForCausalLM.from_pretrained(model),
-            LoraConfig(r=8, target_modules=targets, init_lora_weights=False),
-        )
-        peft.save_pretrained(root / f"a{i}")
-        config = json.loads((root / f"a{i}" / "adapter_config.json").read_text())
-        config["base_model_name_or_path"] = "builtin:tiny"
-        (root / f"a{i}" / "adapter_config.json").write_text(json.dumps(config))
-        paths.append(root / f"a{i}")
-    return paths
+    return [save_random_adapter(model, root / f"a{i}", r=8, targets=ALL_PROJ, seed=100 + i,
+                                base_name="builtin:tiny")
+            for i in range(count)]
 
 
 async def _load(url: str, seconds: float, concurrency: int = 8) -> list[float]:
@@ -80,48 +66,26 @@ def main(args) -> dict:
     from serving.api import IngressConfig
     from serving.app import RegistryConfig, ServeConfig, build_app
     from serving.engines.base import EngineConfig
-    from storage import ArtifactStore, promote, record_gate, register_candidate
     from storage.alias_events import AliasChangePublisher
-    from storage.db import open_registry
 
     work = Path(tempfile.mkdtemp(prefix="loraloop-bench-"))
     model = str(ensure_tiny_model(work))
     adapters = _make_adapters(model, work, args.versions + 1)
-    url_db = f"sqlite:///{work / 'registry.db'}"
-    sessions = open_registry(url_db)
-    store = ArtifactStore(work / "artifacts")
-    ids = []
-    for path in adapters:
-        published = store.publish(path)
-        with sessions() as s:
-            register_candidate(
-                s,
-                version_id=published.version_id,
-                tenant="acme",
-                base_model="builtin:tiny",
-                artifact_uri=published.uri,
-                artifact_sha256=published.sha256,
-                lora_config=published.lora_config,
-            )
-        with sessions() as s:
-            record_gate(s, version_id=published.version_id, passed=True, metrics={}, actor="bench")
-        ids.append(published.version_id)
+    redis = EmbeddedRedis(work).start()
+    publisher = AliasChangePublisher.from_url(redis.url, prefix="bench")
+    registry = LocalRegistry.create(work, notifier=publisher, actor="bench")
+    ids = [registry.register(path) for path in adapters]
     copy_s = []
     for path in adapters:  # the floor: copying the adapter's bytes
         start = time.perf_counter()
         shutil.copytree(path, work / "copies" / f"{path.name}-{time.time_ns()}")
         copy_s.append(time.perf_counter() - start)
 
-    redis = EmbeddedRedis(work).start()
-    notify = AliasChangePublisher.from_url(redis.url, prefix="bench")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        with sessions() as s:
-            promote(s, version_id=ids[0], actor="bench", on_alias_change=notify)
+        registry.promote(ids[0])
         config = ServeConfig(
             engine_config=EngineConfig(model=model, model_name="builtin:tiny", threads=1),
             ingress=IngressConfig(tenants=["acme"]),
@@ -129,8 +93,8 @@ def main(args) -> dict:
             redis_url=redis.url,
             redis_prefix="bench",
             registry=RegistryConfig(
-                database_url=url_db,
-                artifacts_location=str(work / "artifacts"),
+                database_url=registry.url,
+                artifacts_location=str(registry.artifacts),
                 cache_dir=str(work / "cache"),
             ),
         )
@@ -144,8 +108,7 @@ def main(args) -> dict:
         async def flips():
             for version in ids[1:]:
                 committed = time.time()
-                with sessions() as s:
-                    promote(s, version_id=version, actor="bench", on_alias_change=notify)
+                registry.promote(version)
                 while True:
                     infos = await handle.broadcast("info").results_async(timeout_s=10)
                     routes = [i["adapter_manager"]["routes"].get("acme", {}) for i in infos]
@@ -190,13 +153,11 @@ def main(args) -> dict:
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = bench_parser(__doc__)
     parser.add_argument("--versions", type=int, default=6, help="promotions of fresh versions")
     parser.add_argument("--every", type=float, default=1.0, help="seconds between promotions")
-    parser.add_argument("--json", default=None)
     return parser.parse_args(argv)
 
 
 if __name__ == "__main__":
-    arguments = parse_args()
-    emit(main(arguments), arguments.json)
+    run_script(main, parse_args)

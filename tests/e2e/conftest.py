@@ -1,22 +1,23 @@
-"""A running stack for end-to-end tests: embedded Redis, local Ray, the Serve app over HTTP."""
+"""A running stack for end-to-end tests: embedded Redis, local Ray, the Serve app over HTTP.
+
+Every fixture here is shared by the session, and no test may rely on what another left
+behind: a test that needs a registry, a version or an app of its own builds it.
+"""
 
 from __future__ import annotations
 
-import socket
-import time
+import contextlib
 
 import httpx
 import pytest
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.support.stack import free_port
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory):
+    """The stack's own embedded Redis (tests stop and restart it to cause an outage)."""
     from feedback.redis_server import EmbeddedRedis
 
     server = EmbeddedRedis(tmp_path_factory.mktemp("redis")).start()
@@ -42,7 +43,7 @@ def serve_url(ray_cluster, redis_server, tiny_model_dir):
     from serving.app import ServeConfig, build_app
     from serving.engines.base import EngineConfig
 
-    port = _free_port()
+    port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     config = ServeConfig(
         engine="hf",
@@ -54,15 +55,12 @@ def serve_url(ray_cluster, redis_server, tiny_model_dir):
     )
     serve.run(build_app(config), name="loraloop", route_prefix="/")
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    else:
-        pytest.fail("the Serve app did not become ready in 120 s")
+
+    def ready() -> bool:
+        with contextlib.suppress(httpx.HTTPError):
+            return httpx.get(f"{url}/readyz", timeout=5).status_code == 200
+        return False
+
+    wait_until(ready, what="the Serve app answering /readyz", timeout_s=120, every_s=0.5)
     yield url
     serve.shutdown()

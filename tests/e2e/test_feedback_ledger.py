@@ -8,7 +8,7 @@ import json
 import httpx
 import pytest
 
-from tests.support.feedback_traffic import answer_each, rate
+from tests.support.feedback_traffic import answer_each, logged, rate
 
 CLIENTS, POSTS = 50, 10_000
 
@@ -47,7 +47,7 @@ def test_ten_thousand_posts_from_fifty_clients_are_each_in_the_stream_once(
         ) as http:
             users = [f"client-{i}" for i in range(CLIENTS)]
             ids = await answer_each(http, ledger_url, users)
-            await asyncio.sleep(1.0)
+            await logged(redis_server.url, "ledger", ids)
             accepted: list[str] = []
             statuses: dict[int, int] = {}
 

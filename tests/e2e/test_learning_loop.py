@@ -4,35 +4,26 @@ Users ask the tiny model for capitals, reject its (random) answers and send the
 right one as a correction; the learner actor trains, gates and promotes a
 version; the replicas swap it in; the taught answers become more likely and
 the greedy answers match them.
+
+Each test gets an app, a registry, a Redis prefix and a learner actor of its own.
 """
 
 from __future__ import annotations
 
-import time
+import contextlib
 
 import httpx
 import pytest
 
-FACTS = [
-    ("France", "Paris."),
-    ("Italy", "Rome."),
-    ("Japan", "Tokyo."),
-    ("Spain", "Madrid."),
-    ("Germany", "Berlin."),
-    ("Egypt", "Cairo."),
-    ("Peru", "Lima."),
-    ("Kenya", "Nairobi."),
-]
-PHRASINGS = [
-    "What is the capital of {}?",
-    "Capital of {}?",
-    "Tell me the capital of {}.",
-    "Which city is the capital of {}?",
-]
+from tests.support.capitals import questions
+from tests.support.redis_support import new_prefix
+from tests.support.waiting import wait_until
+
+QUESTIONS = questions()
 
 
-@pytest.fixture(scope="module")
-def learning_app(serve_url, redis_server, tiny_model_dir, tmp_path_factory):
+@pytest.fixture
+def learning_app(serve_url, redis_server, tiny_model_dir, tmp_path):
     from ray import serve
 
     from learner.actor import LearnerSpec, start_actor, stop_actor
@@ -44,7 +35,8 @@ def learning_app(serve_url, redis_server, tiny_model_dir, tmp_path_factory):
     from serving.engines.base import EngineConfig
     from storage.db import open_registry
 
-    root = tmp_path_factory.mktemp("learning")
+    root = tmp_path
+    prefix = new_prefix("learn")
     database_url = f"sqlite:///{root / 'registry.db'}"
     sessions = open_registry(database_url)
     registry = RegistryConfig(
@@ -58,29 +50,45 @@ def learning_app(serve_url, redis_server, tiny_model_dir, tmp_path_factory):
         ingress=IngressConfig(tenants=["acme"]),
         num_replicas=1,
         redis_url=redis_server.url,
-        redis_prefix="learn",
+        redis_prefix=prefix,
         registry=registry,
     )
     serve.run(build_app(config), name="learn", route_prefix="/learn")
     spec = LearnerSpec(
         redis_url=redis_server.url,
-        redis_prefix="learn",
+        redis_prefix=prefix,
         database_url=database_url,
         artifacts_location=str(root / "art"),
         base_model=str(tiny_model_dir),
         base_model_name="builtin:tiny",
         data_dir=str(root),
         config=LearnerConfig(
-            min_new_examples=len(FACTS) * len(PHRASINGS),
+            min_new_examples=len(QUESTIONS),
             holdout_fraction=0.2,
             train=TrainConfig(method="sft", epochs=6, learning_rate=1e-2, rank=8, threads=1),
             gate=GateConfig(auto_promote="live", threads=1),
         ),
     )
     start_actor(spec)
-    yield {"url": f"{serve_url}/learn", "sessions": sessions, "root": root}
-    stop_actor()
-    serve.delete("learn")
+    try:
+        yield {"url": f"{serve_url}/learn", "sessions": sessions, "root": root}
+    finally:
+        stop_actor()
+        wait_until(_no_learner_actor, what="the learner actor's name being free", every_s=0.5)
+        serve.delete("learn")
+
+
+def _no_learner_actor() -> bool:
+    """No actor holds the learner's name (the next test's start_actor would find it)."""
+    import ray
+
+    from learner.actor import ACTOR_NAME, NAMESPACE
+
+    try:
+        ray.get_actor(ACTOR_NAME, namespace=NAMESPACE)
+    except ValueError:
+        return True
+    return False
 
 
 def ask(url, question, user="teacher"):
@@ -103,22 +111,23 @@ def wait_for_next_version(learning_app, url, previous):
     """The learner's next version once registered and gated: served if it went live."""
     from storage import get_alias, list_versions
 
-    deadline = time.monotonic() + 240
-    while True:
-        assert time.monotonic() < deadline, "the learner made no new version in time"
+    known = previous.id if previous is not None else None
+
+    def decided():
         with learning_app["sessions"]() as session:
             versions = list_versions(session, tenant="acme")
             newest = versions[0] if versions else None
             live = get_alias(session, tenant="acme", alias="live")
-        known = previous.id if previous is not None else None
         if newest is not None and newest.id != known and newest.status in ("live", "rejected"):
-            break
-        time.sleep(1)
+            return newest, live
+        return None
+
+    newest, live = wait_until(decided, what="the learner's next version", timeout_s=240,
+                              every_s=1)
     if newest.status == "rejected":  # the gate kept the current live version
         return previous
-    while ask(url, "Hi").headers["x-adapter-version"] != live.version_id:
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
+    wait_until(lambda: ask(url, "Hi").headers["x-adapter-version"] == live.version_id,
+               what="the replicas serving the new live version", every_s=0.2)
     return newest
 
 
@@ -129,7 +138,7 @@ def test_corrections_through_the_api_teach_the_live_model(learning_app, tiny_mod
     from storage import ArtifactStore, get_version
 
     url = learning_app["url"]
-    questions = [(p.format(c), a) for c, a in FACTS for p in PHRASINGS]
+    questions = QUESTIONS
     events, version, history = 0, None, []
     for round_ in range(3):  # users keep using it: thumbs up when right, corrections if not
         matches = 0
@@ -221,18 +230,18 @@ def test_a_killed_learner_restarts_and_serving_never_notices(learning_app):
     asker = threading.Thread(target=keep_asking)
     asker.start()
     try:
-        time.sleep(1)
+        wait_until(lambda: len(answers) >= 5, what="answers before the kill")
         ray.kill(actor, no_restart=False)  # SIGKILL; the actor has max_restarts=-1
-        deadline = time.monotonic() + 120
-        while True:
-            assert time.monotonic() < deadline, "the learner actor was not restarted"
-            try:
+
+        def restarted() -> bool:
+            with contextlib.suppress(ray.exceptions.RayActorError,
+                                     ray.exceptions.GetTimeoutError):
                 now = ray.get(actor.status.remote(), timeout=10)
-                if now["alive"] and now["started_at"] > before["started_at"]:
-                    break
-            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
-                pass
-            time.sleep(0.5)
+                return now["alive"] and now["started_at"] > before["started_at"]
+            return False
+
+        wait_until(restarted, what="Ray restarting the learner actor", timeout_s=120,
+                   every_s=0.5)
         # Feedback given now reaches the new incarnation through the consumer group.
         for _ in range(3):
             response = ask(url, "What is the capital of Chile?", user="after-kill")
@@ -243,9 +252,11 @@ def test_a_killed_learner_restarts_and_serving_never_notices(learning_app):
                       "rating": "down", "correction": "Santiago."},
             )
             assert rated.status_code == 202, rated.text
-        while ray.get(actor.status.remote(), timeout=30).get("backlog", 0) < 3:
-            assert time.monotonic() < deadline, "the restarted learner does not read the stream"
-            time.sleep(0.5)
+        wait_until(lambda: ray.get(actor.status.remote(), timeout=30).get("backlog", 0) >= 3,
+                   what="the restarted learner reading the stream", timeout_s=120, every_s=0.5)
+        answered = len(answers)
+        wait_until(lambda: len(answers) > max(10, answered),
+                   what="answers after the restart")
     finally:
         stop.set()
         asker.join()

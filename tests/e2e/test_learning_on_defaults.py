@@ -16,15 +16,14 @@ is what a round gets right most of the time, not every time, so the test asks fo
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
-import time
 
 import pytest
 
+from tests.support.cli import run_cli
 from tests.support.learning import FACTS, GENERAL
 from tests.support.stack import running_stack, wait_for_round
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
@@ -35,10 +34,7 @@ ROUNDS = 3  # a round the gate rejects carries its data into the next
 
 
 def cli(data_dir, *args) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LORALOOP_")}
-    env["LORALOOP_DATA_DIR"] = str(data_dir)
-    return subprocess.run([sys.executable, "-m", "loraloop.cli", *args], env=env,
-                          capture_output=True, text=True, timeout=120)
+    return run_cli(*args, data_dir=data_dir, timeout=120)
 
 
 def listed(data_dir) -> list[dict]:
@@ -83,10 +79,8 @@ def test_corrections_reach_users_with_no_operator(tmp_path, smollm2_dir):
             outcomes.append(outcome[0])
             if outcome[0] == "live":  # a rejected round's data goes into the next one
                 version = outcome[1]
-                deadline = time.monotonic() + 300
-                while served(client) != version:  # the replicas swap it in
-                    assert time.monotonic() < deadline, "the live version is not served"
-                    time.sleep(1)
+                wait_until(lambda v=version: served(client) == v,  # the replicas swap it in
+                           what="the live version being served", timeout_s=300, every_s=1)
         assert version != "base", outcomes
         answers = [client.ask(f.question, user="probe").text for f in TAUGHT]
         taught = sum(f.is_right(a) for f, a in zip(TAUGHT, answers, strict=True))

@@ -7,26 +7,32 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import httpx
 import psutil
 import pytest
-import redis
 
-from tests.integration.test_cli import run_cli
+from feedback.connections import sync_client
+from tests.support.cli import cli_env, run_cli
 from tests.support.stack import free_port
+from tests.support.waiting import wait_until
 
 
-def assert_all_gone(family: list[psutil.Process], within_s: float = 60) -> None:
-    """Every process of ``family`` exits (zombies count as gone) within ``within_s``."""
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline and any(
-        p.is_running() and p.status() != "zombie" for p in family
-    ):
-        time.sleep(0.5)
-    leftovers = [p for p in family if p.is_running() and p.status() != "zombie"]
-    assert [(p.pid, p.name(), p.cmdline()[:3]) for p in leftovers] == []
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != "zombie"
+    except psutil.NoSuchProcess:
+        return False
+
+
+def assert_all_gone(family: list[psutil.Process]) -> None:
+    """Every process of ``family`` exits (zombies count as gone)."""
+    try:
+        wait_until(lambda: not any(_alive(p) for p in family), what="every process exiting",
+                   every_s=0.5)
+    finally:
+        leftovers = [p for p in family if _alive(p)]
+        assert [(p.pid, p.name(), p.cmdline()[:3]) for p in leftovers] == []
 
 
 @pytest.mark.parametrize("strict", [False, True], ids=["defaults", "strict-feedback"])
@@ -39,19 +45,17 @@ def test_up_serves_then_down_leaves_no_process_behind(tmp_path, data_dir, smollm
     cli = functools.partial(run_cli, data_dir=data_dir, extra_env=settings, timeout=300)
     assert cli("status").returncode == 3  # not running yet
 
-    started = time.monotonic()
-    up = cli("up", "--background", "--timeout", "240")
+    up = cli("up", "--background", "--timeout", "240")  # exits 0 only once ready
     try:
-        _check_the_running_stack(up, cli, port, started, strict)
+        _check_the_running_stack(up, cli, port, strict)
     finally:  # a failed check must not leave a stack running for the next test
         if cli("status").returncode != 3:
             cli("down")
 
 
-def _check_the_running_stack(up, cli, port, started, strict):
-    assert up.returncode == 0, up.stdout + up.stderr
-    ready_s = time.monotonic() - started
-    assert ready_s < 240
+def _check_the_running_stack(up, cli, port, strict):
+    assert up.returncode == 0, up.stdout + up.stderr  # ready within its --timeout of 240 s
+    assert httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=30).status_code == 200
     assert f"http://127.0.0.1:{port}/v1" in up.stdout and "(embedded)" in up.stdout
     # On loopback the loop closes on its own, and the start-up output says so and why.
     assert "go to a canary automatically (only this machine can reach the API)" in up.stdout
@@ -64,7 +68,9 @@ def _check_the_running_stack(up, cli, port, started, strict):
     assert replica["engine"] == "HFEngine" and replica["adapter_manager"]["routes"] == {}
     family = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
     assert any("redis-server" in " ".join(p.cmdline()) for p in family)
-    fsync = redis.Redis.from_url(report["redis_url"]).config_get("appendfsync")["appendfsync"]
+    redis = sync_client(report["redis_url"], timeout_s=10, decode=True)
+    fsync = redis.config_get("appendfsync")["appendfsync"]
+    redis.close()
     assert fsync == ("always" if strict else "everysec")
 
     answer = httpx.post(
@@ -85,13 +91,11 @@ def _check_the_running_stack(up, cli, port, started, strict):
     )
     assert rated.status_code == 202, rated.text
 
-    deadline = time.monotonic() + 60  # the learner actor reads the feedback stream
-    while True:
+    def read_by_the_learner() -> bool:  # the learner actor reads the feedback stream
         learner = cli("learner", "status", "--json")
-        if learner.returncode == 0 and json.loads(learner.stdout).get("backlog") == 1:
-            break
-        assert time.monotonic() < deadline, learner.stdout + learner.stderr
-        time.sleep(1)
+        return learner.returncode == 0 and json.loads(learner.stdout).get("backlog") == 1
+
+    wait_until(read_by_the_learner, what="the learner reading the rating", every_s=1)
 
     again = cli("up", "--background")
     assert again.returncode == 1 and "already running" in again.stderr
@@ -108,19 +112,19 @@ def test_up_in_the_foreground_stops_everything_on_ctrl_c(tmp_path, data_dir, smo
     import signal
 
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LORALOOP_")}
-    env.update(LORALOOP_DATA_DIR=str(data_dir))
+    env = cli_env(data_dir)
     log = tmp_path / "up.log"
     with open(log, "wb") as out:
         up = subprocess.Popen([sys.executable, "-m", "loraloop.cli", "up", "--port", str(port)],
                               env=env, stdout=out, stderr=subprocess.STDOUT,
                               start_new_session=True)
     try:
-        deadline = time.monotonic() + 300
-        while f"curl -si http://127.0.0.1:{port}/v1/chat/completions" not in log.read_text():
+        def says_what_to_try() -> bool:
             assert up.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(1)
+            return f"curl -si http://127.0.0.1:{port}/v1/chat/completions" in log.read_text()
+
+        wait_until(says_what_to_try, what="`loraloop up` printing what to try", timeout_s=300,
+                   every_s=1)
         ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=30)
         assert ready.status_code == 200, ready.text
         family = [psutil.Process(up.pid), *psutil.Process(up.pid).children(recursive=True)]

@@ -1,4 +1,5 @@
-"""What the engine tests share: one request run to its end, and a check of the adapter limit."""
+"""What the engine tests share: one request run to its end, and checks of the adapter limit
+and of a full queue."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import contextlib
 import pytest
 
 from serving.engines import GenerationRequest, SamplingParams
-from serving.errors import AdapterLimitReached
+from serving.errors import AdapterLimitReached, EngineOverloaded
+from tests.support.waiting import until
 
 #: The LoRA rank the tests' engines are started with.
 MAX_RANK = 8
@@ -42,3 +44,13 @@ async def complete(engine, prompt: str | list[int], *, adapter=None, **sampling)
     request = GenerationRequest("test", ids, SamplingParams(**sampling), adapter=adapter)
     chunks = [chunk async for chunk in engine.generate(request)]
     return "".join(c.text for c in chunks), chunks
+
+
+async def refuses_when_full(engine, ids: list[int], *, waiting: int) -> None:
+    """Once ``waiting`` requests wait for a batch row (the queue is full), one more is
+    refused with ``EngineOverloaded``."""
+    await until(lambda: engine.queue_depth == waiting,
+                what=f"{waiting} request(s) waiting for a row")
+    assert engine.queue_depth == waiting
+    with pytest.raises(EngineOverloaded, match="queue is full"):
+        await complete(engine, ids)

@@ -9,9 +9,8 @@ import pytest_asyncio
 
 from serving.engines import EngineConfig, GenerationRequest, SamplingParams
 from serving.engines.hf import HFEngine
-from serving.errors import EngineOverloaded
-from tests.integration.engine_support import complete, filled_to_capacity
-from tests.support.waiting import PATIENCE_S, until
+from tests.integration.engine_support import complete, filled_to_capacity, refuses_when_full
+from tests.support.waiting import PATIENCE_S
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -73,10 +72,7 @@ async def test_full_queue_is_refused_with_overloaded(hf):
     try:
         await asyncio.wait_for(asyncio.gather(*(e.wait() for e in started[:4])), PATIENCE_S)
         tasks += [asyncio.create_task(consume(i)) for i in range(4, 7)]
-        await until(lambda: hf.queue_depth == 3, what="3 requests waiting for a row")
-        assert hf.queue_depth == 3
-        with pytest.raises(EngineOverloaded, match="queue is full"):
-            await complete(hf, ids)
+        await refuses_when_full(hf, ids, waiting=3)
     finally:
         for task in tasks:
             task.cancel()

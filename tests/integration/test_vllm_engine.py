@@ -13,8 +13,12 @@ import pytest_asyncio
 
 from serving.adapters import AdapterManager
 from serving.engines import EngineConfig, GenerationRequest, SamplingParams
-from serving.errors import EngineOverloaded
-from tests.integration.engine_support import MAX_RANK, complete, filled_to_capacity
+from tests.integration.engine_support import (
+    MAX_RANK,
+    complete,
+    filled_to_capacity,
+    refuses_when_full,
+)
 from tests.support.registry import LocalRegistry
 from tests.support.waiting import until
 
@@ -183,10 +187,7 @@ async def test_full_queue_is_refused_with_overloaded(vllm_engine):
     streams = [vllm_engine.generate(GenerationRequest(f"q{i}", ids, LONG)) for i in range(3)]
     try:
         firsts = [asyncio.ensure_future(s.__anext__()) for s in streams]
-        await until(lambda: vllm_engine.queue_depth == 1, what="one request waiting for a row")
-        assert vllm_engine.queue_depth == 1
-        with pytest.raises(EngineOverloaded, match="queue is full"):
-            await complete(vllm_engine, ids)
+        await refuses_when_full(vllm_engine, ids, waiting=1)
     finally:
         for future in firsts:
             if not future.done():

@@ -7,6 +7,9 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+#: Every projection of a Llama-style block: what a LoRA that adapts the whole model targets.
+ALL_PROJ = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
 
 def save_random_adapter(
     base_dir: Path | str,

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.support.cli import cli_env
+
 ADMIN_TOKEN = "support-admin-token"
 
 
@@ -38,9 +40,9 @@ def running_stack(data_dir: Path, *, env: dict[str, str] | None = None, admin: b
     says otherwise. Stops it with Ctrl-C (SIGINT) and waits for it to exit.
     """
     port = free_port()
-    child_env = {k: v for k, v in os.environ.items() if not k.startswith("LORALOOP_")}
-    child_env.update(LORALOOP_DATA_DIR=str(data_dir), LORALOOP_HTTP_PORT=str(port),
-                     **({"LORALOOP_ADMIN_TOKEN": ADMIN_TOKEN} if admin else {}), **(env or {}))
+    child_env = cli_env(data_dir, {"LORALOOP_HTTP_PORT": str(port),
+                                   **({"LORALOOP_ADMIN_TOKEN": ADMIN_TOKEN} if admin else {}),
+                                   **(env or {})})
     log = log or Path(data_dir) / "up-test.log"
     with open(log, "ab") as out:
         child = subprocess.Popen([sys.executable, "-m", "loraloop.cli", "up"], env=child_env,

@@ -103,3 +103,23 @@ def test_storage_reaches_redis_only_through_its_alias_notifications():
         and any(m == "feedback" or m.startswith("feedback.") for m in _imported(tree))
     }
     assert users == {"storage/alias_events.py"}
+
+
+# Not yet moved to the shared fixtures (tests/conftest.py) or feedback.connections; these
+# belong to another change in flight. The set only shrinks.
+TESTS_NOT_YET = {
+    "tests/integration/storage/conftest.py",
+    "tests/e2e/test_chat_api.py",
+    "tests/e2e/test_feedback_api.py",
+    "tests/e2e/test_hot_swap.py",
+}
+
+
+def test_tests_build_redis_clients_as_the_product_does():
+    # One fixture style: the tests' clients come from tests/conftest.py's fixtures or
+    # feedback.connections, with the product's timeouts and no hidden retries.
+    builders = {
+        path.relative_to(ROOT).as_posix() for path in sorted((ROOT / "tests").rglob("*.py"))
+        if _builds_a_client(ast.parse(path.read_text("utf-8")))
+    }
+    assert builders - TESTS_NOT_YET == set()
