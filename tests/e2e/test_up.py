@@ -91,11 +91,17 @@ def _check_the_running_stack(up, cli, port, strict):
     )
     assert rated.status_code == 202, rated.text
 
-    def read_by_the_learner() -> bool:  # the learner actor reads the feedback stream
-        learner = cli("learner", "status", "--json")
-        return learner.returncode == 0 and json.loads(learner.stdout).get("backlog") == 1
+    shown = []
 
-    wait_until(read_by_the_learner, what="the learner reading the rating", every_s=1)
+    def read_by_the_learner() -> bool:  # the learner actor reads the feedback stream
+        shown[:] = [cli("learner", "status", "--json")]
+        return shown[0].returncode == 0 and json.loads(shown[0].stdout).get("backlog") == 1
+
+    try:  # the actor imports the training stack first: slow on a busy machine
+        wait_until(read_by_the_learner, what="the learner reading the rating", timeout_s=240,
+                   every_s=1)
+    except AssertionError as exc:
+        raise AssertionError(shown[0].stdout + shown[0].stderr) from exc
 
     again = cli("up", "--background")
     assert again.returncode == 1 and "already running" in again.stderr
