@@ -136,7 +136,8 @@ def test_concurrent_clients_all_succeed(serve_url):
 
 
 def test_every_answer_is_logged_once_with_its_version(serve_url, redis_server):
-    import redis
+    from feedback.connections import sync_client
+    from tests.support.waiting import wait_until
 
     ids = []
     for stream in (False, True):
@@ -147,13 +148,15 @@ def test_every_answer_is_logged_once_with_its_version(serve_url, redis_server):
             ids.append(json.loads(first[6:])["id"])
         else:
             ids.append(r.json()["id"])
-    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
-    for _ in range(50):
+    client = sync_client(redis_server.url, decode=True)
+
+    def both_logged() -> list[dict]:
         entries = client.xrange("e2e:stream:interactions")
         logged = [json.loads(e["event"]) for _, e in entries if e["id"] in ids]
-        if len(logged) == 2:
-            break
-        asyncio.run(asyncio.sleep(0.1))
+        return logged if {e["id"] for e in logged} == set(ids) else []
+
+    logged = wait_until(both_logged, what="both answers in the interactions stream")
+    client.close()
     assert sorted(e["id"] for e in logged) == sorted(ids)
     assert all(e["adapter_version"] == "base" and not e["abandoned"] for e in logged)
     assert all(e["user"] != "alice" for e in logged)  # stored hashed

@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 
 import httpx
-import redis
+
+from feedback.connections import sync_client
+from tests.support.cli import run_cli
+from tests.support.waiting import wait_until
 
 PROMPT = [{"role": "user", "content": "What is the capital of France?"}]
 
@@ -29,12 +32,12 @@ def feedback(serve_url, interaction_id, rating="up", user="alice", **extra):
 
 
 def _wait_logged(redis_server, interaction_id):
-    client = redis.Redis.from_url(redis_server.url)
-    for _ in range(100):
-        if client.exists(f"e2e:interaction:{interaction_id}"):
-            return
-        __import__("time").sleep(0.05)
-    raise AssertionError("the interaction was not logged")
+    client = sync_client(redis_server.url)
+    try:
+        wait_until(lambda: client.exists(f"e2e:interaction:{interaction_id}"),
+                   what="the interaction was logged")
+    finally:
+        client.close()
 
 
 def test_rate_then_rerate_and_read_back(serve_url, redis_server):
@@ -69,10 +72,11 @@ def test_pii_in_a_correction_never_reaches_redis(serve_url, redis_server):
         correction="Mail me at dave@example.com or call +1 415-555-0100.",
     )
     assert r.status_code == 202
-    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    client = sync_client(redis_server.url, decode=True)
     events = [
         json.loads(e["event"]) for _, e in client.xrange("e2e:stream:feedback") if "event" in e
     ]
+    client.close()
     mine = [e for e in events if e["interaction_id"] == interaction]
     assert mine and "dave@example.com" not in json.dumps(mine)
     assert "415-555-0100" not in json.dumps(mine)
@@ -90,24 +94,13 @@ def test_a_flood_from_one_user_is_rate_limited(serve_url, redis_server):
 def test_users_forget_deletes_the_data_and_lists_trained_versions(
     serve_url, redis_server, tmp_path
 ):
-    import os
-    import subprocess
-    import sys
-
     interaction = chat(serve_url, user="frank")
     _wait_logged(redis_server, interaction)
     assert feedback(serve_url, interaction, user="frank").status_code == 202
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LORALOOP_")}
-    env.update(
-        LORALOOP_DATA_DIR=str(tmp_path),
-        LORALOOP_REDIS_URL=redis_server.url,
-        LORALOOP_REDIS_PREFIX="e2e",
-    )
-    out = subprocess.run(
-        [sys.executable, "-m", "loraloop.cli", "users", "forget", "frank", "--json"],
-        env=env,
-        capture_output=True,
-        text=True,
+    out = run_cli(
+        "users", "forget", "frank", "--json",
+        data_dir=tmp_path,
+        extra_env={"LORALOOP_REDIS_URL": redis_server.url, "LORALOOP_REDIS_PREFIX": "e2e"},
         timeout=120,
     )
     assert out.returncode == 0, out.stderr

@@ -3,23 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-
-def run_cli(*args: str, data_dir, extra_env: dict | None = None, timeout: float = 180):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LORALOOP_")}
-    env.update({"LORALOOP_DATA_DIR": str(data_dir), **(extra_env or {})})
-    return subprocess.run(
-        [sys.executable, "-m", "loraloop.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=timeout,
-    )
+from tests.support.cli import run_cli
 
 
 def test_chat_answers_a_prompt_with_the_default_model(data_dir, smollm2_dir):

@@ -108,9 +108,6 @@ def test_storage_reaches_redis_only_through_its_alias_notifications():
 # Not yet moved to the shared fixtures (tests/conftest.py) or feedback.connections; these
 # belong to another change in flight. The set only shrinks.
 TESTS_NOT_YET = {
-    "tests/integration/storage/conftest.py",
-    "tests/e2e/test_chat_api.py",
-    "tests/e2e/test_feedback_api.py",
     "tests/e2e/test_hot_swap.py",
 }
 

@@ -1,9 +1,9 @@
-"""Fixtures of the storage tests: fresh SQLite and PostgreSQL databases, Redis, adapters.
+"""Fixtures of the storage tests: fresh SQLite and PostgreSQL databases, adapters.
 
-PostgreSQL and Redis are the servers at 127.0.0.1 (override with
-``LORALOOP_TEST_POSTGRES_URL`` / ``LORALOOP_TEST_REDIS_URL``). When one is
-unreachable its tests are skipped, unless ``CI`` is set: then they fail.
+PostgreSQL is the server at 127.0.0.1 (override with ``LORALOOP_TEST_POSTGRES_URL``).
+When it is unreachable its tests are skipped, unless ``CI`` is set: then they fail.
 Each module (or migration test) gets a database of its own, dropped after.
+Redis (``redis_url``, ``redis_prefix``, ``redis_client``) comes from tests/conftest.py.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from safetensors.numpy import save_file
 PG_URL = os.environ.get(
     "LORALOOP_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
-REDIS_URL = os.environ.get("LORALOOP_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 BACKENDS = ["sqlite", "postgresql"]
 
 
@@ -173,30 +172,3 @@ def adapter_dir(tmp_path):
     """``adapter_dir(name, seed=..., size=...)`` writes an adapter under tmp_path."""
     return lambda name="adapter", **kw: write_adapter(tmp_path / name, **kw)
 
-
-@pytest.fixture
-def redis_client():
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL, socket_timeout=3, socket_connect_timeout=3)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        _unavailable(f"Redis at {REDIS_URL}", exc)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def redis_url(redis_client) -> str:
-    """The URL of the reachable test Redis."""
-    return REDIS_URL
-
-
-@pytest.fixture
-def redis_prefix(redis_client) -> str:
-    """A key prefix of its own for each test; its keys are deleted after."""
-    prefix = f"loraloop-test-{uuid.uuid4().hex[:10]}"
-    yield prefix
-    for key in redis_client.scan_iter(match=f"{prefix}:*"):
-        redis_client.delete(key)
