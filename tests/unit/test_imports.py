@@ -105,13 +105,6 @@ def test_storage_reaches_redis_only_through_its_alias_notifications():
     assert users == {"storage/alias_events.py"}
 
 
-# Not yet moved to the shared fixtures (tests/conftest.py) or feedback.connections; these
-# belong to another change in flight. The set only shrinks.
-TESTS_NOT_YET = {
-    "tests/e2e/test_hot_swap.py",
-}
-
-
 def test_tests_build_redis_clients_as_the_product_does():
     # One fixture style: the tests' clients come from tests/conftest.py's fixtures or
     # feedback.connections, with the product's timeouts and no hidden retries.
@@ -119,4 +112,4 @@ def test_tests_build_redis_clients_as_the_product_does():
         path.relative_to(ROOT).as_posix() for path in sorted((ROOT / "tests").rglob("*.py"))
         if _builds_a_client(ast.parse(path.read_text("utf-8")))
     }
-    assert builders - TESTS_NOT_YET == set()
+    assert builders == set()
