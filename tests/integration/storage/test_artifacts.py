@@ -8,12 +8,10 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-import storage.artifacts as artifacts
 from storage import (
     ArtifactCorrupt,
     ArtifactNotFound,
@@ -24,6 +22,7 @@ from storage import (
     make_session_factory,
     migrate,
 )
+from tests.support.waiting import wait_until
 
 
 def _expected_id(directory: Path) -> str:
@@ -95,29 +94,44 @@ def test_load_refuses_an_artifact_that_is_not_the_registered_one(tmp_path, adapt
         store.load(store.uri_for("0" * 64), sha256="0" * 64)
 
 
-def test_an_exception_during_the_copy_leaves_no_version(tmp_path, adapter_dir, monkeypatch):
+FILE_TOO_LARGE = """
+import resource, signal, sys
+from storage import ArtifactStore
+
+store = ArtifactStore(sys.argv[1])
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[3]), resource.RLIM_INFINITY))
+try:
+    store.publish(sys.argv[2])
+except OSError as exc:
+    print(f"OSError errno={exc.errno}")
+else:
+    print("published")
+"""
+
+
+def test_an_exception_during_the_copy_leaves_no_version(tmp_path, adapter_dir):
+    # A real disk-full: the publisher's files may not grow past 256 KiB, so the copy of
+    # the 1 MiB weights fails part-way with EFBIG.
+    import errno
+
     store = ArtifactStore(tmp_path / "store")
     src = adapter_dir(size=1 << 20)
-    real_copy = artifacts._copy_stream
-
-    def copy_half_then_fail(fsrc, fdst, hasher):
-        fdst.write(fsrc.read(1000))
-        raise OSError("disk full (injected)")
-
-    monkeypatch.setattr(artifacts, "_copy_stream", copy_half_then_fail)
-    with pytest.raises(OSError, match="injected"):
-        store.publish(src)
+    child = subprocess.run(
+        [sys.executable, "-c", FILE_TOO_LARGE, str(tmp_path / "store"), str(src), str(1 << 18)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert child.returncode == 0, child.stderr
+    assert child.stdout.strip() == f"OSError errno={errno.EFBIG}", child.stdout
     assert store.list_versions() == []
     assert not store.exists(_expected_id(src))
     assert list((tmp_path / "store").iterdir()) == []  # staging removed too
-    monkeypatch.setattr(artifacts, "_copy_stream", real_copy)
     assert store.publish(src).version_id == _expected_id(src)
 
 
 KILLED_PUBLISHER = """
 import sys, time
 from pathlib import Path
-import storage.artifacts as artifacts
 from storage import ArtifactStore, make_session_factory, register_candidate
 
 marker = Path(sys.argv[3])
@@ -144,11 +158,12 @@ def test_a_publish_killed_halfway_leaves_no_visible_version(tmp_path, adapter_di
     proc = subprocess.Popen(
         [sys.executable, "-c", KILLED_PUBLISHER, str(root), str(src), str(marker), url]
     )
-    deadline = time.monotonic() + 60
-    while not marker.exists():
+
+    def copying() -> bool:
         assert proc.poll() is None, "the publisher exited before it started copying"
-        assert time.monotonic() < deadline, "the publisher never started copying"
-        time.sleep(0.02)
+        return marker.exists()
+
+    wait_until(copying, what="the publisher started copying")
     os.kill(proc.pid, signal.SIGKILL)
     assert proc.wait(10) == -signal.SIGKILL
 
@@ -227,24 +242,57 @@ def test_s3_publish_load_and_corruption(s3_store, adapter_dir):
         store.load(published.uri, sha256=published.sha256)
 
 
-def test_s3_publish_interrupted_leaves_no_version(s3_store, adapter_dir, monkeypatch):
+class _ResetWriter:
+    """A write handle whose connection resets at the first write."""
+
+    def __init__(self, handle) -> None:
+        self._handle = handle
+
+    def write(self, data: bytes) -> int:
+        raise ConnectionError("connection reset (injected)")
+
+    def __getattr__(self, name: str):
+        return getattr(self._handle, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._handle.close()
+
+
+def _flaky_s3(fail_on_write: int):
+    """An S3 filesystem (protocol ``flakys3``) whose ``fail_on_write``-th file opened for
+    writing breaks off, once."""
+    import fsspec
+    import s3fs
+
+    class FlakyS3(s3fs.S3FileSystem):
+        protocol = ("flakys3",)
+        writes = 0
+
+        def _open(self, path, mode="rb", **kw):
+            handle = super()._open(path, mode, **kw)
+            if "w" in mode:
+                FlakyS3.writes += 1
+                if FlakyS3.writes == fail_on_write:
+                    return _ResetWriter(handle)
+            return handle
+
+    fsspec.register_implementation("flakys3", FlakyS3, clobber=True)
+    return FlakyS3
+
+
+def test_s3_publish_interrupted_leaves_no_version(s3_store, adapter_dir):
     store, _ = s3_store
     src = adapter_dir("s3-torn", seed=4, size=1 << 18)
-    calls = []
-    real_copy = artifacts._copy_stream
-
-    def fail_on_second_file(fsrc, fdst, hasher):
-        calls.append(1)
-        if len(calls) == 2:  # the first file is uploaded, the second breaks off
-            raise ConnectionError("connection reset (injected)")
-        return real_copy(fsrc, fdst, hasher)
-
-    monkeypatch.setattr(artifacts, "_copy_stream", fail_on_second_file)
-    with pytest.raises(ConnectionError):
-        store.publish(src)
+    _flaky_s3(fail_on_write=2)  # the first file is uploaded, the second breaks off
+    flaky = ArtifactStore(store.location.replace("s3://", "flakys3://", 1),
+                          storage_options=store.fs.storage_options)
+    with pytest.raises(ConnectionError, match="injected"):
+        flaky.publish(src)
     store.fs.invalidate_cache()
     assert store.list_versions() == [] and not store.exists(_expected_id(src))
     with pytest.raises(ArtifactNotFound):
         store.load(store.uri_for(_expected_id(src)), sha256=_expected_id(src))
-    monkeypatch.setattr(artifacts, "_copy_stream", real_copy)
     assert store.publish(src).version_id == _expected_id(src)
