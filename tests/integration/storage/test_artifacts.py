@@ -132,6 +132,7 @@ def test_an_exception_during_the_copy_leaves_no_version(tmp_path, adapter_dir):
 KILLED_PUBLISHER = """
 import sys, time
 from pathlib import Path
+import storage.artifacts as artifacts
 from storage import ArtifactStore, make_session_factory, register_candidate
 
 marker = Path(sys.argv[3])
