@@ -5,12 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-import time
 
 import sqlalchemy as sa
 
 from storage import create_engine_for, current_revision, downgrade, head_revision, migrate
 from storage.models import Base
+from tests.support.waiting import wait_until
 
 TABLES = {
     "tenants",
@@ -62,21 +62,33 @@ def test_migrated_schema_matches_the_models(empty_db_url):
     assert diffs == [], f"models and migrations disagree; add a revision: {diffs}"
 
 
-def test_concurrent_migrations_from_empty_in_two_processes_both_succeed(empty_db_url):
+def test_concurrent_migrations_from_empty_in_two_processes_both_succeed(empty_db_url, tmp_path):
     """Replicas starting together both migrate; one waits for the other (lock), none fails."""
+    # Each child reports ready once imported, then waits for the go-file: both call
+    # migrate() at the same moment, however long their imports take.
     script = (
-        "import sys, time; from storage import migrate; "
-        "t = float(sys.argv[2]); time.sleep(max(0.0, t - time.time())); migrate(sys.argv[1])"
+        "import sys, time; from pathlib import Path; from storage import migrate; "
+        "Path(sys.argv[2]).touch(); go = Path(sys.argv[3])\n"
+        "while not go.exists(): time.sleep(0.005)\n"
+        "migrate(sys.argv[1])"
     )
-    start_at = str(time.time() + 2.0)  # both processes are importing by then
+    go = tmp_path / "go"
+    ready = [tmp_path / f"ready-{i}" for i in range(2)]
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", script, empty_db_url, start_at],
+            [sys.executable, "-c", script, empty_db_url, str(flag), str(go)],
             stderr=subprocess.PIPE,
             text=True,
         )
-        for _ in range(2)
+        for flag in ready
     ]
+
+    def both_ready() -> bool:
+        assert all(p.poll() is None for p in procs), "a migrating child exited before the start"
+        return all(flag.exists() for flag in ready)
+
+    wait_until(both_ready, what="both migrating children imported")
+    go.touch()
     results = [(p.wait(60), p.stderr.read()) for p in procs]
     assert [rc for rc, _ in results] == [0, 0], results
     assert current_revision(empty_db_url) == head_revision()
