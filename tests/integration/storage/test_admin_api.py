@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 
 import httpx
 import pytest
@@ -12,6 +11,7 @@ import uvicorn
 
 import storage
 from serving.admin_routes import build_admin_app
+from tests.support.waiting import wait_until
 
 ADMIN = "admin-secret-token"
 USER_KEY = "sk-user-123"
@@ -26,10 +26,12 @@ def _serve(app):
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.02)
+
+    def started() -> bool:
+        assert thread.is_alive(), "uvicorn exited before it started"
+        return server.started
+
+    wait_until(started, what="uvicorn started", every_s=0.02)
     return server, thread, f"http://127.0.0.1:{port}"
 
 
