@@ -11,11 +11,9 @@ import pytest
 
 from feedback.keys import RedisKeys
 from learner.gate import GateConfig
-from learner.loop import Learner, LearnerConfig
-from storage import ArtifactStore, register_candidate
+from storage import register_candidate
 from storage.db import open_registry
-from tests.integration.learner_loop.test_rounds import teach
-from tests.integration.test_hardening_learner import spec_for
+from tests.integration.learner_loop.test_hardening_learner import teach
 from tests.support.waiting import until
 
 pytestmark = pytest.mark.asyncio(loop_scope="function")
@@ -23,16 +21,7 @@ GROUP = RedisKeys.LEARNER_GROUP
 
 #: A learner that reads and holds feedback but never trains in these tests.
 NO_ROUNDS = {"min_new_examples": 100_000, "min_round_examples": 100_000,
-             "max_interval_s": 1_000_000}
-
-
-def idle_learner(redis_url, keys, tmp_path, model_dir) -> Learner:
-    return Learner(redis_url=redis_url, keys=keys,
-                   sessions=open_registry(f"sqlite:///{tmp_path / 'registry.db'}"),
-                   artifacts=ArtifactStore(tmp_path / "artifacts"), base_model=str(model_dir),
-                   base_model_name="builtin:tiny", work_dir=tmp_path / "learner",
-                   config=LearnerConfig(claim_idle_ms=300, gate=GateConfig(threads=1),
-                                        **NO_ROUNDS))
+             "max_interval_s": 1_000_000, "gate": GateConfig(threads=1)}
 
 
 async def _pending_ids(client, keys) -> set[str]:
@@ -42,10 +31,10 @@ async def _pending_ids(client, keys) -> set[str]:
 
 
 async def test_a_lost_consumer_group_is_recreated_and_no_accepted_feedback_is_lost(
-    redis_url, client, keys, tmp_path, tiny_model_dir
+    client, keys, new_learner
 ):
     await teach(client, keys, [f"before{i}" for i in range(4)])  # 8 events
-    learner = idle_learner(redis_url, keys, tmp_path, tiny_model_dir)
+    learner = new_learner(claim_idle_ms=300, **NO_ROUNDS)
     await learner.start()
     try:
         await learner.step()
@@ -81,13 +70,11 @@ async def test_a_lost_consumer_group_is_recreated_and_no_accepted_feedback_is_lo
 
 
 async def test_acked_feedback_is_trimmed_on_a_schedule_and_pending_entries_stay(
-    redis_url, client, keys, tmp_path, tiny_model_dir
+    client, keys, learner_spec
 ):
     from learner.actor import run_forever
 
-    spec = spec_for(redis_url, keys, tmp_path, tiny_model_dir, str(tmp_path / "artifacts"),
-                    trim_interval_s=0.5)
-    spec = spec.model_copy(update={"config": spec.config.model_copy(update=NO_ROUNDS)})
+    spec = learner_spec(**NO_ROUNDS).model_copy(update={"trim_interval_s": 0.5})
     open_registry(spec.database_url)
     await teach(client, keys, [f"trim{i}" for i in range(5)])  # 10 events
     stop, holder = threading.Event(), {}

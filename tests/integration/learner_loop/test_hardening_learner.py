@@ -3,6 +3,7 @@ failing shows in `learner status` (and its status JSON), backing off instead of 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -12,14 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from learner.actor import LearnerSpec, build_learner, run_forever
+from learner.actor import build_learner, run_forever
 from learner.gate import GateConfig
-from learner.loop import LearnerConfig
 from learner.train import TrainConfig
 from storage import ArtifactStore, promote, record_gate, register_candidate
 from storage.db import open_registry
-from tests.integration.learner_loop.test_rounds import teach
 from tests.support.adapters import save_random_adapter
+from tests.support.capitals import thumbs
+from tests.support.ratings import record_ratings
 from tests.support.s3_server import S3_ENV, new_bucket, s3_server
 from tests.support.waiting import wait_until
 
@@ -32,25 +33,24 @@ def s3_endpoint():
         yield endpoint
 
 
-def spec_for(redis_url, keys, tmp_path, tiny_model_dir, artifacts: str, **spec) -> LearnerSpec:
-    config = LearnerConfig(
-        min_new_examples=8, holdout_fraction=0.25, replay_fraction=0.5,
-        gate=GateConfig(enforce=False, auto_promote="live", threads=1),
-        train=TrainConfig(epochs=1, learning_rate=5e-3, threads=1, rank=4))
-    return LearnerSpec(redis_url=redis_url, redis_prefix=keys.prefix,
-                       database_url=f"sqlite:///{tmp_path / 'registry.db'}",
-                       artifacts_location=artifacts, base_model=str(tiny_model_dir),
-                       base_model_name="builtin:tiny", data_dir=str(tmp_path / "data"),
-                       config=config, **spec)
+#: Rounds of 8 events, a quarter held out, replaying half as much again; no gate.
+ROUNDS = {"min_new_examples": 8, "holdout_fraction": 0.25, "replay_fraction": 0.5,
+          "gate": GateConfig(enforce=False, auto_promote="live", threads=1),
+          "train": TrainConfig(epochs=1, learning_rate=5e-3, threads=1, rank=4)}
+
+
+async def teach(client, keys, users: list[str], *, offset: int = 0) -> None:
+    await record_ratings(client, keys, thumbs(users, offset=offset))
 
 
 async def test_the_learner_replays_the_live_version_from_an_object_store(
-    redis_url, client, keys, tmp_path, tiny_model_dir, s3_endpoint, monkeypatch
+    client, keys, learner_spec, s3_endpoint, monkeypatch
 ):
     for name, value in {**S3_ENV, "AWS_ENDPOINT_URL": s3_endpoint}.items():
         monkeypatch.setenv(name, value)
     bucket = new_bucket(s3_endpoint)
-    spec = spec_for(redis_url, keys, tmp_path, tiny_model_dir, f"s3://{bucket}/prod")
+    spec = learner_spec(**ROUNDS).model_copy(
+        update={"artifacts_location": f"s3://{bucket}/prod"})
     open_registry(spec.database_url)  # migrated once, as `up` does
     reports = []
     for round_ in range(2):
@@ -96,15 +96,13 @@ def _live_version_with_missing_artifact(database_url: str, root: Path, tiny_mode
 
 
 async def test_a_round_that_keeps_failing_shows_in_status_and_backs_off(
-    redis_url, client, keys, tmp_path, tiny_model_dir
+    redis_url, client, keys, tmp_path, tiny_model_dir, learner_spec
 ):
-    spec = spec_for(redis_url, keys, tmp_path, tiny_model_dir, str(tmp_path / "artifacts"))
+    spec = learner_spec(**ROUNDS)
     live = _live_version_with_missing_artifact(spec.database_url, tmp_path / "artifacts",
                                                tiny_model_dir)
     await teach(client, keys, [f"fail-user{i}" for i in range(8)])
     stop, holder = threading.Event(), {}
-    import asyncio
-
     thread = threading.Thread(target=lambda: asyncio.run(run_forever(spec, stop, holder)))
     thread.start()
     try:

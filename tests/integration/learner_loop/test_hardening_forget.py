@@ -15,31 +15,30 @@ from sqlalchemy import create_engine, inspect, text
 from feedback.events import hash_user
 from learner.examples import load_from_adapter
 from learner.gate import GateConfig
-from learner.loop import Learner, LearnerConfig
 from learner.train import TrainConfig
 from storage import ArtifactStore, get_version
-from storage.db import open_registry
-from tests.integration.learner_loop.test_rounds import teach
+from tests.integration.learner_loop.test_hardening_learner import teach
 
 pytestmark = pytest.mark.asyncio(loop_scope="function")
 ALICE = hash_user("alice")
 
 
-async def run_round(redis_url, keys, registry, tmp_path, model_dir, auto_promote) -> dict:
-    learner = Learner(
-        redis_url=redis_url, keys=keys, sessions=registry,
-        artifacts=ArtifactStore(tmp_path / "artifacts"), base_model=str(model_dir),
-        base_model_name="builtin:tiny", work_dir=tmp_path / "learner",
-        config=LearnerConfig(
+@pytest.fixture
+def run_round(new_learner):
+    """``await run_round(auto_promote)``: a new learner runs one round, replaying as much
+    of the live version as it trains anew."""
+
+    async def run(auto_promote: str) -> dict:
+        learner = new_learner(
             min_new_examples=8, holdout_fraction=0.25, replay_fraction=1.0,
             gate=GateConfig(enforce=False, auto_promote=auto_promote, threads=1),
-            train=TrainConfig(epochs=1, learning_rate=5e-3, threads=1, rank=4)))
-    await learner.start()
-    try:
-        [report] = await learner.step()
-    finally:
+            train=TrainConfig(epochs=1, learning_rate=5e-3, threads=1, rank=4))
+        await learner.start()
+        reports = await learner.step()
         await learner.close()
-    return report
+        return reports[0]
+
+    return run
 
 
 def training_data(registry, tmp_path, version_id):
@@ -61,16 +60,15 @@ def forget(redis_url, keys, tmp_path, *options) -> subprocess.CompletedProcess:
 
 
 async def test_forget_lists_replaying_versions_retires_them_and_stops_replay(
-    redis_url, client, keys, tmp_path, tiny_model_dir
+    redis_url, client, keys, tmp_path, registry, run_round
 ):
-    registry = open_registry(f"sqlite:///{tmp_path / 'registry.db'}")
     # Round 1: alice rates four answers among others; her examples train v1 (live).
     await teach(client, keys, ["alice"] * 4 + [f"bob{i}" for i in range(4)])
-    v1 = (await run_round(redis_url, keys, registry, tmp_path, tiny_model_dir, "live"))
+    v1 = await run_round("live")
     assert v1["outcome"] == "live", v1
     # Round 2, without alice: v2 (gated, not promoted) replays v1's examples, hers too.
     await teach(client, keys, [f"carol{i}" for i in range(8)], offset=8)
-    v2 = await run_round(redis_url, keys, registry, tmp_path, tiny_model_dir, "off")
+    v2 = await run_round("off")
     assert v2["outcome"] == "gated", v2
     replayed = [e for e in training_data(registry, tmp_path, v2["version"])
                 if e.source == "replay"]
@@ -99,7 +97,7 @@ async def test_forget_lists_replaying_versions_retires_them_and_stops_replay(
 
     # Round 3 trains over v1 (live, which holds her examples): none is replayed.
     await teach(client, keys, [f"dave{i}" for i in range(8)], offset=16)
-    v3 = await run_round(redis_url, keys, registry, tmp_path, tiny_model_dir, "live")
+    v3 = await run_round("live")
     assert v3["outcome"] == "live" and v3["counts"]["replay"] > 0, v3
     assert not [e for e in training_data(registry, tmp_path, v3["version"])
                 if e.user == ALICE]
