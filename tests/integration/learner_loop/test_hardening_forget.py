@@ -4,6 +4,7 @@ never replay the user's examples again. Real Redis, SQLite registry, real traini
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -101,3 +102,37 @@ async def test_forget_lists_replaying_versions_retires_them_and_stops_replay(
     assert v3["outcome"] == "live" and v3["counts"]["replay"] > 0, v3
     assert not [e for e in training_data(registry, tmp_path, v3["version"])
                 if e.user == ALICE]
+
+
+async def test_entries_a_learner_holds_when_their_user_is_forgotten_never_reach_sql(
+    redis_url, client, keys, tmp_path, registry, new_learner
+):
+    from loraloop.forget import forget_everywhere
+    from storage import RegistryOps, dataset_stream_ids
+
+    await teach(client, keys, ["alice"] * 2 + [f"bob{i}" for i in range(6)])
+    learner = new_learner(min_new_examples=1000, holdout_fraction=0.25,
+                          gate=GateConfig(enforce=False, auto_promote="live", threads=1),
+                          train=TrainConfig(epochs=1, learning_rate=5e-3, threads=1, rank=4))
+    await learner.start()
+    try:
+        await learner.step()
+        held = list(learner.waiting.values())  # read, waiting for a round
+        assert len(held) == 16 and sum(e.feedback.user == ALICE for e in held) == 4
+        report = await asyncio.to_thread(
+            forget_everywhere, user="alice", redis_url=redis_url, redis_prefix=keys.prefix,
+            artifacts_location=str(tmp_path / "artifacts"),
+            ops=RegistryOps(registry, actor="test"), retire=False)
+        assert len(report.forgotten_stream_ids) == 4 and report.versions == []
+        round_ = await learner.run_round("acme", held)  # the round it was waiting for
+    finally:
+        await learner.close()
+    assert round_["outcome"] == "live", round_
+    with registry() as session:
+        trained = dataset_stream_ids(session, version_id=round_["version"])
+    assert len(trained) == 12 and not set(trained) & set(report.forgotten_stream_ids)
+    engine = create_engine(f"sqlite:///{tmp_path / 'registry.db'}")
+    with engine.connect() as conn:
+        users = conn.execute(text("SELECT user_id FROM dataset_members")).scalars().all()
+    engine.dispose()
+    assert ALICE not in users and not learner.waiting
