@@ -102,3 +102,59 @@ async def test_acked_feedback_is_trimmed_on_a_schedule_and_pending_entries_stay(
         stop.set()
         thread.join(timeout=120)
     assert not thread.is_alive()
+
+
+async def test_redis_restored_without_the_group_loses_no_accepted_feedback(
+    keys, learner_spec, embedded, tmp_path
+):
+    """Redis killed and brought back from a backup taken before the learner's group
+    existed: NOGROUP on a new connection. The learner, still running, recreates the group,
+    is delivered every entry of the backup again, and acks (without retraining) those its
+    ledger has."""
+    import shutil
+
+    from feedback.connections import async_client
+    from learner.actor import build_learner
+
+    client = async_client(embedded.url)
+    await teach(client, keys, [f"kept{i}" for i in range(4)])  # 8 accepted events
+    embedded.stop()  # a consistent copy of its data: the backup, before any group
+    backup = tmp_path / "backup"
+    shutil.copytree(embedded.dir, backup, ignore=shutil.ignore_patterns("*.pid"))
+    embedded.start()
+    learner = build_learner(learner_spec(claim_idle_ms=300, **NO_ROUNDS).model_copy(
+        update={"redis_url": embedded.url}))
+    await learner.start()
+    try:
+        await learner.step()
+        read = sorted(learner.waiting)
+        assert len(read) == 8
+        trained = read[:3]  # a round committed these and acked them
+        with learner.sessions() as session:
+            register_candidate(session, version_id="b" * 64, tenant="acme",
+                               base_model="builtin:tiny", artifact_uri="/nowhere",
+                               artifact_sha256="0" * 64, lora_config={}, metrics={},
+                               dataset_stream_ids=trained, actor="test", reason="test")
+        await learner._ack(set(trained))
+
+        embedded.kill()  # crash, and restore the backup: the group is gone
+        shutil.rmtree(embedded.dir)
+        shutil.copytree(backup, embedded.dir)
+        embedded.start()
+        await client.aclose()
+        client = async_client(embedded.url)
+        assert await client.xlen(keys.feedback_stream) == 8
+        # The learner lived through it, still holding the 5 untrained events.
+
+        async def recovered():
+            try:
+                await learner.step()
+            except Exception:  # the first command on a dropped connection fails
+                return False
+            return len(learner.waiting) == 5 and await _pending_ids(client, keys)
+
+        pending = await until(recovered, what="the learner holding the 5 untrained events")
+        assert pending == set(learner.waiting) == set(read) - set(trained)
+    finally:
+        await learner.close()
+        await client.aclose()
