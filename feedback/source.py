@@ -338,12 +338,18 @@ class FeedbackSource:
 
         The bound, per group, is its oldest pending entry, or just past its last
         delivered entry when nothing is pending; the lowest bound over all groups
-        wins. Without any group nothing is trimmed.
+        wins. Nothing is trimmed while this source's own group is missing (it is
+        recreated instead), nor without any group.
         """
         try:
             groups = await self.client.xinfo_groups(self.stream)
         except ResponseError:
             return 0  # no such stream
+        if not any(text(g["name"]) == self.config.group for g in groups):
+            # Our group is lost: the others' progress says nothing of what it had not
+            # acknowledged. Recreate it (from 0) and trim nothing this time.
+            await self._recreate_group(ResponseError(f"NOGROUP {self.config.group} is gone"))
+            return 0
         bound: tuple[int, int] | None = None
         for group in groups:
             summary = await self.client.xpending(self.stream, group["name"])

@@ -158,3 +158,21 @@ async def test_redis_restored_without_the_group_loses_no_accepted_feedback(
     finally:
         await learner.close()
         await client.aclose()
+
+
+async def test_trim_keeps_what_a_lost_group_had_not_acknowledged(client, keys, new_learner):
+    """Another group has read and acked everything; the learner's group is lost: a trim
+    then must not go by the other group alone."""
+    await teach(client, keys, [f"other{i}" for i in range(2)])  # 4 events
+    learner = new_learner(**NO_ROUNDS)
+    await learner.source.ensure_group()
+    await client.xgroup_create(keys.feedback_stream, "audit", id="0")
+    read = await client.xreadgroup("audit", "a1", {keys.feedback_stream: ">"})
+    await client.xack(keys.feedback_stream, "audit", *[i for i, _ in read[0][1]])
+    await client.xgroup_destroy(keys.feedback_stream, GROUP)  # ours, with nothing acked
+    try:
+        assert await learner.source.trim() == 0
+        assert await client.xlen(keys.feedback_stream) == 4
+        assert len(await learner.source.read()) == 4  # recreated: all delivered again
+    finally:
+        await learner.close()
