@@ -4,8 +4,9 @@
 interactions stream entries, the feedback stream entries, the dead letters of
 their feedback, their current-rating keys and rate-limit counters. Deleted
 stream entries are also acknowledged in every consumer group, so no pending
-list keeps pointing at them. It returns what it removed; the caller then asks
-storage which adapter versions trained on them::
+list keeps pointing at them. It returns what it removed; ``loraloop users forget``
+(:mod:`loraloop.forget`) then lists the versions that trained on them, anonymizes the
+SQL rows that held them and keeps them out of later rounds' replay::
 
     summary = await forget_user(client, keys, "alice")
     versions_trained_on(session, user=summary.user, stream_ids=summary.feedback_stream_ids)

@@ -21,6 +21,11 @@ Protocol for a consumer (one :class:`FeedbackSource` per consumer name)::
 * **Trimming** (:meth:`FeedbackSource.trim`) removes only entries that every
   consumer group has acknowledged: ``XTRIM MINID`` up to the oldest pending entry,
   or past the last delivered one when nothing is pending.
+* **A lost group** (``NOGROUP``: the group destroyed, or Redis restarted from data
+  without it) is recreated at once, from id ``0``: every entry still in the stream
+  is delivered again. Trimming keeps every entry the lost group had not
+  acknowledged, so none is skipped; those a committed dataset already holds are
+  acknowledged by the learner without retraining (its ledger).
 """
 
 from __future__ import annotations
@@ -89,6 +94,7 @@ class SourceStats:
     acked: int = 0  #: entries acknowledged by ack()
     invalid: int = 0  #: deliveries of entries that did not parse (left pending)
     dead_lettered: int = 0  #: entries moved to the dead-letter stream by this consumer
+    groups_recreated: int = 0  #: times the group was found lost (NOGROUP) and recreated
     errors: dict[str, int] = field(default_factory=dict)  #: invalid deliveries by error type
 
     def as_dict(self) -> dict[str, Any]:
@@ -138,6 +144,18 @@ class FeedbackSource:
         self._group_ready = True
         return created
 
+    async def _recreate_group(self, exc: ResponseError) -> None:
+        """Recreate a lost group (from id 0, so nothing unacknowledged is skipped); any
+        other Redis error is raised."""
+        if "NOGROUP" not in str(exc):
+            raise exc
+        log.warning("consumer group %s of %s is gone (%s); recreating it from id 0: every "
+                    "entry still in the stream is delivered again", self.config.group,
+                    self.stream, exc)
+        self.stats.groups_recreated += 1
+        self._cursor = "0-0"
+        await self.ensure_group("0")
+
     # -- reading ----------------------------------------------------------------------
     async def read(self, count: int | None = None,
                    block_ms: int | None = None) -> list[FeedbackEntry]:
@@ -159,9 +177,7 @@ class FeedbackSource:
                 self.config.group, self.consumer, {self.stream: ">"},
                 count=count - len(entries), block=None if entries or not block else block)
         except ResponseError as exc:
-            if "NOGROUP" not in str(exc):
-                raise
-            self._group_ready = False  # the stream was deleted: recreate next time
+            await self._recreate_group(exc)  # the next read delivers the stream again
             return entries
         for _stream, messages in reply or []:
             for entry_id, fields in messages:
@@ -182,9 +198,7 @@ class FeedbackSource:
                 self.stream, self.config.group, self.consumer,
                 min_idle_time=self.config.claim_idle_ms, start_id=self._cursor, count=count)
         except ResponseError as exc:
-            if "NOGROUP" not in str(exc):
-                raise
-            self._group_ready = False
+            await self._recreate_group(exc)
             return []
         self._cursor = text(reply[0])
         claimed = [(text(i), f) for i, f in reply[1] if i is not None]
@@ -252,7 +266,13 @@ class FeedbackSource:
         ids = list(stream_ids)
         if not ids:
             return 0
-        done = int(await self.client.xack(self.stream, self.config.group, *ids))
+        try:
+            done = int(await self.client.xack(self.stream, self.config.group, *ids))
+        except ResponseError as exc:
+            # Nothing is pending in a recreated group: these come again, and the
+            # learner's ledger acknowledges those it committed without retraining.
+            await self._recreate_group(exc)
+            return 0
         self.stats.acked += done
         return done
 
@@ -265,8 +285,12 @@ class FeedbackSource:
         ids = list(stream_ids)
         if not ids:
             return 0
-        kept = await self.client.xclaim(self.stream, self.config.group, self.consumer,
-                                        min_idle_time=0, message_ids=ids, justid=True)
+        try:
+            kept = await self.client.xclaim(self.stream, self.config.group, self.consumer,
+                                            min_idle_time=0, message_ids=ids, justid=True)
+        except ResponseError as exc:
+            await self._recreate_group(exc)  # they are delivered again, to this consumer
+            return 0
         return len(kept)
 
     async def _move_to_dead_letter(self, entry_id: str, fields: dict[Any, Any],
@@ -314,12 +338,18 @@ class FeedbackSource:
 
         The bound, per group, is its oldest pending entry, or just past its last
         delivered entry when nothing is pending; the lowest bound over all groups
-        wins. Without any group nothing is trimmed.
+        wins. Nothing is trimmed while this source's own group is missing (it is
+        recreated instead), nor without any group.
         """
         try:
             groups = await self.client.xinfo_groups(self.stream)
         except ResponseError:
             return 0  # no such stream
+        if not any(text(g["name"]) == self.config.group for g in groups):
+            # Our group is lost: the others' progress says nothing of what it had not
+            # acknowledged. Recreate it (from 0) and trim nothing this time.
+            await self._recreate_group(ResponseError(f"NOGROUP {self.config.group} is gone"))
+            return 0
         bound: tuple[int, int] | None = None
         for group in groups:
             summary = await self.client.xpending(self.stream, group["name"])

@@ -14,8 +14,9 @@ import threading
 import time
 from pathlib import Path
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
+from learner.health import StepHealth
 from learner.loop import Learner, LearnerConfig
 
 logger = logging.getLogger(__name__)
@@ -34,6 +35,16 @@ class LearnerSpec(BaseModel):
     base_model_name: str  #: the configured name, written into adapters
     data_dir: str
     config: LearnerConfig = LearnerConfig()
+    #: Acknowledged feedback is trimmed from the stream after every round that acked
+    #: some, and at least this often (``FeedbackSource.trim``: never an unacked entry).
+    trim_interval_s: float = Field(300.0, gt=0)
+    #: A failing step is retried after 1, 2, 4 ... seconds, at most this long.
+    max_backoff_s: float = Field(300.0, ge=1)
+
+    @property
+    def artifact_cache(self) -> Path:
+        """Where artifacts of an object store are downloaded to (replay reads them)."""
+        return Path(self.data_dir) / "learner" / "artifact-cache"
 
     @property
     def status_path(self) -> Path:
@@ -50,7 +61,8 @@ def build_learner(spec: LearnerSpec) -> Learner:
         redis_url=spec.redis_url,
         keys=RedisKeys(spec.redis_prefix),
         sessions=open_registry(spec.database_url),
-        artifacts=ArtifactStore(spec.artifacts_location),
+        # An object store (s3://, the k8s default) needs a local copy to replay from.
+        artifacts=ArtifactStore(spec.artifacts_location, cache_dir=spec.artifact_cache),
         base_model=spec.base_model,
         base_model_name=spec.base_model_name,
         work_dir=Path(spec.data_dir) / "learner",
@@ -74,10 +86,13 @@ def build_canary_controller(spec: LearnerSpec, learner: Learner):
 
 
 async def run_forever(spec: LearnerSpec, stop: threading.Event, holder: dict) -> None:
-    """Poll and run rounds until ``stop`` is set, and decide on running canaries every
-    ``canary_interval_s``; a failed step is logged and retried."""
+    """Poll and run rounds until ``stop`` is set, decide on running canaries every
+    ``canary_interval_s`` and trim acknowledged feedback. A failed step is counted in the
+    status (``step_failures_total``, ``failing``) and retried with exponential backoff."""
     learner = build_learner(spec)
     holder["learner"] = learner
+    health = StepHealth(max_delay_s=spec.max_backoff_s)
+    learner.status.update(health.report())
 
     async def publish(_status: dict) -> None:  # progress within a round, as it happens
         await learner.publish_status(learner.write_status(spec.status_path))
@@ -86,13 +101,20 @@ async def run_forever(spec: LearnerSpec, stop: threading.Event, holder: dict) ->
     await learner.start()
     canaries = build_canary_controller(spec, learner) if spec.config.canary.enabled else None
     next_canary_check = time.monotonic()
+    next_trim = time.monotonic()
     try:
         while not stop.is_set():
+            delay = 0.0
             try:
-                await learner.step()
-            except Exception:  # Redis or the registry was unreachable: try again shortly
-                logger.exception("learner step failed; retrying")
-                await asyncio.sleep(1.0)
+                reports = await learner.step()
+                health.succeeded()
+            except Exception as exc:  # the round's entries stay pending: retried later
+                reports = []
+                delay = health.failed(exc)
+            learner.status.update(health.report())
+            if reports or time.monotonic() >= next_trim:
+                next_trim = time.monotonic() + spec.trim_interval_s
+                await _trim(learner)
             # A round that just started a canary gets it looked at now, not in 30 s.
             due = learner.canary_started or time.monotonic() >= next_canary_check
             if canaries is not None and due:
@@ -111,10 +133,23 @@ async def run_forever(spec: LearnerSpec, stop: threading.Event, holder: dict) ->
             text = learner.write_status(spec.status_path)
             with contextlib.suppress(Exception):  # Redis down: the step above logged it
                 await learner.publish_status(text)
+            if delay:
+                await asyncio.to_thread(stop.wait, delay)
     finally:
         await learner.close()
         if canaries is not None:
             canaries.redis.close()
+
+
+async def _trim(learner: Learner) -> None:
+    """Trim the acknowledged feedback (best effort: a failure waits for the next time)."""
+    try:
+        removed = await learner.source.trim()
+    except Exception:
+        logger.warning("trimming the feedback stream failed; trying again later", exc_info=True)
+        return
+    learner.status["trimmed_total"] = learner.status.get("trimmed_total", 0) + removed
+    learner.status["last_trim_at"] = time.time()
 
 
 def _actor_class():

@@ -34,10 +34,12 @@ from learner.config import CRASH_POINTS, LearnerConfig
 from learner.curate import curate
 from learner.errors import IncompatibleParent, NothingToTrain
 from learner.examples import Example, load_from_adapter, save_with_adapter
+from learner.forgetting import without_forgotten
 from learner.gate import evaluate
 from learner.train import TrainConfig, preload, train_adapter
 from learner.versions import auto_promote, carried_examples, live_version
 from storage import ArtifactStore, record_gate, register_candidate, trained_stream_ids
+from storage.forget_queries import forgotten_stream_ids
 
 __all__ = ["CRASH_POINTS", "Learner", "LearnerConfig"]  # LearnerConfig lives in learner.config
 logger = logging.getLogger(__name__)
@@ -163,6 +165,11 @@ class Learner:
         await self._progress(tenant, "reading", events=len(entries))
         timings: dict[str, float] = {}
         clock = time.perf_counter()
+        # Forgotten users' data (`users forget`) stays out: entries still held, replay, carry.
+        forgotten = await asyncio.to_thread(self._forgotten)
+        for entry in [e for e in entries if e.stream_id in forgotten]:
+            self.waiting.pop(entry.stream_id, None)  # forget deleted and acked it in Redis
+        entries = [e for e in entries if e.stream_id not in forgotten]
         await self.source.touch([e.stream_id for e in entries])  # keep them ours while we work
         joined = await join_interactions(self.client, self.keys, entries)
 
@@ -175,6 +182,7 @@ class Learner:
         carried, carried_from = await asyncio.to_thread(
             carried_examples, self.sessions, self.artifacts, tenant, parent,
             limit=self.config.max_carried)
+        carried = without_forgotten(carried, forgotten)
         timings["read_s"] = time.perf_counter() - clock
 
         clock = time.perf_counter()
@@ -183,7 +191,7 @@ class Learner:
             tenant=tenant,
             per_user_cap=self.config.per_user_cap,
             holdout_fraction=self.config.holdout_fraction,
-            replay=self._replay(parent_dir),
+            replay=without_forgotten(self._replay(parent_dir), forgotten),
             replay_fraction=self.config.replay_fraction,
             carried=carried,
             seed=int(time.time()) & 0xFFFF,
@@ -348,6 +356,10 @@ class Learner:
         examples = load_from_adapter(parent_dir)
         random.Random(Path(parent_dir).name).shuffle(examples)
         return examples
+
+    def _forgotten(self) -> set[str]:
+        with self.sessions() as session:
+            return forgotten_stream_ids(session)
 
     def _finish(self, report: dict) -> dict:
         self.status["rounds"] += 1

@@ -130,40 +130,38 @@ def config(
 @users_app.command("forget")
 def users_forget(
     user: Annotated[str, typer.Argument(help="The user name (as sent in `user` or by API key).")],
+    retire: Annotated[bool, typer.Option(
+        "--retire", help="Also retire the versions trained on the user's data (not a live "
+        "one: that needs a promotion or rollback first).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Delete USER's interactions and feedback from Redis; list the adapter versions that
-    trained on them (retire those, or retrain without them, to forget completely)."""
-    import asyncio
-
-    from feedback.connections import async_client
-    from feedback.forget import forget_user
-    from feedback.keys import RedisKeys
+    """Delete USER's interactions and feedback from Redis, anonymize their dataset rows in
+    SQL, keep their examples out of every later round's replay, and list the adapter
+    versions their data trained, replayed included (retire those, or retrain without
+    them, to forget completely)."""
+    from loraloop.cli_adapters import registry_ops
+    from loraloop.forget import forget_everywhere
     from loraloop.stack import redis_url_for
-    from storage import open_registry, versions_trained_on
 
     settings = load_settings()
     redis_url = redis_url_for(settings)
     if not redis_url:
         fail("no Redis: set LORALOOP_REDIS_URL or start the stack with `loraloop up`")
-
-    async def forget():
-        client = async_client(redis_url, timeout_s=10)
-        try:
-            return await forget_user(client, RedisKeys(settings.redis_prefix), user)
-        finally:
-            await client.aclose()
-
-    summary = asyncio.run(forget())
-    sessions = open_registry(settings.sqlalchemy_url)
-    try:
-        with sessions() as session:
-            versions = versions_trained_on(
-                session, user=summary.user, stream_ids=summary.feedback_stream_ids
-            )
-    finally:
-        sessions.kw["bind"].dispose()
-    render.forgotten(user, summary, versions, as_json)
+    with registry_ops(settings=settings) as ops:
+        report = forget_everywhere(
+            user=user, redis_url=redis_url, redis_prefix=settings.redis_prefix,
+            artifacts_location=settings.artifacts_location, ops=ops, retire=retire)
+    if as_json:
+        return render.emit_json(report.as_dict())
+    render.forgotten(user, report.redis, report.versions, False)
+    typer.echo(f"anonymized {report.sql_rows_anonymized} dataset row(s); "
+               f"{len(report.forgotten_stream_ids)} feedback event(s) left out of replay")
+    for version in report.replayed:
+        typer.echo(f"  {version.id} replayed the data")
+    for version_id in report.retired:
+        typer.echo(f"retired {version_id}")
+    for version_id, todo in report.left.items():
+        typer.echo(f"to do: {version_id[:12]}: {todo}")
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from loraloop import render
-from loraloop.render import EXIT_NOT_RUNNING, load_settings
+from loraloop.render import EXIT_ERROR, EXIT_NOT_RUNNING, load_settings
 
 app = typer.Typer(help="The learner: feedback in, adapter versions out.", no_args_is_help=True)
 
@@ -43,7 +43,8 @@ def learner_status(
     """Backlog, last round (with its timing breakdown), canaries and last version.
 
     Read from Redis when there is one (the learner may run on another host or
-    pod), else from the data dir. Exit 3 (not running) if no learner has reported.
+    pod), else from the data dir. Exit 3 (not running) if no learner has reported,
+    1 while its steps keep failing (it retries them with backoff).
     """
     from loraloop.cli_stack import waiting_for_operator
 
@@ -56,10 +57,17 @@ def learner_status(
         except (FileNotFoundError, json.JSONDecodeError):
             typer.echo("no learner has reported yet" if not as_json else json.dumps({}))
             raise typer.Exit(EXIT_NOT_RUNNING) from None
+    failing = status.get("failing")
     if as_json:
         typer.echo(json.dumps(status, indent=2))
-        return
-    render.learner_status(status, waiting_for_operator(settings))
+    else:
+        render.learner_status(status, waiting_for_operator(settings))
+        if failing:
+            typer.echo(f"failing      {failing['consecutive']} step(s) in a row "
+                       f"({status.get('step_failures_total', 0)} in all), next try in "
+                       f"{failing['retry_in_s']:.0f} s: {failing['last_error']}")
+    if failing:
+        raise typer.Exit(EXIT_ERROR)
 
 
 def _status_from_redis(settings) -> dict | None:
