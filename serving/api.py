@@ -39,7 +39,12 @@ class IngressConfig(BaseModel):
         default_factory=dict, description="API key -> user (and tenant); empty: auth off."
     )
     feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
-    max_body_bytes: int = Field(default=1_000_000, ge=1024, description="Larger bodies get 413.")
+    max_body_bytes: int = Field(default=1_000_000, ge=1024, description="Larger bodies get 413 "
+                                "(every route; feedback's own limit is smaller).")
+    client_address_header: str | None = Field(default=None, description=(
+        "Header holding the client's address as the operator's own proxy saw it (e.g. "
+        "x-forwarded-for; its last entry is used), for per-address feedback limits. Set "
+        "it only behind a proxy that sets it: clients can send any header."))
     default_max_tokens: int = Field(default=256, ge=1)
     retry_after_s: int = Field(default=1, ge=1, description="Retry-After on 429/503.")
 
@@ -280,13 +285,12 @@ def build_api(service: ChatService) -> FastAPI:
         api,
         retry_after_s=service.config.retry_after_s,
         on_error=lambda status, type_: service.metrics.errors.labels(str(status), type_).inc(),
+        max_body_bytes=service.config.max_body_bytes,
     )
 
     @api.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit():
-            check_size(int(declared), service.config.max_body_bytes)
+        # The body is already bounded and read (http_errors.BodyLimit).
         return await service.chat(await request.body(), request.headers.get("authorization"))
 
     register_feedback_routes(api, service)
