@@ -13,8 +13,8 @@ returns:
 3. **Latest rating wins, per-user cap** — :func:`feedback.rounds.select_for_round`:
    the newest rating per (user, interaction); each user keeps at most
    ``per_user_cap`` entries (their oldest), and at most ``max_user_share`` of the
-   round. A round from fewer than ``min_users`` distinct users waits. Superseded and over-cap entries are
-   dropped and consumed; the capped users are recorded.
+   round. Superseded and over-cap entries are dropped and consumed; the capped
+   users are recorded. A round from fewer than ``min_users`` distinct users waits.
 4. **Labels.** Thumbs up: the answer is desirable. Thumbs down: undesirable. A
    correction (non-empty, different from the answer, whatever the thumb): the
    corrected answer is desirable *and* the original answer undesirable
@@ -96,8 +96,9 @@ def curate(
     ``per_user_cap`` is ``LearnerConfig.per_user_cap``; ``max_user_share`` and
     ``min_users`` are ``LearnerConfig.max_user_share`` and ``min_round_users``
     (when fewer users gave feedback, :attr:`CuratedRound.waiting` says so and the
-    round trains on nothing and consumes nothing); ``replay`` holds earlier accepted examples (the caller draws them from
-    earlier dataset snapshots). The result depends only on the inputs and ``seed``.
+    round trains on nothing and consumes nothing); ``replay`` holds earlier accepted
+    examples (the caller draws them from earlier dataset snapshots). The result
+    depends only on the inputs and ``seed``.
     """
     if per_user_cap < 1:
         raise ValueError(f"per_user_cap must be >= 1, got {per_user_cap}")

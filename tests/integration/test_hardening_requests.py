@@ -12,7 +12,7 @@ import pytest_asyncio
 from feedback.redact import RegexRedactor
 from serving.auth import admin_check
 from serving.http_errors import guard_bodies
-from tests.support.served import chat_stack, served_app
+from tests.support.served import chat_stack, chunked_body, served_app
 from tests.support.waiting import until
 
 PROMPT = [{"role": "user", "content": "Hi"}]
@@ -21,11 +21,10 @@ OK = {"model": "acme", "messages": PROMPT, "max_tokens": 2, "user": "alice"}
 
 @pytest_asyncio.fixture(loop_scope="function")
 async def stack(tiny_model_dir, redis_url, keys):
-    async with chat_stack(tiny_model_dir, redis_url, keys, max_body_bytes=64_000) as started:
-        async with served_app(started.app) as url:
-            async with httpx.AsyncClient(base_url=url, timeout=120) as http:
-                started.http = http
-                yield started
+    async with chat_stack(tiny_model_dir, redis_url, keys, max_body_bytes=64_000) as started, \
+            served_app(started.app) as url, httpx.AsyncClient(base_url=url, timeout=120) as http:
+        started.http = http
+        yield started
 
 
 def _error(response: httpx.Response, status: int) -> dict:
@@ -68,11 +67,6 @@ async def test_bad_chat_values_get_a_400_naming_them_and_nothing_is_logged(stack
     assert len(logged) == 1, logged
 
 
-async def _chunks(total: int, size: int = 16_384):
-    for start in range(0, total, size):
-        yield b"x" * min(size, total - start)
-
-
 @pytest.mark.asyncio
 async def test_feedback_and_chat_bodies_over_the_limit_get_413_also_when_chunked(stack):
     http = stack.http
@@ -80,7 +74,7 @@ async def test_feedback_and_chat_bodies_over_the_limit_get_413_also_when_chunked
     assert _error(await http.post("/v1/feedback", json=huge), 413)
     # Chunked: no Content-Length; refused once the body passes the limit.
     for path in ("/v1/feedback", "/v1/chat/completions"):
-        response = await http.post(path, content=_chunks(5_000_000))
+        response = await http.post(path, content=chunked_body(5_000_000))
         assert "content-length" not in response.request.headers
         assert "limit" in _error(response, 413)["message"]
     # Chat still answers.
@@ -98,7 +92,7 @@ async def test_a_guarded_prefix_checks_the_token_before_reading_the_body(stack):
         read.append(await request.body())
         return {}
 
-    response = await http.post("/admin/echo", content=_chunks(50_000))
+    response = await http.post("/admin/echo", content=chunked_body(50_000))
     assert response.status_code == 401 and not read
 
 

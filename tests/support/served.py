@@ -47,6 +47,12 @@ async def served_app(app, *, port: int | None = None) -> AsyncIterator[str]:
         await task
 
 
+async def chunked_body(total: int, size: int = 16_384) -> AsyncIterator[bytes]:
+    """``total`` bytes in chunks: httpx sends it without Content-Length (chunked)."""
+    for start in range(0, total, size):
+        yield b"x" * min(size, total - start)
+
+
 @dataclass
 class ChatStack:
     """What :func:`chat_stack` started: the app and the parts a test looks at."""

@@ -7,14 +7,9 @@ import httpx
 import pytest
 
 from serving.admin_routes import build_admin_app
-from tests.support.served import served_app
+from tests.support.served import chunked_body, served_app
 
 ADMIN = "admin-secret-token"
-
-
-async def _chunks(total: int, size: int = 16_384):
-    for start in range(0, total, size):
-        yield b"x" * min(size, total - start)
 
 
 @pytest.mark.asyncio
@@ -22,7 +17,7 @@ async def test_a_huge_admin_body_is_refused_before_it_is_read(session_factory):
     app = build_admin_app(session_factory=session_factory, admin_token=ADMIN)
     async with served_app(app) as url, httpx.AsyncClient(
             base_url=url, headers={"Authorization": f"Bearer {ADMIN}"}, timeout=60) as http:
-        for send in ({"content": _chunks(5_000_000)}, {"json": {"reason": "x" * 2_000_000}}):
+        for send in ({"content": chunked_body(5_000_000)}, {"json": {"reason": "x" * 2_000_000}}):
             response = await http.post("/admin/adapters/abc/gate", **send)
             assert response.status_code == 413, response.text
             assert "limit" in response.json()["error"]["message"]
