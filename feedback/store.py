@@ -115,7 +115,11 @@ class FeedbackConfig(BaseModel):
     address_limit: int = Field(600, ge=1, description=(
         "Feedback events one client address may give per window, whatever `user` names "
         "it sends (with auth off, invented users share their address). Behind a proxy, "
-        "set IngressConfig.client_address_header, or every client is the proxy's address."))
+        "set client_address_header, or every client is the proxy's address."))
+    client_address_header: str | None = Field(None, description=(
+        "Header holding the client's address as the operator's own proxy saw it (e.g. "
+        "x-forwarded-for; its last entry is used), for address_limit. Set it only behind "
+        "a proxy that sets it: clients can send any header."))
     current_ttl_s: int = Field(30 * 24 * 3600, ge=1, description="Expiry of the 'current "
                                "rating' key of (interaction, user).")
     strict_durability: bool = Field(False, description="Return only once the event is on "

@@ -41,10 +41,6 @@ class IngressConfig(BaseModel):
     feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
     max_body_bytes: int = Field(default=1_000_000, ge=1024, description="Larger bodies get 413 "
                                 "(every route; feedback's own limit is smaller).")
-    client_address_header: str | None = Field(default=None, description=(
-        "Header holding the client's address as the operator's own proxy saw it (e.g. "
-        "x-forwarded-for; its last entry is used), for per-address feedback limits. Set "
-        "it only behind a proxy that sets it: clients can send any header."))
     max_prompt_chars: int = Field(default=65_536, ge=1, description=(
         "Longest prompt (all messages' characters) the ingress passes on; longer gets 400 "
         "prompt_too_long before any tokenizer runs (tokenizing 900 kB takes a second). "

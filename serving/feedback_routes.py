@@ -60,7 +60,7 @@ def register_feedback_routes(api: FastAPI, service) -> None:
             comment=body.comment,
             tenant=who.tenant,
             idempotency_key=request.headers.get("idempotency-key"),
-            address=client_address(request, service.config.client_address_header),
+            address=client_address(request, limits.client_address_header),
         )
         return JSONResponse(
             {"id": feedback_id, "object": "feedback", "interaction_id": body.interaction_id},

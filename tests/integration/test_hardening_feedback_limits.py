@@ -41,9 +41,9 @@ async def test_invented_users_from_one_address_share_its_limit(tiny_model_dir, r
 @pytest.mark.asyncio
 async def test_the_forwarded_address_counts_only_when_configured(tiny_model_dir, redis_url,
                                                                  keys):
-    feedback = FeedbackConfig(address_limit=1, rate_window_s=3600)
-    async with chat_stack(tiny_model_dir, redis_url, keys, feedback=feedback,
-                          client_address_header="x-forwarded-for") as stack, \
+    feedback = FeedbackConfig(address_limit=1, rate_window_s=3600,
+                              client_address_header="x-forwarded-for")
+    async with chat_stack(tiny_model_dir, redis_url, keys, feedback=feedback) as stack, \
             served_app(stack.app) as url, httpx.AsyncClient(base_url=url, timeout=120) as http:
         users = [f"u{i}" for i in range(3)]
         ids = [await _answer(http, user) for user in users]
