@@ -21,7 +21,8 @@ OK = {"model": "acme", "messages": PROMPT, "max_tokens": 2, "user": "alice"}
 
 @pytest_asyncio.fixture(loop_scope="function")
 async def stack(tiny_model_dir, redis_url, keys):
-    async with chat_stack(tiny_model_dir, redis_url, keys, max_body_bytes=64_000) as started, \
+    async with chat_stack(tiny_model_dir, redis_url, keys, max_body_bytes=64_000,
+                          max_prompt_chars=10_000) as started, \
             served_app(started.app) as url, httpx.AsyncClient(base_url=url, timeout=120) as http:
         started.http = http
         yield started
@@ -45,6 +46,9 @@ async def test_bad_chat_values_get_a_400_naming_them_and_nothing_is_logged(stack
         "top_logprobs 25": (OK | {"logprobs": True, "top_logprobs": 25}, "top_logprobs", "25"),
         "a huge stop list": (OK | {"stop": [f"s{i}" for i in range(2_000)]}, "stop", "2000"),
         "a huge stop string": (OK | {"stop": ["x" * 20_000]}, "stop", "20000"),
+        "a prompt no tokenizer should read": (
+            OK | {"messages": [{"role": "user", "content": "word " * 4_000}]}, "messages",
+            "20000"),
     }
     for name, (body, param, shown) in cases.items():
         error = _error(await http.post("/v1/chat/completions", json=body), 400)
