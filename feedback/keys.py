@@ -32,9 +32,11 @@ class RedisKeys:
 
     #: Consumer group of the learner on the feedback and interaction streams.
     LEARNER_GROUP = "learner"
-    #: Rate-limit scopes of feedback (see :meth:`rate_limit`): per user, per tenant.
+    #: Rate-limit scopes of feedback (see :meth:`rate_limit`): per user, per tenant, per
+    #: client address (hashed: the key holds no address).
     USER_FEEDBACK = "feedback-user"
     TENANT_FEEDBACK = "feedback-tenant"
+    ADDRESS_FEEDBACK = "feedback-address"
 
     def __post_init__(self) -> None:
         if not _PREFIX.match(self.prefix):

@@ -57,11 +57,14 @@ FEEDBACK_EVENTS = Counter(
 )
 
 # KEYS: 1 interaction, 2 user rate counter, 3 tenant rate counter, 4 feedback stream,
-#       5 current-rating key, 6 idempotency key (unused when ARGV[9] is '').
+#       5 current-rating key, 6 idempotency key (unused when ARGV[9] is ''),
+#       7 client-address rate counter (unused when ARGV[11] is '').
 # ARGV: 1 user limit, 2 tenant limit, 3 ms to the end of the rate window, 4 feedback id,
 #       5 user, 6 interaction id, 7 event JSON, 8 current-rating TTL ms,
-#       9 request fingerprint ('' without an Idempotency-Key), 10 idempotency TTL ms.
-# Returns {'ok', stream id} | {'gone'} | {'user' | 'tenant', ms until the window ends}
+#       9 request fingerprint ('' without an Idempotency-Key), 10 idempotency TTL ms,
+#       11 address limit ('' when the caller's address is unknown).
+# Returns {'ok', stream id} | {'gone'} | {'user' | 'tenant' | 'address', ms until the
+#       window ends}
 #       | {'repeat', '<feedback id> <fingerprint>'} (the key was used before).
 RECORD_FEEDBACK_LUA = """
 if ARGV[9] ~= '' then
@@ -75,8 +78,16 @@ end
 if tonumber(redis.call('GET', KEYS[3]) or '0') >= tonumber(ARGV[2]) then
   return {'tenant', redis.call('PTTL', KEYS[3])}
 end
-for i = 2, 3 do
-  if redis.call('INCR', KEYS[i]) == 1 then redis.call('PEXPIRE', KEYS[i], ARGV[3]) end
+local last = 3
+if ARGV[11] ~= '' then
+  if tonumber(redis.call('GET', KEYS[7]) or '0') >= tonumber(ARGV[11]) then
+    return {'address', redis.call('PTTL', KEYS[7])}
+  end
+  last = 4
+end
+for i = 2, last do
+  local key = KEYS[i == 4 and 7 or i]
+  if redis.call('INCR', key) == 1 then redis.call('PEXPIRE', key, ARGV[3]) end
 end
 local id = redis.call('XADD', KEYS[4], '*', 'id', ARGV[4], 'user', ARGV[5],
                       'interaction_id', ARGV[6], 'event', ARGV[7])
@@ -101,6 +112,14 @@ class FeedbackConfig(BaseModel):
                             "window; more: RateLimited / 429.")
     tenant_limit: int = Field(6_000, ge=1, description="Feedback events all users of one "
                               "tenant may give per window.")
+    address_limit: int = Field(600, ge=1, description=(
+        "Feedback events one client address may give per window, whatever `user` names "
+        "it sends (with auth off, invented users share their address). Behind a proxy, "
+        "set client_address_header, or every client is the proxy's address."))
+    client_address_header: str | None = Field(None, description=(
+        "Header holding the client's address as the operator's own proxy saw it (e.g. "
+        "x-forwarded-for; its last entry is used), for address_limit. Set it only behind "
+        "a proxy that sets it: clients can send any header."))
     current_ttl_s: int = Field(30 * 24 * 3600, ge=1, description="Expiry of the 'current "
                                "rating' key of (interaction, user).")
     strict_durability: bool = Field(False, description="Return only once the event is on "
@@ -185,7 +204,8 @@ class FeedbackStore:
     # -- API --------------------------------------------------------------------------
     async def record(self, *, interaction_id: str, user: str | None, rating: object,
                      correction: str | None = None, comment: str | None = None,
-                     tenant: str | None = None, idempotency_key: str | None = None) -> str:
+                     tenant: str | None = None, idempotency_key: str | None = None,
+                     address: str | None = None) -> str:
         """Record ``user``'s rating of an interaction; returns the new feedback id.
 
         ``user`` is the caller's raw identity (hashed here with ``hash_user``, as
@@ -195,11 +215,13 @@ class FeedbackStore:
         stream). With an ``idempotency_key`` (the client's ``Idempotency-Key``), a
         repeat of the same request returns the first feedback id and writes
         nothing; the same key with a different request raises
-        ``IdempotencyKeyReused``. Raises the errors listed in the module docstring.
+        ``IdempotencyKeyReused``. ``address`` is the client's network address (the
+        route passes it): at most ``address_limit`` events per window come from one.
+        Raises the errors listed in the module docstring.
         """
         try:
             return await self._record(interaction_id, user, rating, correction, comment, tenant,
-                                      idempotency_key)
+                                      idempotency_key, address)
         except errors.FeedbackError as exc:
             FEEDBACK_EVENTS.labels(type(exc).__name__).inc()
             raise
@@ -238,7 +260,7 @@ class FeedbackStore:
     # -- internals --------------------------------------------------------------------
     async def _record(self, interaction_id: str, user: str | None, rating: object,
                       correction: str | None, comment: str | None, tenant: str | None,
-                      idempotency_key: str | None) -> str:
+                      idempotency_key: str | None, address: str | None) -> str:
         value = normalize_rating(rating)
         if idempotency_key is not None and not 0 < len(idempotency_key) <= 255:
             raise errors.InvalidFeedback(f"Idempotency-Key must be 1 to 255 characters, got "
@@ -279,10 +301,12 @@ class FeedbackStore:
         keys = [ikey, self.keys.rate_limit(RedisKeys.USER_FEEDBACK, user_hash, window),
                 self.keys.rate_limit(RedisKeys.TENANT_FEEDBACK, interaction.tenant, window),
                 self.keys.feedback_stream, self.keys.feedback_current(interaction_id, user_hash),
-                request_key]
+                request_key, self.keys.rate_limit(RedisKeys.ADDRESS_FEEDBACK,
+                                                  _digest(address or ""), window)]
         args = [cfg.user_limit, cfg.tenant_limit, (window + 1) * window_ms - now_ms,
                 feedback.id, user_hash, interaction_id, feedback.to_json(),
-                cfg.current_ttl_s * 1000, fingerprint, cfg.idempotency_ttl_s * 1000]
+                cfg.current_ttl_s * 1000, fingerprint, cfg.idempotency_ttl_s * 1000,
+                cfg.address_limit if address else ""]
         async with self._redis("record feedback"):
             if self._waitaof:
                 # WAITAOF covers the writes of *its* connection: send both on one pipeline.
@@ -312,7 +336,8 @@ class FeedbackStore:
             return feedback.id
         if status == "gone":  # expired between the GET and the script
             raise errors.InteractionNotFound(interaction_id)
-        limit = cfg.user_limit if status == "user" else cfg.tenant_limit
+        limit = {"user": cfg.user_limit, "tenant": cfg.tenant_limit}.get(status,
+                                                                        cfg.address_limit)
         retry_after = max(1, math.ceil(max(int(result[1]), 0) / 1000))
         raise errors.RateLimited(status, limit, cfg.rate_window_s, retry_after)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Literal
 
@@ -113,11 +114,18 @@ def fast_track(evidence: float, age_s: float, canary: Tally, live: Tally,
                   f"{canary.n} canary ratings do not contradict it")
 
 
-def tally_ratings(events, versions: set[str]) -> dict[str, Tally]:
-    """Thumbs per version from feedback events (latest rating per user and interaction)."""
+def tally_ratings(events, versions: set[str],
+                  exclude_users: Collection[str] = ()) -> dict[str, Tally]:
+    """Thumbs per version from feedback events (latest rating per user and interaction).
+
+    ``exclude_users`` (hashed users) are not counted: the users whose feedback the
+    canary was trained on. Otherwise the invented users that taught a version
+    something could also vote it live; only users who did not shape it judge it.
+    """
+    excluded = frozenset(exclude_users)
     latest: dict[tuple[str, str], tuple[str, int]] = {}
     for event in events:  # in stream order, so a later rating replaces an earlier one
-        if event.adapter_version in versions:
+        if event.adapter_version in versions and event.user not in excluded:
             latest[(event.user, event.interaction_id)] = (event.adapter_version, event.rating)
     counts = {v: [0, 0] for v in versions}
     for version, rating in latest.values():

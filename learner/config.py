@@ -41,6 +41,12 @@ class LearnerConfig(BaseModel):
     per_user_cap: int = Field(
         default=50, ge=1, description="Most examples one user may contribute to a round."
     )
+    max_user_share: float = Field(
+        default=0.5, gt=0, le=1, description="Largest share of a round's new feedback one "
+        "user may give (over it: the user's latest entries wait for a later round).")
+    min_round_users: int = Field(
+        default=2, ge=1, description="Distinct users a round's new feedback must come from; "
+        "fewer: the round waits for more.")
     holdout_fraction: float = Field(
         default=0.1, ge=0, le=0.9, description="Share of a round's new feedback kept out of "
         "training for the gate; the next round trains on it.",

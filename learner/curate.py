@@ -12,8 +12,9 @@ returns:
 2. **Redelivered duplicates.** The same stream id twice in a batch counts once.
 3. **Latest rating wins, per-user cap** — :func:`feedback.rounds.select_for_round`:
    the newest rating per (user, interaction); each user keeps at most
-   ``per_user_cap`` entries (their oldest). Superseded and over-cap entries are
-   dropped and consumed; the capped users are recorded.
+   ``per_user_cap`` entries (their oldest), and at most ``max_user_share`` of the
+   round. Superseded and over-cap entries are dropped and consumed; the capped
+   users are recorded. A round from fewer than ``min_users`` distinct users waits.
 4. **Labels.** Thumbs up: the answer is desirable. Thumbs down: undesirable. A
    correction (non-empty, different from the answer, whatever the thumb): the
    corrected answer is desirable *and* the original answer undesirable
@@ -70,6 +71,7 @@ class CuratedRound:
     capped_users: dict[str, int]  #: hashed user -> entries dropped by the per-user cap
     counts: dict[str, int] = field(default_factory=dict)  #: for the status report
     dropped: dict[str, str] = field(default_factory=dict)  #: stream id -> why it was dropped
+    waiting: str | None = None  #: why the round must wait for more feedback (too few users)
 
     @property
     def new_examples(self) -> int:
@@ -81,6 +83,8 @@ def curate(
     *,
     tenant: str,
     per_user_cap: int,
+    max_user_share: float = 1.0,
+    min_users: int = 1,
     holdout_fraction: float = 0.2,
     replay: Sequence[Example] = (),
     replay_fraction: float = 0.0,
@@ -89,9 +93,12 @@ def curate(
 ) -> CuratedRound:
     """Apply the module's rules to joined feedback of one tenant; see the module docstring.
 
-    ``per_user_cap`` is ``FeedbackConfig.max_examples_per_user_per_round``;
-    ``replay`` holds earlier accepted examples (the caller draws them from
-    earlier dataset snapshots). The result depends only on the inputs and ``seed``.
+    ``per_user_cap`` is ``LearnerConfig.per_user_cap``; ``max_user_share`` and
+    ``min_users`` are ``LearnerConfig.max_user_share`` and ``min_round_users``
+    (when fewer users gave feedback, :attr:`CuratedRound.waiting` says so and the
+    round trains on nothing and consumes nothing); ``replay`` holds earlier accepted
+    examples (the caller draws them from earlier dataset snapshots). The result
+    depends only on the inputs and ``seed``.
     """
     if per_user_cap < 1:
         raise ValueError(f"per_user_cap must be >= 1, got {per_user_cap}")
@@ -124,7 +131,12 @@ def curate(
         interactions[entry.stream_id] = interaction  # type: ignore[assignment]
         usable.append(entry)
 
-    selection = select_for_round(usable, per_user_cap)
+    selection = select_for_round(usable, min(per_user_cap, _share_cap(usable, max_user_share)))
+    users_in_round = {e.feedback.user for e in selection.kept}
+    if users_in_round and len(users_in_round) < min_users:
+        return CuratedRound(tenant, [], [], [], {}, {}, dict(counts), {}, waiting=(
+            f"{len(users_in_round)} distinct users gave this round's feedback; a round "
+            f"needs {min_users} (LearnerConfig.min_round_users)"))
     for entry in selection.superseded:
         dropped[entry.stream_id] = "superseded by a later rating of the same interaction"
     capped = Counter(e.feedback.user for e in selection.over_cap)
@@ -186,6 +198,20 @@ def curate(
                  per_user_cap, len(selection.over_cap), len(capped))
     return CuratedRound(tenant, train, holdout, consumed, members, dict(capped), dict(counts),
                         dropped)
+
+
+def _share_cap(entries: Sequence[FeedbackEntry], share: float) -> int:
+    """The largest per-user count ``c`` that keeps every user within ``share`` of the round.
+
+    A user keeping ``min(n_u, c)`` entries is then at most ``share`` of the
+    ``sum(min(n_v, c))`` kept (at least 1 each: a lone user is still a round's
+    whole, and ``min_users`` decides whether that may train).
+    """
+    per_user = Counter(e.feedback.user for e in entries)  # an upper bound of what is kept
+    cap = max(per_user.values(), default=1)
+    while cap > 1 and cap > share * sum(min(n, cap) for n in per_user.values()):
+        cap -= 1
+    return cap
 
 
 def _unusable(entry: FeedbackEntry, interaction: Interaction | None) -> str:

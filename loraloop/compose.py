@@ -53,22 +53,30 @@ def auto_promote_policy(settings: Settings) -> tuple[str, str]:
 
     Automatic promotion lets whoever sends feedback steer what goes live. That is
     safe when only this machine can reach the API, or when users need API keys; an
-    API open to other hosts without keys needs the operator's explicit trust.
+    API open to other hosts without keys needs the operator's explicit trust. An API
+    behind a proxy (``feedback_config.client_address_header`` set) is open to others
+    even on a loopback address.
     """
     requested = settings.learner_auto_promote
-    exposed = settings.reachable_from_other_hosts and not settings.api_keys
+    # A configured proxy header means clients arrive through a proxy: loopback or not,
+    # the API is then reachable from other hosts (docs/SECURITY.md, auto_promote).
+    proxied = settings.feedback_config.client_address_header is not None
+    exposed = (settings.reachable_from_other_hosts or proxied) and not settings.api_keys
     if requested == "auto":
         if exposed:
-            return "off", (f"the API listens on {settings.http_host} without API keys, so "
+            where = f"behind a proxy ({settings.feedback_config.client_address_header})" \
+                if proxied else f"on {settings.http_host}"
+            return "off", (f"the API listens {where} without API keys, so "
                            "gated versions wait for an operator (`loraloop adapters promote`); "
                            "set LORALOOP_API_KEYS, or LORALOOP_LEARNER_AUTO_PROMOTE=canary with "
                            "LORALOOP_LEARNER_TRUST_ANONYMOUS_FEEDBACK=true")
-        why = ("users need API keys" if settings.reachable_from_other_hosts
+        why = ("users need API keys" if settings.reachable_from_other_hosts or proxied
                else "only this machine can reach the API")
         return "canary", f"gated versions go to a canary automatically ({why})"
     if requested != "off" and exposed and not settings.learner_trust_anonymous_feedback:
         raise ValueError(
-            f"LORALOOP_LEARNER_AUTO_PROMOTE={requested} with the API on {settings.http_host} "
+            f"LORALOOP_LEARNER_AUTO_PROMOTE={requested} with the API on {settings.http_host}"
+            f"{' behind a proxy' if proxied else ''} "
             "and LORALOOP_API_KEYS empty would let anyone who reaches it decide what goes "
             "live; set LORALOOP_API_KEYS, or LORALOOP_LEARNER_TRUST_ANONYMOUS_FEEDBACK=true "
             "to accept that")

@@ -21,7 +21,7 @@ from feedback.events import Interaction, hash_user, new_interaction_id
 from feedback.redact import make_redactor, redact_interaction
 from feedback.store import FeedbackConfig
 from serving.auth import ApiKey, check_tenant, identify
-from serving.errors import ServingError
+from serving.errors import PromptTooLong, ServingError
 from serving.feedback_routes import register_feedback_routes
 from serving.http_errors import check_size, error_body_for, install_error_handlers, parse_body
 from serving.metrics import ServingMetrics
@@ -39,7 +39,12 @@ class IngressConfig(BaseModel):
         default_factory=dict, description="API key -> user (and tenant); empty: auth off."
     )
     feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
-    max_body_bytes: int = Field(default=1_000_000, ge=1024, description="Larger bodies get 413.")
+    max_body_bytes: int = Field(default=1_000_000, ge=1024, description="Larger bodies get 413 "
+                                "(every route; feedback's own limit is smaller).")
+    max_prompt_chars: int = Field(default=65_536, ge=1, description=(
+        "Longest prompt (all messages' characters) the ingress passes on; longer gets 400 "
+        "prompt_too_long before any tokenizer runs (tokenizing 900 kB takes a second). "
+        "Raise it for models whose context holds more (about 4 characters a token)."))
     default_max_tokens: int = Field(default=256, ge=1)
     retry_after_s: int = Field(default=1, ge=1, description="Retry-After on 429/503.")
 
@@ -75,6 +80,12 @@ class ChatService:
         started = time.perf_counter()
         check_size(len(raw), self.config.max_body_bytes)
         request = parse_body(raw, ChatCompletionRequest)
+        chars = sum(len(m.content) for m in request.messages)
+        if chars > self.config.max_prompt_chars:
+            raise PromptTooLong(
+                f"the prompt is {chars} characters; this API takes at most "
+                f"{self.config.max_prompt_chars} (IngressConfig.max_prompt_chars): shorten the "
+                "messages")
         route = self.router.resolve(request.model)
         caller = identify(self.config.api_keys, authorization, request.user)
         check_tenant(caller, route.tenant)
@@ -280,13 +291,12 @@ def build_api(service: ChatService) -> FastAPI:
         api,
         retry_after_s=service.config.retry_after_s,
         on_error=lambda status, type_: service.metrics.errors.labels(str(status), type_).inc(),
+        max_body_bytes=service.config.max_body_bytes,
     )
 
     @api.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit():
-            check_size(int(declared), service.config.max_body_bytes)
+        # The body is already bounded and read (http_errors.BodyLimit).
         return await service.chat(await request.body(), request.headers.get("authorization"))
 
     register_feedback_routes(api, service)

@@ -18,7 +18,11 @@ from pydantic import BaseModel, Field
 
 from feedback.errors import FeedbackNotFound, FeedbackUnavailable
 from serving.auth import identify
-from serving.http_errors import parse_body
+from serving.http_errors import limit_bodies, parse_body
+
+#: Bytes of JSON a character of a correction or comment can take at most (a non-BMP
+#: character escaped as a surrogate pair, ``\ud83d\ude00``), and room for the rest.
+_BYTES_PER_CHAR, _ENVELOPE_BYTES = 12, 4096
 
 
 class FeedbackRequest(BaseModel):
@@ -40,6 +44,10 @@ def register_feedback_routes(api: FastAPI, service) -> None:
     def caller(request: Request, user: str | None):
         return identify(service.config.api_keys, request.headers.get("authorization"), user)
 
+    limits = service.config.feedback
+    limit_bodies(api, "/v1/feedback", _ENVELOPE_BYTES + _BYTES_PER_CHAR * (
+        limits.max_correction_chars + limits.max_comment_chars))
+
     @api.post("/v1/feedback", status_code=202)
     async def post_feedback(request: Request) -> JSONResponse:
         body = parse_body(await request.body(), FeedbackRequest)
@@ -52,6 +60,7 @@ def register_feedback_routes(api: FastAPI, service) -> None:
             comment=body.comment,
             tenant=who.tenant,
             idempotency_key=request.headers.get("idempotency-key"),
+            address=client_address(request, limits.client_address_header),
         )
         return JSONResponse(
             {"id": feedback_id, "object": "feedback", "interaction_id": body.interaction_id},
@@ -78,3 +87,19 @@ def register_feedback_routes(api: FastAPI, service) -> None:
             }
         )
 
+
+
+def client_address(request: Request, trusted_header: str | None) -> str | None:
+    """The caller's network address, for per-address limits.
+
+    ``trusted_header`` (e.g. ``x-forwarded-for``) is read only when the operator
+    configured it, i.e. a proxy they run sets it: its last entry is the address
+    that proxy saw (entries before it are whatever the client sent). Without it,
+    the TCP peer's address.
+    """
+    if trusted_header:
+        forwarded = request.headers.get(trusted_header, "")
+        last = forwarded.rsplit(",", 1)[-1].strip()
+        if last:
+            return last
+    return request.client.host if request.client is not None else None

@@ -24,6 +24,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from feedback.errors import (
     FeedbackNotFound,
@@ -63,6 +64,9 @@ from storage.errors import (
 
 logger = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
+
+#: The body limit of an app that does not set one (the admin API's bodies are small).
+DEFAULT_MAX_BODY_BYTES = 1_000_000
 
 
 class RequestError(Exception):
@@ -174,12 +178,16 @@ def install_error_handlers(
     *,
     retry_after_s: float = 1,
     on_error: Callable[[int, str], Any] | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> None:
     """Answer every error raised by ``app``'s routes through :data:`RULES`.
 
     ``retry_after_s`` is the ``Retry-After`` of errors that do not say when to
     retry; ``on_error(status, type)`` is called for each error answered (metrics).
+    Every request body of ``app`` is bounded by ``max_body_bytes``
+    (:class:`BodyLimit`), whatever route or router reads it.
     """
+    app.add_middleware(BodyLimit, max_body_bytes=max_body_bytes, on_error=on_error)
 
     async def known(_: Request, exc: Exception) -> JSONResponse:
         if isinstance(exc, RequestValidationError):
@@ -226,8 +234,11 @@ def check_size(size: int, limit: int) -> None:
 def parse_body(raw: bytes, model: type[M]) -> M:
     """``raw`` as a JSON object validated by ``model``, or :class:`InvalidRequest`."""
     try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise InvalidRequest(f"the body is not valid UTF-8 (byte {raw[exc.start]:#04x} at "
+                             f"offset {exc.start}): send JSON encoded as UTF-8") from exc
+    except json.JSONDecodeError as exc:
         raise InvalidRequest(f"the body is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise InvalidRequest("the body must be a JSON object")
@@ -236,3 +247,101 @@ def parse_body(raw: bytes, model: type[M]) -> M:
     except ValidationError as exc:
         message, param = describe_validation(exc.errors())
         raise InvalidRequest(message, param=param) from exc
+
+
+#: A check of a request's headers that must pass before its body is read: it
+#: raises an error of :data:`RULES` (e.g. ``serving.auth.admin_check``'s check of
+#: the ``Authorization`` header).
+HeaderCheck = Callable[[str | None], None]
+
+
+def limit_bodies(app: FastAPI, prefix: str, max_bytes: int) -> None:
+    """Bound the bodies of requests under ``prefix`` by ``max_bytes`` (below the app's limit)."""
+    app.state.body_limits = [*getattr(app.state, "body_limits", ()), (prefix, max_bytes)]
+
+
+def guard_bodies(app: FastAPI, prefix: str, check: HeaderCheck) -> None:
+    """Run ``check(authorization)`` on every request under ``prefix`` before its body is read.
+
+    A caller without the right token then costs the server no body read at all.
+    ``app`` must have had :func:`install_error_handlers` called on it.
+    """
+    app.state.body_guards = [*getattr(app.state, "body_guards", ()), (prefix, check)]
+
+
+class BodyLimit:
+    """ASGI middleware: bound and pre-read every request body before any route parses it.
+
+    A ``Content-Length`` over ``max_body_bytes`` is refused with 413 before a byte
+    is read; a chunked body (no ``Content-Length``) is read until it passes the
+    limit, then refused with 413 without reading the rest. Checks registered
+    with :func:`guard_bodies` run on the headers first. The route then receives
+    the body already in memory, so no route can read an unbounded one.
+    """
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int,
+                 on_error: Callable[[int, str], Any] | None = None) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.on_error = on_error
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        path = scope["path"]
+        limit = min([self.max_body_bytes, *(n for p, n in _state(scope, "body_limits")
+                                            if path.startswith(p))])
+        try:
+            for prefix, check in _state(scope, "body_guards"):
+                if path.startswith(prefix):
+                    check(headers.get("authorization"))
+            declared = headers.get("content-length", "")
+            if declared.isdigit():
+                check_size(int(declared), limit)
+            body = await _read_bounded(receive, limit)
+        except tuple(RULES) as exc:
+            rule = rule_for(exc)
+            if self.on_error is not None and rule is not None:
+                self.on_error(rule.status, rule.type)
+            await error_response(exc)(scope, receive, send)
+            return
+        await self.app(scope, _replay(body, receive), send)
+
+
+def _state(scope: Scope, name: str) -> list[tuple[str, Any]]:
+    """What :func:`limit_bodies` or :func:`guard_bodies` registered on the app."""
+    return list(getattr(getattr(scope.get("app"), "state", None), name, ()))
+
+
+async def _read_bounded(receive: Receive, limit: int) -> bytes:
+    """The whole body, or :class:`BodyTooLarge` as soon as it passes ``limit`` bytes."""
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":  # the client went away
+            return b"".join(parts)
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(f"the request body is over {limit} bytes (read {size} so far); "
+                               f"the limit is {limit} bytes")
+        parts.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(parts)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that hands over ``body`` once, then waits on the real one (disconnects)."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay

@@ -15,7 +15,10 @@ from serving.engines.base import Chunk, SamplingParams, TokenLogprob
 
 ROLES = ("system", "user", "assistant", "developer", "tool")
 MAX_STOP_SEQUENCES = 4
+MAX_STOP_CHARS = 256
 MAX_N = 8
+#: No model this serves has a longer context; the replica also caps at what is left of it.
+MAX_TOKENS = 131_072
 
 
 class ChatMessage(BaseModel):
@@ -39,8 +42,8 @@ class ChatCompletionRequest(BaseModel):
     messages: list[ChatMessage] = Field(min_length=1)
     temperature: float = Field(default=1.0, ge=0.0, le=2.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
     stop: str | list[str] | None = None
     seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
     user: str | None = Field(default=None, max_length=256)
@@ -55,9 +58,14 @@ class ChatCompletionRequest(BaseModel):
     def _stop_sequences(cls, value):
         stops = [value] if isinstance(value, str) else list(value or [])
         if len(stops) > MAX_STOP_SEQUENCES:
-            raise ValueError(f"at most {MAX_STOP_SEQUENCES} stop sequences, got {len(stops)}")
+            raise ValueError(f"at most {MAX_STOP_SEQUENCES} stop sequences are allowed, "
+                             f"got {len(stops)}")
         if any(not s for s in stops):
             raise ValueError("stop sequences must be non-empty strings")
+        longest = max((len(s) for s in stops), default=0)
+        if longest > MAX_STOP_CHARS:
+            raise ValueError(f"a stop sequence is at most {MAX_STOP_CHARS} characters, "
+                             f"got one of {longest}")
         return stops
 
     def sampling(self, default_max_tokens: int) -> SamplingParams:

@@ -24,7 +24,8 @@ def ledger_url(serve_url, redis_server, tiny_model_dir):
 
     config = ServeConfig(
         engine_config=EngineConfig(model=str(tiny_model_dir), threads=1),
-        ingress=IngressConfig(feedback=FeedbackConfig(user_limit=10**6, tenant_limit=10**7)),
+        ingress=IngressConfig(feedback=FeedbackConfig(user_limit=10**6, tenant_limit=10**7,
+                                                     address_limit=10**7)),
         redis_url=redis_server.url,
         redis_prefix="ledger",
     )

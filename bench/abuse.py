@@ -1,0 +1,277 @@
+"""Abuse: does chat keep answering under a flood of hostile bodies, and how much of a round
+can one attacker with invented users own?
+
+Each section is one entry of ``SECTIONS`` (a name and a function of the parsed
+arguments that returns its figures); add a section by adding an entry.
+
+- ``flood``: the ingress app (``serving.api.build_api``) on a real engine (builtin:tiny)
+  and the real feedback store and sink on an embedded Redis, served by uvicorn in a
+  child process (no Ray: the flood hits the app itself, not a proxy in front of it).
+  Chat p99 at concurrency 1 while idle, then while ``--flood-workers`` clients send
+  huge bodies (with and without Content-Length), 900 kB prompts, corrections built to
+  be slow to redact, invalid UTF-8 and 2,000-entry stop lists. Reported: flood p99 ÷
+  idle p99 (target <= 1.5), and what the flood got back.
+- ``sybil``: 200 invented users (auth off, one client address) rate answers through
+  the real feedback store under the default limits; the learner's real read
+  (``FeedbackSource``), join and ``curate`` with ``LearnerConfig``'s defaults make
+  one round of the backlog. Reported: the attacker's share of the round alone, next
+  to honest users, and as one identity (what auth reduces it to).
+
+    python bench/abuse.py [--sections flood,sybil] [--requests 60] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from report import emit
+
+PROMPT = [{"role": "user", "content": "What is the capital of France?"}]
+CHAT = {"model": "default", "messages": PROMPT, "max_tokens": 8, "user": "alice"}
+
+
+def _p99(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+
+
+# -- the server (child process) -------------------------------------------------------------
+async def _serve(model: str, redis_url: str, port: int) -> None:
+    from feedback.keys import RedisKeys
+    from tests.support.served import chat_stack, served_app
+
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    keys = RedisKeys("abuse")
+    async with chat_stack(model, redis_url, keys, tenants=("default",)) as stack, \
+            served_app(stack.app, port=port):
+        await stop.wait()
+
+
+# -- flood ----------------------------------------------------------------------------------
+async def _chat_latencies(http, url: str, n: int) -> list[float]:
+    latencies = []
+    for _ in range(n):
+        start = time.perf_counter()
+        response = await http.post(f"{url}/v1/chat/completions", json=CHAT)
+        assert response.status_code == 200, response.text
+        latencies.append(time.perf_counter() - start)
+    return latencies
+
+
+def _hostile_requests(interaction_ids: list[str]) -> list[tuple[str, str, dict]]:
+    """(name, path, httpx request arguments) of each kind of hostile request."""
+    slow_text = "%" * 7_900 + " a@b.co"  # the old e-mail pattern's worst case
+
+    async def chunks():
+        for _ in range(320):  # 5 MB without Content-Length
+            yield b"x" * 16_384
+
+    return [
+        ("huge_feedback_chunked", "/v1/feedback", {"content": chunks}),
+        ("huge_chat", "/v1/chat/completions", {"content": b"{" + b" " * 5_000_000}),
+        ("long_prompt", "/v1/chat/completions",
+         {"json": CHAT | {"messages": [{"role": "user", "content": "word " * 180_000}]}}),
+        ("slow_redaction", "/v1/feedback",
+         {"json": {"interaction_id": interaction_ids[0], "rating": "down", "user": "mallory",
+                   "correction": slow_text, "comment": "%" * 1_990}}),
+        ("invalid_utf8", "/v1/chat/completions",
+         {"content": b'{"model": "default", "messages": [{"role": "user", "content": "\xff"}]}'}),
+        ("huge_stop_list", "/v1/chat/completions",
+         {"json": CHAT | {"stop": [f"s{i}" for i in range(2_000)]}}),
+        ("max_tokens_1e9", "/v1/chat/completions", {"json": CHAT | {"max_tokens": 10**9}}),
+    ]
+
+
+async def _flood(http, url: str, kinds, stop: asyncio.Event, statuses: Counter) -> None:
+    i = 0
+    while not stop.is_set():
+        name, path, kwargs = kinds[i % len(kinds)]
+        i += 1
+        kwargs = {k: (v() if callable(v) else v) for k, v in kwargs.items()}
+        try:
+            response = await http.post(f"{url}{path}", **kwargs)
+            statuses[f"{name}:{response.status_code}"] += 1
+        except Exception as exc:
+            statuses[f"{name}:{type(exc).__name__}"] += 1
+
+
+async def _measure_flood(url: str, requests: int, workers: int, only: set[str]) -> dict:
+    import httpx
+
+    async with httpx.AsyncClient(timeout=120) as http:
+        await _chat_latencies(http, url, 5)  # warm up
+        idle = await _chat_latencies(http, url, requests)
+        answer = await http.post(f"{url}/v1/chat/completions", json=CHAT | {"user": "mallory"})
+        kinds = [k for k in _hostile_requests([answer.json()["id"]])
+                 if not only or k[0] in only]
+        stop, statuses = asyncio.Event(), Counter()
+        flooders = [asyncio.create_task(_flood(http, url, kinds, stop, statuses))
+                    for _ in range(workers)]
+        await asyncio.sleep(2)  # the flood is under way
+        flooded = await _chat_latencies(http, url, requests)
+        stop.set()
+        await asyncio.gather(*flooders)
+    idle_p99, flood_p99 = _p99(idle), _p99(flooded)
+    return {
+        "chat_requests": requests,
+        "flood_workers": workers,
+        "idle_p99_ms": round(1000 * idle_p99, 2),
+        "flood_p99_ms": round(1000 * flood_p99, 2),
+        "flood_over_idle_p99": round(flood_p99 / idle_p99, 3),
+        "target": "<= 1.5",
+        "flood_answers": dict(sorted(statuses.items())),
+    }
+
+
+def flood(args) -> dict:
+    import httpx
+
+    from feedback.redis_server import EmbeddedRedis
+    from loraloop.tiny_model import ensure_tiny_model
+    from tests.support.served import free_port
+
+    work = Path(tempfile.mkdtemp(prefix="loraloop-abuse-"))
+    model = str(ensure_tiny_model(work))
+    port = free_port()
+    redis = EmbeddedRedis(work / "redis").start()
+    try:
+        child = subprocess.Popen(
+            [sys.executable, __file__, "--serve", str(port), "--model", model,
+             "--redis-url", redis.url],
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+        try:
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 300
+            while True:
+                try:
+                    if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if child.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the server did not start")
+                time.sleep(0.2)
+            return asyncio.run(_measure_flood(url, args.requests, args.flood_workers,
+                                              set(filter(None, args.flood_kinds.split(",")))))
+        finally:
+            child.send_signal(signal.SIGTERM)
+            child.wait(60)
+    finally:
+        redis.stop()
+
+
+# -- sybil ----------------------------------------------------------------------------------
+async def _round_share(redis_url: str, prefix: str, *, attackers: int, per_attacker: int,
+                       honest: int) -> dict:
+    from feedback.connections import async_client
+    from feedback.errors import RateLimited
+    from feedback.events import Interaction, hash_user
+    from feedback.interactions import join_interactions
+    from feedback.keys import RedisKeys
+    from feedback.source import FeedbackSource
+    from feedback.store import FeedbackConfig, FeedbackStore
+    from learner.config import LearnerConfig
+    from learner.curate import curate
+
+    keys, client = RedisKeys(prefix), async_client(redis_url)
+    store = FeedbackStore(client, keys, FeedbackConfig())  # the defaults
+    await store.start()
+    refused = 0
+
+    async def give(user: str, n: int, address: str) -> None:
+        nonlocal refused
+        for i in range(n):
+            question = [{"role": "user", "content": f"Question {i} from {user}?"}]
+            interaction = Interaction(tenant="default", user=hash_user(user), model="default",
+                                      messages=question, completion="Poisoned answer.")
+            await client.set(keys.interaction(interaction.id), interaction.to_json(), ex=600)
+            try:
+                await store.record(interaction_id=interaction.id, user=user, rating="up",
+                                   address=address)
+            except RateLimited:
+                refused += 1
+
+    attacker_users = [f"sybil-{i}" for i in range(attackers)]
+    for user in attacker_users:
+        await give(user, per_attacker, "203.0.113.7")
+    for i in range(honest):
+        await give(f"honest-{i}", 2, f"198.51.100.{i + 1}")
+    source = FeedbackSource(client, keys, "bench")
+    await source.ensure_group()
+    entries = await source.read()  # one learner read: what one round sees
+    joined = await join_interactions(client, keys, entries)
+    config = LearnerConfig()
+    curated = curate(joined, tenant="default", per_user_cap=config.per_user_cap,
+                     max_user_share=config.max_user_share, min_users=config.min_round_users,
+                     holdout_fraction=config.holdout_fraction)
+    attacker_hashes = {hash_user(u) for u in attacker_users}
+    new = [e for e in curated.train + curated.holdout if e.source != "replay"]
+    mine = sum(e.user in attacker_hashes for e in new)
+    await client.delete(*[k async for k in client.scan_iter(f"{prefix}:*")])
+    await client.aclose()
+    return {"attackers": attackers, "events_each": per_attacker, "honest_users": honest,
+            "refused_by_limits": refused, "round_examples": len(new),
+            "attacker_share": round(mine / len(new), 3) if new else 0.0,
+            "waiting": curated.waiting}
+
+
+def sybil(args) -> dict:
+    from feedback.redis_server import EmbeddedRedis
+
+    work = Path(tempfile.mkdtemp(prefix="loraloop-sybil-"))
+    redis = EmbeddedRedis(work / "redis").start()
+    try:
+        runs = {
+            "invented_users_alone": dict(attackers=200, per_attacker=3, honest=0),
+            "invented_users_with_honest": dict(attackers=200, per_attacker=1, honest=20),
+            "one_identity_with_honest": dict(attackers=1, per_attacker=60, honest=20),
+        }
+        result = {name: asyncio.run(_round_share(redis.url, f"sybil{i}", **run))
+                  for i, (name, run) in enumerate(runs.items())}
+    finally:
+        redis.stop()
+    result["largest_share_invented_users"] = max(
+        result[n]["attacker_share"] for n in ("invented_users_alone",
+                                              "invented_users_with_honest"))
+    return result
+
+
+SECTIONS = {"flood": flood, "sybil": sybil}
+
+
+def main(args) -> dict:
+    return {name: SECTIONS[name](args) for name in args.sections.split(",")}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sections", default=",".join(SECTIONS))
+    parser.add_argument("--requests", type=int, default=60)
+    parser.add_argument("--flood-workers", type=int, default=8)
+    parser.add_argument("--flood-kinds", default="", help="Only these hostile requests "
+                        "(names as in the report; default: all).")
+    parser.add_argument("--json", default=None)
+    parser.add_argument("--serve", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--model", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--redis-url", default=None, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    arguments = parse_args()
+    if arguments.serve is not None:
+        asyncio.run(_serve(arguments.model, arguments.redis_url, arguments.serve))
+    else:
+        emit(main(arguments), arguments.json)
