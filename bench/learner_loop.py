@@ -115,6 +115,8 @@ async def run(args) -> dict:
         base_model_name="builtin:tiny",
         data_dir=str(work),
         config=LearnerConfig(
+            max_user_share=1.0,  # one simulated user teaches (as on a loopback `up`)
+            min_round_users=1,
             min_new_examples=len(LESSON),
             train=train,
             gate=GateConfig(auto_promote="live", threads=1),

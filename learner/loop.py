@@ -190,6 +190,8 @@ class Learner:
             joined,
             tenant=tenant,
             per_user_cap=self.config.per_user_cap,
+            max_user_share=self.config.max_user_share,
+            min_users=self.config.min_round_users,
             holdout_fraction=self.config.holdout_fraction,
             replay=without_forgotten(self._replay(parent_dir), forgotten),
             replay_fraction=self.config.replay_fraction,
@@ -206,6 +208,10 @@ class Learner:
         if carried_from:
             report["carried_from"] = carried_from
         consumed = set(curated.consumed_stream_ids)
+        if curated.waiting:  # too few users so far: keep every entry for a later round
+            report["outcome"] = f"waiting for more feedback: {curated.waiting}"
+            self._deferred += len(entries)
+            return self._finish(report)
         if not curated.train:
             report["outcome"] = "nothing to train"
             await self._ack(consumed | {e.stream_id for e in entries})

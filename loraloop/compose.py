@@ -58,10 +58,8 @@ def auto_promote_policy(settings: Settings) -> tuple[str, str]:
     even on a loopback address.
     """
     requested = settings.learner_auto_promote
-    # A configured proxy header means clients arrive through a proxy: loopback or not,
-    # the API is then reachable from other hosts (docs/SECURITY.md, auto_promote).
     proxied = settings.feedback_config.client_address_header is not None
-    exposed = (settings.reachable_from_other_hosts or proxied) and not settings.api_keys
+    exposed = _reachable_by_others(settings) and not settings.api_keys
     if requested == "auto":
         if exposed:
             where = f"behind a proxy ({settings.feedback_config.client_address_header})" \
@@ -111,6 +109,12 @@ def learner_spec(settings: Settings, *, redis_url: str | None = None):
         raise ValueError("the learner needs Redis: set LORALOOP_REDIS_URL or run `loraloop up`")
     policy, _ = auto_promote_policy(settings)
     config = settings.learner_config
+    if not _reachable_by_others(settings):
+        # Only this machine reaches the API: the person at it may teach alone (a share of
+        # the round and a minimum of users guard an API that strangers reach; SECURITY.md).
+        solo = {"max_user_share": 1.0, "min_round_users": 1}
+        config = config.model_copy(
+            update={k: v for k, v in solo.items() if k not in config.model_fields_set})
     return LearnerSpec(
         redis_url=redis_url,
         redis_prefix=settings.redis_prefix,
@@ -124,3 +128,10 @@ def learner_spec(settings: Settings, *, redis_url: str | None = None):
             "regression_set": regression_set_path(settings),
         }),
     )
+
+
+def _reachable_by_others(settings: Settings) -> bool:
+    """Whether hosts other than this one reach the API: it binds beyond loopback, or a
+    proxy header is configured (clients then arrive through a proxy, loopback or not)."""
+    proxied = settings.feedback_config.client_address_header is not None
+    return settings.reachable_from_other_hosts or proxied

@@ -36,3 +36,25 @@ def test_explicit_promotion_behind_a_proxy_needs_keys_or_the_operators_word(monk
     assert auto_promote_policy(keyed) == ("canary",
                                           "gated versions go to a canary automatically "
                                           "(users need API keys)")
+
+
+def _round_users(settings):
+    from loraloop.compose import learner_spec
+
+    config = learner_spec(settings, redis_url="redis://127.0.0.1:6379/0").config
+    return config.max_user_share, config.min_round_users
+
+
+def test_on_loopback_one_person_may_teach_alone_but_an_exposed_api_needs_several(
+        monkeypatch, tmp_path, tiny_model_dir):
+    base = {"data_dir": tmp_path, "model": str(tiny_model_dir)}
+    assert _round_users(Settings(**base)) == (1.0, 1)
+    exposed = Settings(**base, http_host="0.0.0.0", api_keys={"k": {"user": "u",
+                                                                   "tenant": "default"}})
+    assert _round_users(exposed) == (0.5, 2)
+    monkeypatch.setenv(PROXY, "x-forwarded-for")
+    assert _round_users(Settings(**base, api_keys=exposed.api_keys)) == (0.5, 2)
+    monkeypatch.delenv(PROXY)
+    # What the operator sets is kept, on loopback too.
+    monkeypatch.setenv("LORALOOP_LEARNER_CONFIG__MIN_ROUND_USERS", "3")
+    assert _round_users(Settings(**base)) == (1.0, 3)

@@ -38,6 +38,7 @@ def new_learner(redis_url, keys, registry, tmp_path, tiny_model_dir):
 
     def make(**config) -> Learner:
         config.setdefault("gate", GateConfig(auto_promote="live", threads=1))
+        _one_teacher_may_train(config)
         return Learner(redis_url=redis_url, keys=keys, sessions=registry,
                        artifacts=ArtifactStore(tmp_path / "artifacts"),
                        base_model=str(tiny_model_dir), base_model_name="builtin:tiny",
@@ -52,6 +53,7 @@ def learner_spec(redis_url, keys, tmp_path, tiny_model_dir):
     loop (``run_forever``) or ``learner_process``."""
 
     def make(**config) -> LearnerSpec:
+        _one_teacher_may_train(config)
         return LearnerSpec(redis_url=redis_url, redis_prefix=keys.prefix,
                            database_url=f"sqlite:///{tmp_path / 'registry.db'}",
                            artifacts_location=str(tmp_path / "artifacts"),
@@ -71,3 +73,10 @@ def learner_process():
                               capture_output=True, text=True, timeout=600, cwd=ROOT)
 
     return run
+
+
+def _one_teacher_may_train(config: dict) -> None:
+    """These tests teach as one user (as `loraloop up` on loopback lets one do); the share
+    cap and minimum of users that guard an exposed API have tests of their own."""
+    config.setdefault("max_user_share", 1.0)
+    config.setdefault("min_round_users", 1)
