@@ -79,7 +79,8 @@ def main(args) -> dict:
             redis = EmbeddedRedis(work / name, appendfsync=fsync).start()
             try:
                 feedback = FeedbackConfig(
-                    strict_durability=strict, user_limit=10**6, tenant_limit=10**7
+                    strict_durability=strict, user_limit=10**6, tenant_limit=10**7,
+                    address_limit=10**7,  # every post comes from this one address
                 )
                 config = ServeConfig(
                     engine_config=EngineConfig(model=model, threads=1),
