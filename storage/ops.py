@@ -34,6 +34,8 @@ from storage.errors import InvalidArgument
 from storage.views import AliasChange, AliasInfo, AuditEntry, VersionDiff, VersionInfo
 
 DEFAULT_LIMIT = 100
+#: The audit ``detail`` of a gate an operator passed by hand (the learner's gate did not).
+GATE_OVERRIDE = "manual gate override"
 T = TypeVar("T")
 Expected = str | _Unchecked | None
 
@@ -172,14 +174,26 @@ class RegistryOps:
         passed: bool,
         metrics: Mapping[str, Any] | None = None,
         reason: str = "",
+        approved_by: str | None = None,
     ) -> VersionInfo:
-        """Record an evaluation gate verdict: candidate -> gated (or rejected)."""
+        """Record an operator's gate verdict: candidate -> gated (or rejected).
+
+        A pass is an override of the evaluation gate: its audit row's ``detail``
+        starts with :data:`GATE_OVERRIDE` and names the actor and, when a second
+        admin approved it, ``approved_by``; the version's metrics keep the same
+        record under ``gate_override``."""
+        detail, values = "", dict(metrics or {})
+        if passed:
+            approval = f", approved by {approved_by}" if approved_by else ""
+            detail = f"{GATE_OVERRIDE} by {self.actor}{approval}"
+            values["gate_override"] = {"actor": self.actor, "approved_by": approved_by}
         return self._write(
             registry.record_gate,
             version_id=version_id,
             passed=passed,
-            metrics=dict(metrics or {}),
+            metrics=values,
             reason=reason,
+            detail=detail,
         )
 
     def promote(
