@@ -56,9 +56,11 @@ def promote(
 ) -> AliasInfo:
     """Point the tenant's ``live`` alias at ``version_id``; the old live version retires.
 
-    Refused with :class:`Conflict` when a precondition fails or the live alias
-    is pinned (unless ``force``), with ``IllegalTransition`` when the version
-    may not go live from its status.
+    Refused with :class:`Conflict` when a precondition fails, the live alias
+    is pinned or the version was rolled back (both unless ``force``: a rollback
+    is a verdict, so undoing it must be deliberate, and an operator promoting a
+    canary loses cleanly to the canary controller's rollback of it), with
+    ``IllegalTransition`` when the version may not go live from its status.
     """
     attempt = Attempt(
         "promote", actor, reason, version_id=version_id, alias=LIVE, to_status=Status.LIVE
@@ -72,6 +74,12 @@ def promote(
                 f"the live alias of tenant {at.tenant!r} is pinned to "
                 f"{live.version_id} by {live.updated_by}; release the pin "
                 "(`loraloop adapters pin --release`) or promote with force"
+            )
+        if version.status == Status.ROLLED_BACK.value and not force:
+            raise Conflict(
+                f"version {version.id} of tenant {at.tenant!r} was rolled back (by "
+                f"{_last_actor(session, version.id)}); promote it with force to put it "
+                "live anyway"
             )
         return _make_live(session, at, version, live, pinned=False)
 
@@ -141,14 +149,33 @@ def stop_canary(
     actor: str,
     reason: str = "",
     rollback: bool = False,
+    expected_version: str | None = None,
     on_alias_change: Notifier | None = None,
 ) -> VersionInfo:
-    """Remove the tenant's canary; its version goes back to ``gated`` (or ``rolled_back``)."""
+    """Remove the tenant's canary; its version goes back to ``gated`` (or ``rolled_back``).
+
+    With ``expected_version`` (the canary the caller decided on) a canary that
+    is gone or is another version is a :class:`Conflict`: another change won.
+    """
     to = Status.ROLLED_BACK if rollback else Status.GATED
-    attempt = Attempt("canary_stop", actor, reason, tenant=tenant, alias=CANARY, to_status=to)
+    attempt = Attempt("canary_stop", actor, reason, tenant=tenant, alias=CANARY, to_status=to,
+                      version_id=expected_version)
 
     def body(at: Attempt) -> VersionInfo:
-        canary = _locked_alias(session, tenant, CANARY, "canary to stop")
+        try:
+            canary: Alias | None = _locked_alias(session, tenant, CANARY, "canary to stop")
+        except AliasNotFound:
+            if expected_version is None:
+                raise
+            canary = None
+        if expected_version is not None and (canary is None
+                                             or canary.version_id != expected_version):
+            now = canary.version_id if canary is not None else "none"
+            raise Conflict(
+                f"the canary of tenant {tenant!r} is {now}, not the expected "
+                f"{expected_version}: another change won; re-read and retry"
+            )
+        assert canary is not None
         version = find_version(session, canary.version_id, lock=True)
         _move(at, version, to)
         _drop_alias(session, at, canary)
@@ -331,6 +358,17 @@ def _drop_alias(session: Session, at: Attempt, row: Alias) -> None:
     at.alias_changed(alias=row.name, version_id=None, previous=row.version_id)
     session.delete(row)
     session.flush()
+
+
+def _last_actor(session: Session, version_id: str) -> str:
+    """Who last changed ``version_id`` successfully (for messages)."""
+    stmt = (
+        select(AuditEvent.actor)
+        .where(AuditEvent.version_id == version_id, AuditEvent.outcome == "ok")
+        .order_by(AuditEvent.id.desc())
+        .limit(1)
+    )
+    return session.scalar(stmt) or "unknown"
 
 
 def _previous_live(session: Session, tenant: str, current: str) -> str | None:
