@@ -99,50 +99,44 @@ async def test_the_reconciler_retries_by_itself_after_the_backoff(
         shutil.rmtree(away, ignore_errors=True)
 
 
+@pytest.fixture
+async def one_slot_held(registry, tiny_model_dir, make_adapter):
+    """An engine with one adapter slot, held by a stream (a lease) on the live version."""
+    engine = await _engine(tiny_model_dir, max_loras=1)
+    manager = AdapterManager(engine, registry.view)
+    held = registry.register(make_adapter("slot-held", seed=64))
+    registry.promote(held)
+    await manager.reconcile()
+    assert await manager.acquire("acme", "live", "u", None) == held
+    yield manager, held
+    await engine.shutdown()
+
+
 async def test_every_slot_leased_by_a_stream_waits_instead_of_failing(
-        registry, tiny_model_dir, make_adapter):
-    engine = await _engine(tiny_model_dir, max_loras=1)
-    try:
-        manager = AdapterManager(engine, registry.view)
-        old = registry.register(make_adapter("slots-old", seed=64))
-        registry.promote(old)
-        await manager.reconcile()
-        # A long stream holds the only adapter slot.
-        assert await manager.acquire("acme", "live", "u", None) == old
+        registry, make_adapter, one_slot_held):
+    manager, old = one_slot_held
+    new = registry.register(make_adapter("slots-new", seed=65))
+    registry.promote(new)
+    await manager.reconcile()
+    assert manager.routes["acme"].live == old  # the stream's version keeps serving
+    assert _status(registry, new) == "live" and new not in manager.failed
+    assert manager.status()["retrying"][new]["kind"] == "slots"
 
-        new = registry.register(make_adapter("slots-new", seed=65))
-        registry.promote(new)
-        await manager.reconcile()
-        assert manager.routes["acme"].live == old  # the stream's version keeps serving
-        assert _status(registry, new) == "live" and new not in manager.failed
-        assert manager.status()["retrying"][new]["kind"] == "slots"
-
-        manager.release(old)  # the stream ends: its slot frees and a reconcile is asked for
-        assert manager.kick.is_set()
-        await manager.reconcile()
-        assert manager.routes["acme"].live == new
-        assert engine.loaded_adapters() == [new]
-    finally:
-        await engine.shutdown()
+    manager.release(old)  # the stream ends: its slot frees and a reconcile is asked for
+    assert manager.kick.is_set()
+    await manager.reconcile()
+    assert manager.routes["acme"].live == new
+    assert manager.engine.loaded_adapters() == [new]
 
 
-async def test_a_pinned_request_waits_for_a_slot(registry, tiny_model_dir, make_adapter):
-    engine = await _engine(tiny_model_dir, max_loras=1)
-    try:
-        manager = AdapterManager(engine, registry.view)
-        live = registry.register(make_adapter("pin-live", seed=66))
-        registry.promote(live)
-        await manager.reconcile()
-        assert await manager.acquire("acme", "live", "u", None) == live
-        pinned = registry.register(make_adapter("pin-other", seed=67))
-
-        waiter = asyncio.create_task(manager.acquire("acme", "live", "u", pinned))
-        await until(lambda: manager.retries.counts["slots"] >= 1,
-                    what="the pinned load finds every slot leased")
-        assert not waiter.done()
-        manager.release(live)
-        assert await waiter == pinned
-        manager.release(pinned)
-        assert _status(registry, pinned) == "gated" and pinned not in manager.failed
-    finally:
-        await engine.shutdown()
+async def test_a_pinned_request_waits_for_a_slot(registry, make_adapter, one_slot_held):
+    manager, live = one_slot_held
+    pinned = registry.register(make_adapter("pin-other", seed=67))
+    waiter = asyncio.create_task(manager.acquire("acme", "live", "u", pinned))
+    await until(lambda: manager.retries.counts["slots"] >= 1,
+                what="the pinned load finds every slot leased")
+    assert not waiter.done()
+    manager.release(live)
+    assert await waiter == pinned
+    manager.release(pinned)
+    assert _status(registry, pinned) == "gated" and pinned not in manager.failed
