@@ -17,7 +17,7 @@ from serving.engines import EngineConfig
 from serving.engines.hf import HFEngine
 from serving.load_retries import LoadRetries
 from storage import get_version
-from tests.integration.registry_support import LocalRegistry
+from tests.support.registry import LocalRegistry
 from tests.support.waiting import until
 
 pytestmark = pytest.mark.asyncio(loop_scope="function")

@@ -20,7 +20,7 @@ from serving.adapters import AdapterManager
 from serving.api import ChatService, IngressConfig, build_api
 from serving.engines import EngineConfig, engine_class
 from serving.replica import LLMReplica
-from tests.integration.registry_support import LocalRegistry
+from tests.support.registry import LocalRegistry
 from tests.support.waiting import until
 
 pytestmark = pytest.mark.asyncio(loop_scope="function")
