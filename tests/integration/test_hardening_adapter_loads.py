@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import socket
+import uuid
 
 import pytest
 
@@ -140,3 +142,77 @@ async def test_a_pinned_request_waits_for_a_slot(registry, make_adapter, one_slo
     assert await waiter == pinned
     manager.release(pinned)
     assert _status(registry, pinned) == "gated" and pinned not in manager.failed
+
+
+class _S3:
+    """moto's S3 server on a fixed loopback port, to stop and start again (its buckets
+    live in the process, so they are still there after a restart)."""
+
+    def __init__(self) -> None:
+        self.server_mod = pytest.importorskip("moto.server", reason="moto[server] (dev extra)")
+        pytest.importorskip("s3fs", reason="s3fs (s3/dev extra) is not installed")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = None
+
+    def start(self) -> None:
+        self.server = self.server_mod.ThreadedMotoServer(ip_address="127.0.0.1",
+                                                         port=self.port, verbose=False)
+        self.server.start()
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+
+@pytest.fixture
+def s3(monkeypatch):
+    server = _S3()
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(var, "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", server.url)  # botocore reads it; no options needed
+    server.start()
+    yield server
+    server.stop()
+
+
+async def test_an_object_store_outage_is_retried_and_never_fails_the_version(
+        s3, tiny_model_dir, make_adapter, tmp_path):
+    import s3fs
+
+    from serving.registry_view import RegistryView
+    from storage import RegistryOps
+    from storage.db import open_registry
+
+    bucket = f"adapters-{uuid.uuid4().hex[:8]}"
+    s3fs.S3FileSystem(skip_instance_cache=True).mkdir(bucket)
+    location, database = f"s3://{bucket}/prod", f"sqlite:///{tmp_path / 'registry.db'}"
+    sessions = open_registry(database)
+    ops = RegistryOps(sessions, actor="test", artifacts=location)
+    version = ops.register(make_adapter("s3-outage", seed=68), tenant="acme",
+                           base_model="builtin:tiny")
+    ops.gate(version.id, passed=True)
+    ops.promote(version.id)
+    view = RegistryView(database_url=database, artifacts_location=location,
+                        cache_dir=tmp_path / "cache")
+    engine = await _engine(tiny_model_dir, max_loras=4)
+    try:
+        manager = AdapterManager(engine, view, retries=LoadRetries(base_s=0.05, max_s=0.2))
+        s3.stop()  # the object store is down
+        await manager.reconcile()
+        assert "acme" not in manager.routes  # base answers meanwhile
+        with sessions() as session:
+            assert get_version(session, version_id=version.id).status == "live"
+        retrying = manager.status()["retrying"][version.id]
+        assert retrying["kind"] == "transient" and "connect" in retrying["error"].lower()
+
+        s3.start()  # back: the next due retry loads the version
+        await until(lambda: manager.retries.due(version.id), what="the backoff ends")
+        await manager.reconcile()
+        assert manager.routes["acme"].live == version.id
+    finally:
+        await engine.shutdown()
