@@ -57,10 +57,12 @@ def promote(
     """Point the tenant's ``live`` alias at ``version_id``; the old live version retires.
 
     Refused with :class:`Conflict` when a precondition fails, the live alias
-    is pinned or the version was rolled back (both unless ``force``: a rollback
-    is a verdict, so undoing it must be deliberate, and an operator promoting a
-    canary loses cleanly to the canary controller's rollback of it), with
-    ``IllegalTransition`` when the version may not go live from its status.
+    is pinned, or the version is a canary that was rolled back (both unless
+    ``force``: a canary's rollback is a verdict on it, so undoing it must be
+    deliberate, and an operator promoting a canary loses cleanly to the canary
+    controller's rollback of it), with ``IllegalTransition`` when the version
+    may not go live from its status. A version rolled back from ``live`` may be
+    promoted again without ``force`` (a routing flip, not a verdict).
     """
     attempt = Attempt(
         "promote", actor, reason, version_id=version_id, alias=LIVE, to_status=Status.LIVE
@@ -75,11 +77,12 @@ def promote(
                 f"{live.version_id} by {live.updated_by}; release the pin "
                 "(`loraloop adapters pin --release`) or promote with force"
             )
-        if version.status == Status.ROLLED_BACK.value and not force:
+        verdict = _canary_rollback(session, version) if not force else None
+        if verdict is not None:
             raise Conflict(
-                f"version {version.id} of tenant {at.tenant!r} was rolled back (by "
-                f"{_last_actor(session, version.id)}); promote it with force to put it "
-                "live anyway"
+                f"version {version.id} of tenant {at.tenant!r} was rolled back as a canary "
+                f"(by {verdict.actor}: {verdict.reason or 'no reason given'}); promote it "
+                "with force to put it live anyway"
             )
         return _make_live(session, at, version, live, pinned=False)
 
@@ -162,20 +165,15 @@ def stop_canary(
                       version_id=expected_version)
 
     def body(at: Attempt) -> VersionInfo:
-        try:
-            canary: Alias | None = _locked_alias(session, tenant, CANARY, "canary to stop")
-        except AliasNotFound:
-            if expected_version is None:
-                raise
-            canary = None
-        if expected_version is not None and (canary is None
-                                             or canary.version_id != expected_version):
-            now = canary.version_id if canary is not None else "none"
-            raise Conflict(
-                f"the canary of tenant {tenant!r} is {now}, not the expected "
-                f"{expected_version}: another change won; re-read and retry"
-            )
-        assert canary is not None
+        if expected_version is not None:
+            _lock_tenant(session, tenant)
+            now = session.get(Alias, (tenant, CANARY), populate_existing=True)
+            if now is None or now.version_id != expected_version:
+                raise Conflict(
+                    f"the canary of tenant {tenant!r} is {now.version_id if now else 'none'}, "
+                    f"not the expected {expected_version}: another change won; re-read"
+                )
+        canary = _locked_alias(session, tenant, CANARY, "canary to stop")
         version = find_version(session, canary.version_id, lock=True)
         _move(at, version, to)
         _drop_alias(session, at, canary)
@@ -360,15 +358,22 @@ def _drop_alias(session: Session, at: Attempt, row: Alias) -> None:
     session.flush()
 
 
-def _last_actor(session: Session, version_id: str) -> str:
-    """Who last changed ``version_id`` successfully (for messages)."""
+def _canary_rollback(session: Session, version: AdapterVersion) -> AuditEvent | None:
+    """The audit row of the canary stop that rolled ``version`` back (None: it was not)."""
+    if version.status != Status.ROLLED_BACK.value:
+        return None
     stmt = (
-        select(AuditEvent.actor)
-        .where(AuditEvent.version_id == version_id, AuditEvent.outcome == "ok")
+        select(AuditEvent)
+        .where(
+            AuditEvent.version_id == version.id,
+            AuditEvent.outcome == "ok",
+            AuditEvent.to_status == Status.ROLLED_BACK.value,
+        )
         .order_by(AuditEvent.id.desc())
         .limit(1)
     )
-    return session.scalar(stmt) or "unknown"
+    row = session.scalar(stmt)
+    return row if row is not None and row.action == "canary_stop" else None
 
 
 def _previous_live(session: Session, tenant: str, current: str) -> str | None:

@@ -99,7 +99,8 @@ def test_the_controller_rolls_back_while_the_operator_promotes(
     [report] = _controller(redis_client, keys, session_factory).evaluate()
     assert report["verdict"] == "rollback", report
     # ... and the operator's promote, sent on what they saw, loses.
-    with pytest.raises(Conflict, match=r"was rolled back \(by canary-controller\).*force"):
+    verdict = r"was rolled back as a canary \(by canary-controller: .*force"
+    with pytest.raises(Conflict, match=verdict):
         RegistryOps(session_factory, actor="operator").promote(canary.id)
     assert storage.get_version(session, version_id=canary.id).status == "rolled_back"
     assert storage.get_alias(session, tenant=tenant).version_id == live.id
@@ -157,3 +158,14 @@ def test_free_running_race_exactly_one_wins_each_round(
         # The next round starts from a live version of its own.
         if not promoted:
             storage.promote(session, version_id=new_version().id, actor="test")
+
+
+def test_a_version_rolled_back_from_live_goes_live_again_without_force(
+        session, tenant, new_version):
+    a, b = new_version(), new_version()
+    storage.promote(session, version_id=a.id, actor="ops")
+    storage.promote(session, version_id=b.id, actor="ops")
+    storage.rollback(session, tenant=tenant, actor="ops")  # a routing flip, not a verdict
+    assert storage.get_version(session, version_id=b.id).status == "rolled_back"
+    storage.promote(session, version_id=b.id, actor="ops")
+    assert storage.get_alias(session, tenant=tenant).version_id == b.id
