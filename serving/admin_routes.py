@@ -158,7 +158,12 @@ def build_admin_router(
     @router.post("/adapters/{version_id}/gate")
     def gate(request: Request, version_id: str, body: GateBody) -> Any:
         acting = ops(request)
-        second = approver(request, acting.actor) if body.passed else None
+        try:
+            second = approver(request, acting.actor) if body.passed else None
+        except SecondAdminRequired as exc:
+            acting.gate_refused(version_id, outcome="unapproved", detail=str(exc),
+                                reason=body.reason)
+            raise
         verdict = acting.gate(
             version_id, passed=body.passed, metrics=body.metrics, reason=body.reason,
             approved_by=second,

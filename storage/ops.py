@@ -17,6 +17,7 @@ listings return the newest :data:`DEFAULT_LIMIT` entries.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,8 +30,8 @@ import storage.queries as queries
 import storage.registry as registry
 from storage.aliases import LIVE, UNCHECKED, _Unchecked
 from storage.artifacts import ArtifactStore
-from storage.audit import Notifier
-from storage.errors import InvalidArgument
+from storage.audit import Attempt, Notifier, audit_refusal
+from storage.errors import InvalidArgument, RegistryError
 from storage.views import AliasChange, AliasInfo, AuditEntry, VersionDiff, VersionInfo
 
 DEFAULT_LIMIT = 100
@@ -195,6 +196,19 @@ class RegistryOps:
             reason=reason,
             detail=detail,
         )
+
+    def gate_refused(self, version_id: str, *, outcome: str, detail: str,
+                     reason: str = "") -> None:
+        """Audit a manual gate pass refused before it reached the registry (for example
+        for want of a second admin's approval)."""
+        attempt = Attempt("gate", self.actor, reason, version_id=version_id,
+                          to_status="gated", detail=detail)
+        with self.sessions() as session:
+            with contextlib.suppress(RegistryError):  # an unknown id: audit what was asked
+                found = queries.get_version(session, version_id=version_id)
+                attempt.version_id, attempt.tenant = found.id, found.tenant
+                attempt.from_status = found.status
+            audit_refusal(session, attempt, outcome, detail)
 
     def promote(
         self,

@@ -104,11 +104,14 @@ def test_a_second_admin_must_approve_a_manual_gate_pass(two_man, session, new_ve
     wrong = _as("alice", **{"X-Approving-Admin-Token": "guess"})
     _error(two_man.post(url, json={"passed": True}, headers=wrong), 403, "not_admin")
     assert storage.get_version(session, version_id=candidate.id).status == "candidate"
+    refused = _gate_rows(session, candidate.id)
+    assert [(e.actor, e.outcome) for e in refused] == [("alice", "unapproved")] * 3
 
     approved = _as("alice", **{"X-Approving-Admin-Token": NAMED["bob"]})
     r = two_man.post(url, json={"passed": True}, headers=approved)
     assert r.status_code == 200 and r.json()["status"] == "gated", r.text
     [row] = [e for e in _gate_rows(session, candidate.id) if e.outcome == "ok"]
+    assert refused[0].tenant == row.tenant and "second admin" in refused[0].detail
     assert row.actor == "alice" and row.detail == f"{GATE_OVERRIDE} by alice, approved by bob"
 
     # Rejecting needs no approval: it can only keep a version away from users.
