@@ -101,19 +101,6 @@ async def test_the_reconciler_retries_by_itself_after_the_backoff(
         shutil.rmtree(away, ignore_errors=True)
 
 
-@pytest.fixture
-async def one_slot_held(registry, tiny_model_dir, make_adapter):
-    """An engine with one adapter slot, held by a stream (a lease) on the live version."""
-    engine = await _engine(tiny_model_dir, max_loras=1)
-    manager = AdapterManager(engine, registry.view)
-    held = registry.register(make_adapter("slot-held", seed=64))
-    registry.promote(held)
-    await manager.reconcile()
-    assert await manager.acquire("acme", "live", "u", None) == held
-    yield manager, held
-    await engine.shutdown()
-
-
 async def test_every_slot_leased_by_a_stream_waits_instead_of_failing(
         registry, make_adapter, one_slot_held):
     manager, old = one_slot_held
@@ -142,6 +129,18 @@ async def test_a_pinned_request_waits_for_a_slot(registry, make_adapter, one_slo
     assert await waiter == pinned
     manager.release(pinned)
     assert _status(registry, pinned) == "gated" and pinned not in manager.failed
+
+
+@pytest.fixture
+async def one_slot_held(registry, tiny_model_dir, make_adapter):
+    """An engine with one adapter slot, held by a stream (a lease) on the live version."""
+    held = registry.register(make_adapter("slot-held", seed=64))
+    registry.promote(held)
+    manager = AdapterManager(await _engine(tiny_model_dir, max_loras=1), registry.view)
+    await manager.reconcile()
+    assert await manager.acquire("acme", "live", "u", None) == held  # until the test ends it
+    yield manager, held
+    await manager.engine.shutdown()
 
 
 class _S3:
