@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import shutil
 import socket
-import uuid
 
 import pytest
 
@@ -20,6 +19,7 @@ from serving.engines.hf import HFEngine
 from serving.load_retries import LoadRetries
 from storage import get_version
 from tests.support.registry import LocalRegistry
+from tests.support.s3_server import S3_ENV, new_bucket
 from tests.support.waiting import until
 
 pytestmark = pytest.mark.asyncio(loop_scope="function")
@@ -145,7 +145,8 @@ async def one_slot_held(registry, tiny_model_dir, make_adapter):
 
 class _S3:
     """moto's S3 server on a fixed loopback port, to stop and start again (its buckets
-    live in the process, so they are still there after a restart)."""
+    live in the process, so they are still there after a restart; tests.support.s3_server's
+    runs once)."""
 
     def __init__(self) -> None:
         self.server_mod = pytest.importorskip("moto.server", reason="moto[server] (dev extra)")
@@ -170,9 +171,8 @@ class _S3:
 @pytest.fixture
 def s3(monkeypatch):
     server = _S3()
-    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        monkeypatch.setenv(var, "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    for var, value in S3_ENV.items():
+        monkeypatch.setenv(var, value)
     monkeypatch.setenv("AWS_ENDPOINT_URL", server.url)  # botocore reads it; no options needed
     server.start()
     yield server
@@ -181,15 +181,11 @@ def s3(monkeypatch):
 
 async def test_an_object_store_outage_is_retried_and_never_fails_the_version(
         s3, tiny_model_dir, make_adapter, tmp_path):
-    import s3fs
-
     from serving.registry_view import RegistryView
     from storage import RegistryOps
     from storage.db import open_registry
 
-    bucket = f"adapters-{uuid.uuid4().hex[:8]}"
-    s3fs.S3FileSystem(skip_instance_cache=True).mkdir(bucket)
-    location, database = f"s3://{bucket}/prod", f"sqlite:///{tmp_path / 'registry.db'}"
+    location, database = f"s3://{new_bucket(s3.url)}/prod", f"sqlite:///{tmp_path / 'registry.db'}"
     sessions = open_registry(database)
     ops = RegistryOps(sessions, actor="test", artifacts=location)
     version = ops.register(make_adapter("s3-outage", seed=68), tenant="acme",
