@@ -72,8 +72,9 @@ class CanaryController:
                             on_alias_change=self.notifier)
                 else:
                     stop_canary(session, tenant=canary.tenant, actor=self.actor, reason=reason,
-                                rollback=True, on_alias_change=self.notifier)
-        except Conflict as exc:  # an operator moved first; the next pass re-reads
+                                rollback=True, expected_version=canary.version_id,
+                                on_alias_change=self.notifier)
+        except Conflict as exc:  # an operator moved first (audited); the next pass re-reads
             report.update(verdict="wait", conflict=str(exc))
         logger.info("canary %s of %s: %s (%s)", canary.version_id[:12], canary.tenant,
                     verdict, reason)

@@ -13,8 +13,11 @@ evicting, load it under its version id, and switch the routing table (one
 assignment). So an adapter that would be refused never evicts a good one. A
 request holds a lease on the version it started with, so it finishes there; a
 version is unloaded only when no lease is held and neither the registry nor
-the routing table wants it. A version that fails to load is reported to the
-registry as failed and the previous routing stays.
+the routing table wants it. When a load fails the previous routing stays; the
+version is reported to the registry as failed only if the artifact itself is
+bad (checksum, format, shapes). A store outage, a full disk or a shortage of
+adapter slots is this replica's problem, not the version's: it is retried here
+(``serving.load_retries``), counted, and shown in :meth:`AdapterManager.status`.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from typing import Any, Protocol
 
 from serving.engines.base import Engine
 from serving.errors import AdapterBusy, AdapterNotLoaded
+from serving.load_retries import LoadRetries, classify
 
 logger = logging.getLogger(__name__)
 
@@ -74,8 +78,11 @@ class AdapterManager:
         *,
         max_resident: int | None = None,
         name: str = "replica",
+        retries: LoadRetries | None = None,
+        slot_wait_s: float = 30.0,
     ) -> None:
-        """``max_resident`` lowers the bound below the engine's ``adapter_capacity``."""
+        """``max_resident`` lowers the bound below the engine's ``adapter_capacity``;
+        ``slot_wait_s`` is how long a pinned request waits for a free adapter slot."""
         self.engine = engine
         self.registry = registry
         capacity = engine.adapter_capacity
@@ -90,6 +97,11 @@ class AdapterManager:
         self._lock = asyncio.Lock()
         self.swaps: collections.deque[dict] = collections.deque(maxlen=100)
         self.failed: dict[str, str] = {}
+        self.retries = retries or LoadRetries()
+        self.slot_wait_s = slot_wait_s
+        #: Set when a reconcile is due early (a retry's backoff ended, a slot was freed).
+        self.kick = asyncio.Event()
+        self._slot_freed = asyncio.Event()
         self.routes_changed_at = 0.0
 
     # -- routing ------------------------------------------------------------------------
@@ -112,7 +124,12 @@ class AdapterManager:
         if version is None:
             return
         self._leases[version] -= 1
-        if self._leases[version] <= 0 and version not in self._wanted | self._pinned:
+        if self._leases[version] > 0:
+            return
+        self._slot_freed.set()
+        if self.retries.waiting_for_slot():
+            self.kick.set()  # a version waits for this slot
+        if version not in self._wanted | self._pinned:
             # A version the registry dropped while requests used it goes with the last one.
             asyncio.get_running_loop().create_task(self._evict())
 
@@ -125,11 +142,26 @@ class AdapterManager:
         version = await asyncio.to_thread(self.registry.get, version_id)
         if version is None or version.status in ("failed", "rejected"):
             raise AdapterNotLoaded(f"adapter version {version_id!r} cannot be served")
-        try:
-            await self._load(version)
-        except Exception as exc:
-            await self._fail(version, exc, "pinned")
-            raise AdapterNotLoaded(f"adapter version {version_id!r} failed to load: {exc}") from exc
+        deadline = time.monotonic() + self.slot_wait_s
+        while True:
+            self._slot_freed.clear()
+            try:
+                await self._load(version)
+                break
+            except Exception as exc:
+                kind = await self._load_failed(version, exc, "pinned")
+                if kind == "invalid":
+                    raise AdapterNotLoaded(
+                        f"adapter version {version_id!r} failed to load: {exc}"
+                    ) from exc
+                left = deadline - time.monotonic()
+                if kind == "transient" or left <= 0:
+                    raise AdapterNotLoaded(
+                        f"adapter version {version_id!r} cannot be loaded on {self.name} "
+                        f"right now ({kind}: {exc}); retry later"
+                    ) from exc
+            with contextlib.suppress(TimeoutError):  # every slot is leased: wait for one
+                await asyncio.wait_for(self._slot_freed.wait(), timeout=left)
         self._pinned.add(version_id)
         return version_id
 
@@ -140,15 +172,16 @@ class AdapterManager:
             wanted = await asyncio.to_thread(self.registry.wanted)
             # Live and canary first: they carry traffic; warm ones only save a load.
             wanted.sort(key=lambda item: item[0] == "warm")
+            self.retries.keep_only({version.id for _, version, _ in wanted})
             loaded: set[str] = set()
             for role, version, _ in wanted[: max(self.max_resident, 1)]:
-                if version.id in self.failed:
+                if version.id in self.failed or not self.retries.due(version.id):
                     continue
                 try:
                     await self._load(version)
                     loaded.add(version.id)
-                except Exception as exc:  # reported, and the old routing keeps serving
-                    await self._fail(version, exc, role)
+                except Exception as exc:  # failed or retried; the old routing keeps serving
+                    await self._load_failed(version, exc, role)
             routes: dict[str, TenantRoutes] = {}
             resident = set(self.engine.loaded_adapters())
             for role, version, fraction in wanted:
@@ -198,6 +231,7 @@ class AdapterManager:
         await self._make_room()
         await self.engine.load_adapter(version.id, path)
         self._last_used[version.id] = time.monotonic()
+        self.retries.loaded(version.id)
         seconds = time.perf_counter() - started
         self.swaps.append(
             {
@@ -238,6 +272,21 @@ class AdapterManager:
         self._pinned.discard(version)
         self.swaps.append({"version": version, "event": "unloaded", "at": time.time()})
 
+    async def _load_failed(self, version, exc: Exception, role: str) -> str:
+        """Fail the version if its artifact is bad, else schedule a retry; the kind."""
+        kind = classify(exc)
+        if kind == "invalid":
+            await self._fail(version, exc, role)
+            return kind
+        delay = self.retries.record(version.id, kind, exc)
+        logger.warning(
+            "%s could not load %s (%s of %s) yet, %s: %s; retrying in %.1f s",
+            self.name, version.id[:12], role, version.tenant, kind, exc, delay,
+        )
+        if kind == "transient":
+            asyncio.get_running_loop().call_later(delay, self.kick.set)
+        return kind
+
     async def _fail(self, version, exc: Exception, role: str) -> None:
         reason = f"{self.name} could not load it: {exc}"
         logger.error(
@@ -259,6 +308,7 @@ class AdapterManager:
             "routes": {t: r.__dict__ for t, r in self.routes.items()},
             "leases": {v: n for v, n in self._leases.items() if n > 0},
             "failed": dict(self.failed),
+            **self.retries.status(),
             "swaps": list(self.swaps)[-10:],
         }
 
@@ -270,7 +320,7 @@ async def run_reconciler(
     subscribe: Callable[[Callable[[], None]], Callable[[], None]] | None = None,
 ) -> None:
     """Reconcile now, on every notification, and every ``interval_s`` seconds, until cancelled."""
-    kick = asyncio.Event()
+    kick = manager.kick  # also set by the manager itself when a retry is due
     loop = asyncio.get_running_loop()
     stop = subscribe(lambda: loop.call_soon_threadsafe(kick.set)) if subscribe else None
     try:

@@ -10,6 +10,16 @@ serves this router installs it), with OpenAI-style bodies ``{"error":
 conflict (lost race, pinned alias, nothing to roll back to), 422 illegal
 status move or malformed body, 400 invalid value (e.g. a canary fraction).
 
+Who acts is the admin whose token authorized the request (``admin-api`` for
+``LORALOOP_ADMIN_TOKEN``, or the name of one of ``admin_tokens``): the audit's
+``actor`` comes from the token, never from the body (a body naming ``actor``
+is refused with 422).
+
+Passing a gate by hand is an override of the evaluation gate, audited as such
+(``storage.ops.GATE_OVERRIDE``). With ``gate_override_approvals=1`` it also
+needs a second, different admin's token in the ``X-Approving-Admin-Token``
+header (403 ``not_admin`` otherwise); the approver is named in the audit.
+
 Alias moves accept ``expected_live`` in the body (a version id, or ``null``
 for "no live version"); when it is given and another change won, the answer
 is 409. Without it the move is unconditional (still serialized).
@@ -17,23 +27,27 @@ is 409. Without it the move is unconditional (still serialized).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
-from typing import Any
+from collections.abc import Callable, Collection, Mapping
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from serving.auth import admin_check
+from serving.auth import (
+    SecondAdminRequired,
+    admin_check,
+    admin_name,
+    admin_tokens,
+)
 from serving.http_errors import install_error_handlers
 
-ADMIN_ACTOR = "admin-api"
+APPROVER_HEADER = "x-approving-admin-token"
 Limit = Query(default=None, ge=1, le=1000, description="Newest entries (default: 100).")
 
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
     reason: str = Field(default="", description="Why; kept in the audit trail.")
-    actor: str | None = Field(default=None, description=f"Who acts (default: {ADMIN_ACTOR}).")
 
 
 class GateBody(_Body):
@@ -74,55 +88,91 @@ def build_admin_router(
     admin_token: str,
     user_keys: Collection[str] | Callable[[str], bool] = (),
     notifier: Callable[[Any], Any] | None = None,
+    admin_tokens_by_name: Mapping[str, str] | None = None,
+    gate_override_approvals: Literal[0, 1] = 0,
 ) -> APIRouter:
     """The ``/admin`` router over a registry session factory.
 
     ``user_keys`` (a collection or a predicate) recognizes users' API keys so
     that they get 403 instead of 401. ``notifier`` receives each committed
     alias change (e.g. a ``storage.alias_events.AliasChangePublisher``).
+    ``admin_tokens_by_name`` adds named admins (name -> token) beside
+    ``admin_token``; ``gate_override_approvals=1`` makes a manual gate pass need
+    a second admin's token (see the module doc).
     """
     from storage.ops import RegistryOps
 
-    check = admin_check(admin_token, user_keys)
+    if gate_override_approvals not in (0, 1):
+        raise ValueError(
+            f"gate_override_approvals={gate_override_approvals!r}: use 0 (one admin "
+            "may pass a gate) or 1 (a second admin must approve)"
+        )
+    tokens = admin_tokens(admin_token, admin_tokens_by_name)
+    if gate_override_approvals and len(tokens) < 2:
+        raise ValueError(
+            "gate_override_approvals=1 needs at least two admin tokens (admin_token and "
+            f"admin_tokens_by_name), found {len(tokens)}: nobody could approve an override"
+        )
+    check = admin_check(admin_token, user_keys, admin_tokens_by_name)
 
-    def authorize(request: Request) -> None:
-        check(request.headers.get("authorization"))
+    def authorize(request: Request) -> str:
+        return check(request.headers.get("authorization"))
 
-    def ops(body: _Body | None = None, actor: str | None = None) -> RegistryOps:
-        who = (body.actor if body is not None else actor) or ADMIN_ACTOR
-        return RegistryOps(session_factory, actor=who, notifier=notifier)
+    def ops(request: Request) -> RegistryOps:
+        actor = check(request.headers.get("authorization"))  # who acts: the token's admin
+        return RegistryOps(session_factory, actor=actor, notifier=notifier)
+
+    def approver(request: Request, actor: str) -> str | None:
+        if not gate_override_approvals:
+            return None
+        second = admin_name(tokens, request.headers.get(APPROVER_HEADER))
+        if second is None or second == actor:
+            raise SecondAdminRequired(
+                f"passing a gate by hand needs a second admin's approval: send another "
+                f"admin's token (not {actor!r}'s) in the X-Approving-Admin-Token header"
+            )
+        return second
 
     router = APIRouter(prefix="/admin", dependencies=[Depends(authorize)], tags=["admin"])
 
     @router.get("/adapters")
     def list_adapters(
-        tenant: str | None = None, status: str | None = None, limit: int = Limit
+        request: Request, tenant: str | None = None, status: str | None = None,
+        limit: int = Limit,
     ) -> Any:
-        rows = ops().versions(tenant=tenant, status=status, limit=limit)
+        rows = ops(request).versions(tenant=tenant, status=status, limit=limit)
         return [row.version.to_dict() for row in rows]
 
     @router.get("/adapters/{version_id}")
-    def show(version_id: str) -> Any:
-        return ops().show(version_id).version.to_dict()
+    def show(request: Request, version_id: str) -> Any:
+        return ops(request).show(version_id).version.to_dict()
 
     @router.get("/adapters/{version_id}/history")
-    def version_history(version_id: str, limit: int = Limit) -> Any:
-        return _json(ops().history(version_id=version_id, limit=limit))
+    def version_history(request: Request, version_id: str, limit: int = Limit) -> Any:
+        return _json(ops(request).history(version_id=version_id, limit=limit))
 
     @router.get("/adapters/{a}/diff/{b}")
-    def diff(a: str, b: str) -> Any:
-        return _json(ops().diff(a, b))
+    def diff(request: Request, a: str, b: str) -> Any:
+        return _json(ops(request).diff(a, b))
 
     @router.post("/adapters/{version_id}/gate")
-    def gate(version_id: str, body: GateBody) -> Any:
-        verdict = ops(body).gate(
-            version_id, passed=body.passed, metrics=body.metrics, reason=body.reason
+    def gate(request: Request, version_id: str, body: GateBody) -> Any:
+        acting = ops(request)
+        try:
+            second = approver(request, acting.actor) if body.passed else None
+        except SecondAdminRequired as exc:
+            acting.gate_refused(version_id, outcome="unapproved", detail=str(exc),
+                                reason=body.reason)
+            raise
+        verdict = acting.gate(
+            version_id, passed=body.passed, metrics=body.metrics, reason=body.reason,
+            approved_by=second,
         )
         return _json(verdict)
 
     @router.post("/adapters/{version_id}/promote")
-    def promote(version_id: str, body: AliasMoveBody) -> Any:
-        moved = ops(body).promote(
+    def promote(request: Request, version_id: str, body: AliasMoveBody) -> Any:
+        moved = ops(request).promote(
             version_id,
             force=body.force,
             expected_revision=body.expected_revision,
@@ -132,41 +182,41 @@ def build_admin_router(
         return _json(moved)
 
     @router.post("/adapters/{version_id}/canary")
-    def canary(version_id: str, body: CanaryBody) -> Any:
-        return _json(ops(body).start_canary(version_id, fraction=body.fraction, reason=body.reason))
+    def canary(request: Request, version_id: str, body: CanaryBody) -> Any:
+        moved = ops(request).start_canary(version_id, fraction=body.fraction, reason=body.reason)
+        return _json(moved)
 
     @router.post("/adapters/{version_id}/pin")
-    def pin(version_id: str, body: AliasMoveBody) -> Any:
-        return _json(ops(body).pin(version_id, reason=body.reason, **body.expected()))
+    def pin(request: Request, version_id: str, body: AliasMoveBody) -> Any:
+        return _json(ops(request).pin(version_id, reason=body.reason, **body.expected()))
 
     @router.post("/adapters/{version_id}/retire")
-    def retire(version_id: str, body: _Body) -> Any:
-        return _json(ops(body).retire(version_id, reason=body.reason))
+    def retire(request: Request, version_id: str, body: _Body) -> Any:
+        return _json(ops(request).retire(version_id, reason=body.reason))
 
     @router.get("/tenants/{tenant}/aliases")
-    def aliases(tenant: str) -> Any:
-        return _json(ops().aliases(tenant))
+    def aliases(request: Request, tenant: str) -> Any:
+        return _json(ops(request).aliases(tenant))
 
     @router.post("/tenants/{tenant}/rollback")
-    def rollback(tenant: str, body: RollbackBody) -> Any:
-        moved = ops(body).rollback(
+    def rollback(request: Request, tenant: str, body: RollbackBody) -> Any:
+        moved = ops(request).rollback(
             tenant, to_version=body.to_version, reason=body.reason, **body.expected()
         )
         return _json(moved)
 
     @router.delete("/tenants/{tenant}/canary")
-    def stop_canary(
-        tenant: str, rollback: bool = False, reason: str = "", actor: str | None = None
-    ) -> Any:
-        return _json(ops(actor=actor).stop_canary(tenant, rollback=rollback, reason=reason))
+    def stop_canary(request: Request, tenant: str, rollback: bool = False,
+                    reason: str = "") -> Any:
+        return _json(ops(request).stop_canary(tenant, rollback=rollback, reason=reason))
 
     @router.delete("/tenants/{tenant}/pin")
-    def unpin(tenant: str, reason: str = "", actor: str | None = None) -> Any:
-        return _json(ops(actor=actor).unpin(tenant, reason=reason))
+    def unpin(request: Request, tenant: str, reason: str = "") -> Any:
+        return _json(ops(request).unpin(tenant, reason=reason))
 
     @router.get("/audit")
-    def audit(tenant: str | None = None, limit: int = Limit) -> Any:
-        return _json(ops().history(tenant=tenant, limit=limit))
+    def audit(request: Request, tenant: str | None = None, limit: int = Limit) -> Any:
+        return _json(ops(request).history(tenant=tenant, limit=limit))
 
     return router
 

@@ -39,13 +39,13 @@ class RegistryView:
         with self._sessions() as session:
             return resident_versions(session, warm_previous=self._warm_previous)
 
-    def catalog(self) -> dict[str, list[str]]:
-        """tenant -> ids of the versions a request may pin (not failed or rejected)."""
-        known: dict[str, list[str]] = {}
+    def catalog(self) -> dict[str, dict[str, str]]:
+        """tenant -> ``{version id: status}`` of its versions; the router decides which
+        statuses a request may pin (``serving.routing.ADDRESSABLE``) and says why not."""
+        known: dict[str, dict[str, str]] = {}
         with self._sessions() as session:
             for version in list_versions(session):
-                if version.status not in ("failed", "rejected"):
-                    known.setdefault(version.tenant, []).append(version.id)
+                known.setdefault(version.tenant, {})[version.id] = str(version.status)
         return known
 
     def get(self, version_id: str):

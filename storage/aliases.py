@@ -56,9 +56,13 @@ def promote(
 ) -> AliasInfo:
     """Point the tenant's ``live`` alias at ``version_id``; the old live version retires.
 
-    Refused with :class:`Conflict` when a precondition fails or the live alias
-    is pinned (unless ``force``), with ``IllegalTransition`` when the version
-    may not go live from its status.
+    Refused with :class:`Conflict` when a precondition fails, the live alias
+    is pinned, or the version is a canary that was rolled back (both unless
+    ``force``: a canary's rollback is a verdict on it, so undoing it must be
+    deliberate, and an operator promoting a canary loses cleanly to the canary
+    controller's rollback of it), with ``IllegalTransition`` when the version
+    may not go live from its status. A version rolled back from ``live`` may be
+    promoted again without ``force`` (a routing flip, not a verdict).
     """
     attempt = Attempt(
         "promote", actor, reason, version_id=version_id, alias=LIVE, to_status=Status.LIVE
@@ -72,6 +76,13 @@ def promote(
                 f"the live alias of tenant {at.tenant!r} is pinned to "
                 f"{live.version_id} by {live.updated_by}; release the pin "
                 "(`loraloop adapters pin --release`) or promote with force"
+            )
+        verdict = _canary_rollback(session, version) if not force else None
+        if verdict is not None:
+            raise Conflict(
+                f"version {version.id} of tenant {at.tenant!r} was rolled back as a canary "
+                f"(by {verdict.actor}: {verdict.reason or 'no reason given'}); promote it "
+                "with force to put it live anyway"
             )
         return _make_live(session, at, version, live, pinned=False)
 
@@ -141,13 +152,27 @@ def stop_canary(
     actor: str,
     reason: str = "",
     rollback: bool = False,
+    expected_version: str | None = None,
     on_alias_change: Notifier | None = None,
 ) -> VersionInfo:
-    """Remove the tenant's canary; its version goes back to ``gated`` (or ``rolled_back``)."""
+    """Remove the tenant's canary; its version goes back to ``gated`` (or ``rolled_back``).
+
+    With ``expected_version`` (the canary the caller decided on) a canary that
+    is gone or is another version is a :class:`Conflict`: another change won.
+    """
     to = Status.ROLLED_BACK if rollback else Status.GATED
-    attempt = Attempt("canary_stop", actor, reason, tenant=tenant, alias=CANARY, to_status=to)
+    attempt = Attempt("canary_stop", actor, reason, tenant=tenant, alias=CANARY, to_status=to,
+                      version_id=expected_version)
 
     def body(at: Attempt) -> VersionInfo:
+        if expected_version is not None:
+            _lock_tenant(session, tenant)
+            now = session.get(Alias, (tenant, CANARY), populate_existing=True)
+            if now is None or now.version_id != expected_version:
+                raise Conflict(
+                    f"the canary of tenant {tenant!r} is {now.version_id if now else 'none'}, "
+                    f"not the expected {expected_version}: another change won; re-read"
+                )
         canary = _locked_alias(session, tenant, CANARY, "canary to stop")
         version = find_version(session, canary.version_id, lock=True)
         _move(at, version, to)
@@ -331,6 +356,24 @@ def _drop_alias(session: Session, at: Attempt, row: Alias) -> None:
     at.alias_changed(alias=row.name, version_id=None, previous=row.version_id)
     session.delete(row)
     session.flush()
+
+
+def _canary_rollback(session: Session, version: AdapterVersion) -> AuditEvent | None:
+    """The audit row of the canary stop that rolled ``version`` back (None: it was not)."""
+    if version.status != Status.ROLLED_BACK.value:
+        return None
+    stmt = (
+        select(AuditEvent)
+        .where(
+            AuditEvent.version_id == version.id,
+            AuditEvent.outcome == "ok",
+            AuditEvent.to_status == Status.ROLLED_BACK.value,
+        )
+        .order_by(AuditEvent.id.desc())
+        .limit(1)
+    )
+    row = session.scalar(stmt)
+    return row if row is not None and row.action == "canary_stop" else None
 
 
 def _previous_live(session: Session, tenant: str, current: str) -> str | None:

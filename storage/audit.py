@@ -147,10 +147,17 @@ def notify(on_alias_change: Notifier | None, change: AliasChange) -> None:
 
 
 def _audit_refusal(session: Session, attempt: Attempt, exc: RegistryError) -> None:
-    log.info("registry %s refused: %s", attempt.action, exc)
+    audit_refusal(session, attempt, exc.outcome, str(exc))
+
+
+def audit_refusal(session: Session, attempt: Attempt, outcome: str, detail: str) -> None:
+    """Audit an attempt refused with ``outcome``, in a transaction of its own (best effort:
+    a failure is logged). Also for refusals made before the registry was reached (a
+    missing approval at the admin API)."""
+    log.info("registry %s refused (%s): %s", attempt.action, outcome, detail)
     try:
         with write_transaction(session):
-            session.add(attempt.row(exc.outcome, str(exc)))
+            session.add(attempt.row(outcome, detail))
     except Exception:
         log.exception("could not audit the refused %s attempt", attempt.action)
 

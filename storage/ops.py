@@ -17,6 +17,7 @@ listings return the newest :data:`DEFAULT_LIMIT` entries.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,11 +30,13 @@ import storage.queries as queries
 import storage.registry as registry
 from storage.aliases import LIVE, UNCHECKED, _Unchecked
 from storage.artifacts import ArtifactStore
-from storage.audit import Notifier
-from storage.errors import InvalidArgument
+from storage.audit import Attempt, Notifier, audit_refusal
+from storage.errors import InvalidArgument, RegistryError
 from storage.views import AliasChange, AliasInfo, AuditEntry, VersionDiff, VersionInfo
 
 DEFAULT_LIMIT = 100
+#: The audit ``detail`` of a gate an operator passed by hand (the learner's gate did not).
+GATE_OVERRIDE = "manual gate override"
 T = TypeVar("T")
 Expected = str | _Unchecked | None
 
@@ -172,15 +175,40 @@ class RegistryOps:
         passed: bool,
         metrics: Mapping[str, Any] | None = None,
         reason: str = "",
+        approved_by: str | None = None,
     ) -> VersionInfo:
-        """Record an evaluation gate verdict: candidate -> gated (or rejected)."""
+        """Record an operator's gate verdict: candidate -> gated (or rejected).
+
+        A pass is an override of the evaluation gate: its audit row's ``detail``
+        starts with :data:`GATE_OVERRIDE` and names the actor and, when a second
+        admin approved it, ``approved_by``; the version's metrics keep the same
+        record under ``gate_override``."""
+        detail, values = "", dict(metrics or {})
+        if passed:
+            approval = f", approved by {approved_by}" if approved_by else ""
+            detail = f"{GATE_OVERRIDE} by {self.actor}{approval}"
+            values["gate_override"] = {"actor": self.actor, "approved_by": approved_by}
         return self._write(
             registry.record_gate,
             version_id=version_id,
             passed=passed,
-            metrics=dict(metrics or {}),
+            metrics=values,
             reason=reason,
+            detail=detail,
         )
+
+    def gate_refused(self, version_id: str, *, outcome: str, detail: str,
+                     reason: str = "") -> None:
+        """Audit a manual gate pass refused before it reached the registry (for example
+        for want of a second admin's approval)."""
+        attempt = Attempt("gate", self.actor, reason, version_id=version_id,
+                          to_status="gated", detail=detail)
+        with self.sessions() as session:
+            with contextlib.suppress(RegistryError):  # an unknown id: audit what was asked
+                found = queries.get_version(session, version_id=version_id)
+                attempt.version_id, attempt.tenant = found.id, found.tenant
+                attempt.from_status = found.status
+            audit_refusal(session, attempt, outcome, detail)
 
     def promote(
         self,

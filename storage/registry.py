@@ -144,10 +144,13 @@ def record_gate(
     metrics: Mapping[str, Any],
     actor: str = "learner",
     reason: str = "",
+    detail: str = "",
 ) -> VersionInfo:
-    """Store the evaluation gate's metrics; the candidate becomes ``gated`` or ``rejected``."""
+    """Store the evaluation gate's metrics; the candidate becomes ``gated`` or ``rejected``.
+
+    ``detail`` goes to the audit row (an operator's override says so there)."""
     to = Status.GATED if passed else Status.REJECTED
-    return _set_status(session, "gate", version_id, to, actor, reason, metrics)
+    return _set_status(session, "gate", version_id, to, actor, reason, metrics, detail=detail)
 
 
 def mark_rejected(
@@ -216,8 +219,10 @@ def _set_status(
     reason: str,
     metrics: Mapping[str, Any] | None,
     on_alias_change: Notifier | None = None,
+    *,
+    detail: str = "",
 ) -> VersionInfo:
-    attempt = Attempt(action, actor, reason, version_id=version_id, to_status=to)
+    attempt = Attempt(action, actor, reason, version_id=version_id, to_status=to, detail=detail)
 
     def body(at: Attempt) -> VersionInfo:
         version, live = _lock(session, at, LIVE)

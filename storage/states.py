@@ -10,7 +10,8 @@
 
 ``rejected`` and ``failed`` are final. A ``retired`` version (superseded by a
 promotion) can become ``live`` again through a rollback or a pin; so can a
-``rolled_back`` one, by an explicit pin or promotion from an operator.
+``rolled_back`` one, by an explicit pin or promotion from an operator (a canary
+rolled back by its verdict needs a forced promotion: ``storage.aliases.promote``).
 """
 
 from __future__ import annotations
