@@ -9,7 +9,15 @@ from feedback.events import BASE_VERSION
 from feedback.keys import RedisKeys
 from feedback.ratings import feedback_since
 from learner.canary import CanaryPolicy, decide, fast_track, tally_ratings
-from storage import Conflict, get_alias, get_version, list_aliases, promote, stop_canary
+from storage import (
+    Conflict,
+    dataset_users,
+    get_alias,
+    get_version,
+    list_aliases,
+    promote,
+    stop_canary,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -37,11 +45,13 @@ class CanaryController:
             live = get_alias(session, tenant=canary.tenant, alias="live")
             evidence = float((get_version(session, version_id=canary.version_id).metrics
                               or {}).get("evidence") or 0.0)
+            # Users the canary learned from do not judge it (docs/SECURITY.md, Sybil).
+            trainers = dataset_users(session, version_id=canary.version_id)
         # Without a live version the canary is compared with the base model's answers.
         live_id = live.version_id if live else BASE_VERSION
         since_ms = int(canary.updated_at.timestamp() * 1000)
         events = feedback_since(self.redis, self.keys, since_ms)
-        tallies = tally_ratings(events, {canary.version_id, live_id})
+        tallies = tally_ratings(events, {canary.version_id, live_id}, exclude_users=trainers)
         canary_tally, live_tally = tallies[canary.version_id], tallies[live_id]
         report = {"tenant": canary.tenant, "canary": canary.version_id,
                   "live": live.version_id if live else None,

@@ -45,6 +45,7 @@ from storage.ops import DEFAULT_LIMIT, Listed, Moved, RegistryOps
 from storage.queries import (
     count_versions,
     dataset_stream_ids,
+    dataset_users,
     diff_versions,
     get_alias,
     get_version,
@@ -94,6 +95,7 @@ __all__ = [
     "create_engine_for",
     "current_revision",
     "dataset_stream_ids",
+    "dataset_users",
     "diff_versions",
     "downgrade",
     "get_alias",

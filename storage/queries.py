@@ -194,6 +194,19 @@ def dataset_stream_ids(session: Session, *, version_id: str) -> list[str]:
         return _stream_ids(session, find_version(session, version_id).id)
 
 
+def dataset_users(session: Session, *, version_id: str) -> set[str]:
+    """The (hashed) users whose feedback trained ``version_id`` (forgotten ones excluded)."""
+    with read_transaction(session):
+        stmt = (
+            select(DatasetMember.user)
+            .join(DatasetSnapshot, DatasetSnapshot.id == DatasetMember.snapshot_id)
+            .where(DatasetSnapshot.version_id == find_version(session, version_id).id,
+                   DatasetMember.user.is_not(None))
+            .distinct()
+        )
+        return set(session.scalars(stmt))
+
+
 def trained_stream_ids(session: Session, *, stream_ids: Iterable[str]) -> set[str]:
     """Which of ``stream_ids`` are already in a committed dataset (the learner acks those)."""
     wanted = list(dict.fromkeys(stream_ids))
