@@ -221,6 +221,11 @@ def stack_status(report: dict) -> None:
         for swap in manager.get("swaps", [])[-3:]:
             took = f" in {swap['seconds']} s" if "seconds" in swap else ""
             typer.echo(f"    {swap['event']} {swap['version'][:12]}{took}")
+        for version, r in manager.get("retrying", {}).items():
+            typer.echo(f"    retrying {version[:12]} ({r['kind']}, attempt {r['attempts']}, "
+                       f"next in {r['retry_in_s']} s): {r['error']}")
+        if manager.get("load_errors"):
+            typer.echo(f"    load errors {manager['load_errors']}")
 
 
 def learner_status(status: dict, waiting: list[str]) -> None:
