@@ -22,6 +22,7 @@ from serving.engines import choose_engine, engine_class
 from serving.engines.base import EngineConfig
 from serving.errors import ReplicasBusy
 from serving.replica import LLMReplica
+from serving.route_snapshot import CatalogCache, SnapshotRegistry, start_routes
 
 logger = logging.getLogger(__name__)
 
@@ -80,12 +81,7 @@ class LLMServer(LLMReplica):
         self._reconciler: asyncio.Task | None = None
         if config.registry is not None:
             name = f"replica-{serve.get_replica_context().replica_id.unique_id}"
-            # A version this replica cannot load is marked failed, which may move an
-            # alias: the other replicas hear of it at once.
-            view = config.registry.view(actor=name, on_alias_change=_publisher(config))
-            def factory(engine):
-                # Bounded by the engine's adapter_capacity: hf max_loras, vLLM max_cpu_loras.
-                return AdapterManager(engine, view, name=name)
+            factory = adapter_factory(config, name)
 
         engine, self.engine_reason = choose_engine(config.engine)
         LLMReplica.__init__(
@@ -96,7 +92,9 @@ class LLMServer(LLMReplica):
         )
         await self.start()
         if self.adapters is not None:
-            await self.adapters.reconcile()  # a new replica starts on the registry's versions
+            # A new replica starts on the registry's versions, the last known ones, or base:
+            # never not at all (chat does not depend on the database being up).
+            await start_routes(self.adapters)
             self._reconciler = asyncio.get_running_loop().create_task(
                 run_reconciler(
                     self.adapters,
@@ -112,6 +110,21 @@ class LLMServer(LLMReplica):
         if self._reconciler is not None:
             self._reconciler.cancel()
         await self.shutdown()
+
+
+def adapter_factory(config: ServeConfig, name: str):
+    """The replica's adapter manager over the registry (``config.registry`` must be set)."""
+    # A version this replica cannot load is marked failed, which may move an
+    # alias: the other replicas hear of it at once.
+    view = config.registry.view(actor=name, on_alias_change=_publisher(config))
+    # While the database is unreachable, the last routes read (kept on local disk).
+    registry = SnapshotRegistry(view, config.registry.cache_dir)
+
+    def factory(engine):
+        # Bounded by the engine's adapter_capacity: hf max_loras, vLLM max_cpu_loras.
+        return AdapterManager(engine, registry, name=name)
+
+    return factory
 
 
 class Ingress:
@@ -139,8 +152,13 @@ class Ingress:
                                "back", redact_url(config.redis_url))
         catalog = None
         self._admin = None
+        self._catalog_task: asyncio.Task | None = None
         if config.registry is not None:
-            catalog = config.registry.view(actor="ingress").catalog
+            # Read in a thread by a task of its own, never on the event loop; the last
+            # catalog read (also on local disk) serves while the database is unreachable.
+            catalog = CatalogCache(config.registry.view(actor="ingress").catalog,
+                                   snapshot_dir=config.registry.cache_dir)
+            self._catalog_task = asyncio.get_running_loop().create_task(catalog.run())
             self._admin = _admin_router(config)
         self.service = ChatService(
             generate=self._generate,
@@ -153,6 +171,8 @@ class Ingress:
         )
 
     async def __del__(self) -> None:  # Ray Serve awaits this on graceful shutdown
+        if self._catalog_task is not None:
+            self._catalog_task.cancel()
         if self._sink is not None:
             await self._sink.close(timeout=5)
 
@@ -198,12 +218,16 @@ class Ingress:
 
 
 def _admin_router(config: ServeConfig):
-    """``/admin/...`` over the registry; alias moves are announced to the replicas."""
+    """``/admin/...`` over the registry; alias moves are announced to the replicas.
+
+    The schema is not migrated here (`loraloop up`, the deploy builder or the k8s
+    migration Job do it once): the ingress must start while the database is down.
+    """
     from serving.admin_routes import build_admin_router
     from storage.db import open_registry
 
     return build_admin_router(
-        session_factory=open_registry(config.registry.database_url),
+        session_factory=open_registry(config.registry.database_url, upgrade=False),
         admin_token=config.admin_token,
         user_keys=set(config.ingress.api_keys),
         notifier=_publisher(config),

@@ -36,6 +36,12 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+#: A registry that does not answer must fail a call, not hang it (and the replica
+#: or request waiting on it): PostgreSQL's connect timeout and statement timeout.
+CONNECT_TIMEOUT_S = 5
+STATEMENT_TIMEOUT_MS = 30_000
+#: SQLite is a local file (no network to hang on): its connect and lock waits are
+#: bounded by the busy timeout, SQLITE_BUSY_TIMEOUT_MS.
 _WRITE_OPTION = "loraloop_write"
 # Alembic's `context` is module-global state: one migration at a time per process.
 _ALEMBIC_LOCK = threading.Lock()
@@ -44,6 +50,17 @@ _ALEMBIC_LOCK = threading.Lock()
 def create_engine_for(url: str, *, echo: bool = False) -> Engine:
     """An engine for ``url``, with SQLite pragmas and immediate write transactions."""
     parsed = make_url(url)
+    if parsed.get_backend_name() == "postgresql":
+        return create_engine(
+            url,
+            echo=echo,
+            pool_pre_ping=True,
+            pool_timeout=CONNECT_TIMEOUT_S,
+            connect_args={
+                "connect_timeout": CONNECT_TIMEOUT_S,
+                "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
+            },
+        )
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url, echo=echo, pool_pre_ping=True)
     if parsed.database and parsed.database != ":memory:":

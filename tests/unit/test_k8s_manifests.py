@@ -17,7 +17,7 @@ from loraloop.settings import Settings, setting_path
 K8S = Path(__file__).resolve().parents[2] / "k8s"
 K8S_VERSION = "1.31.0"  # every kubernetes-validate release pyproject.toml allows ships it
 CORE_KINDS = {"Namespace", "ConfigMap", "Secret", "Service", "StatefulSet", "Deployment",
-              "PersistentVolumeClaim"}
+              "PersistentVolumeClaim", "Job"}
 
 
 def _kustomization() -> dict:
@@ -117,3 +117,14 @@ def test_learner_is_a_single_recreated_pod():
     [container] = spec["template"]["spec"]["containers"]
     assert container["command"] + container.get("args", []) == ["loraloop", "learner", "run"]
     assert int(container["resources"]["limits"]["nvidia.com/gpu"]) == 1
+
+
+def test_migrations_run_once_in_a_job_not_in_the_serving_pods():
+    """The serving pods never migrate (they must start while PostgreSQL is down): a Job does."""
+    job = _doc("Job", "loraloop-migrate")
+    [container] = job["spec"]["template"]["spec"]["containers"]
+    script = container["command"][-1]
+    assert "migrate(Settings().sqlalchemy_url)" in script
+    assert job["spec"]["template"]["spec"]["restartPolicy"] == "OnFailure"
+    module = importlib.import_module("storage.db")
+    assert callable(module.migrate)
