@@ -142,7 +142,13 @@ class Ingress:
             from feedback.store import FeedbackStore
 
             keys = RedisKeys(config.redis_prefix)
-            self._sink = InteractionSink(config.redis_url, keys, SinkConfig())
+            from feedback.redact import make_redactor
+
+            # Stop strings are user text too: redacted like the messages (which the chat
+            # service redacts), and bounded with every other stored field by the sink.
+            redactor = make_redactor(config.ingress.feedback.redactor)
+            self._sink = InteractionSink(config.redis_url, keys, SinkConfig(),
+                                         redact=redactor.redact)
             await self._sink.start()
             feedback = FeedbackStore(config.redis_url, keys, config.ingress.feedback)
             try:
