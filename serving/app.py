@@ -21,6 +21,7 @@ from serving.api import ChatService, IngressConfig, build_api
 from serving.engines import choose_engine, engine_class
 from serving.engines.base import EngineConfig
 from serving.errors import ReplicasBusy
+from serving.metrics import RedisCollector
 from serving.replica import LLMReplica
 from serving.route_snapshot import CatalogCache, SnapshotRegistry, start_routes
 
@@ -63,6 +64,9 @@ class ServeConfig(BaseModel):
     replica_gpus: float = Field(default=0, ge=0, description="GPUs per LLM replica (Ray).")
     redis_url: str = ""
     redis_prefix: str = "loraloop"
+    redis_sample_interval_s: float = Field(
+        default=15.0, gt=0, description="How often the ingress samples Redis (streams, "
+        "feedback backlog, dead letters, memory) for /metrics.")
     registry: RegistryConfig | None = Field(
         default=None, description="Serve adapters from the registry; None serves base only."
     )
@@ -166,6 +170,16 @@ class Ingress:
                                    snapshot_dir=config.registry.cache_dir)
             self._catalog_task = asyncio.get_running_loop().create_task(catalog.run())
             self._admin = _admin_router(config)
+        self._sampler_task: asyncio.Task | None = None
+        sampler = None
+        if config.redis_url:
+            from feedback.backlog import RedisSampler
+
+            # Streams, backlog, dead letters and memory for /metrics: sampled in a task of
+            # its own every few seconds, never by a request or a scrape.
+            sampler = RedisSampler(config.redis_url, keys,
+                                   interval_s=config.redis_sample_interval_s)
+            self._sampler_task = asyncio.get_running_loop().create_task(sampler.run())
         self.service = ChatService(
             generate=self._generate,
             config=config.ingress,
@@ -175,10 +189,13 @@ class Ingress:
             feedback=feedback,
             replicas=self._replicas,
         )
+        if sampler is not None:
+            self.service.metrics.registry.register(RedisCollector(sampler))
 
     async def __del__(self) -> None:  # Ray Serve awaits this on graceful shutdown
-        if self._catalog_task is not None:
-            self._catalog_task.cancel()
+        for task in (self._catalog_task, self._sampler_task):
+            if task is not None:
+                task.cancel()
         if self._sink is not None:
             await self._sink.close(timeout=5)
 
