@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 
 from pydantic import BaseModel, Field
 from ray import serve
+from ray.exceptions import RayError
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
@@ -20,7 +21,7 @@ from serving.adapters import AdapterManager, run_reconciler
 from serving.api import ChatService, IngressConfig, build_api
 from serving.engines import choose_engine, engine_class
 from serving.engines.base import EngineConfig
-from serving.errors import ReplicasBusy
+from serving.errors import EngineUnhealthy, ReplicasBusy
 from serving.metrics import RedisCollector
 from serving.replica import LLMReplica
 from serving.route_snapshot import CatalogCache, SnapshotRegistry, start_routes
@@ -70,6 +71,21 @@ class ServeConfig(BaseModel):
     registry: RegistryConfig | None = Field(
         default=None, description="Serve adapters from the registry; None serves base only."
     )
+    drain_timeout_s: float = Field(
+        default=60.0, gt=0, description="A stopping replica (scale-in, redeploy, unhealthy) "
+        "stops taking requests and lets open ones finish for this long before it is killed "
+        "(Serve's graceful_shutdown_timeout_s); a stream still open then ends with an error "
+        "event.")
+    drain_poll_s: float = Field(
+        default=1.0, gt=0, description="How often a draining replica checks whether its "
+        "requests are done (Serve's graceful_shutdown_wait_loop_s).")
+    health_check_period_s: float = Field(default=5.0, gt=0, description="Serve calls each "
+                                         "LLM replica's check_health this often.")
+    health_check_timeout_s: float = Field(default=30.0, gt=0, description="A check_health "
+                                          "that does not answer in this time fails.")
+    stall_after_s: float = Field(
+        default=120.0, gt=0, description="A replica whose engine produces no token for this "
+        "long while generations wait is hung: check_health fails and Serve replaces it.")
     admin_token: str = Field(
         default="",
         description="Bearer token of the /admin API (served with a registry). Empty: the "
@@ -93,7 +109,9 @@ class LLMServer(LLMReplica):
             engine_cls=engine_class(engine),
             engine_config=config.engine_config,
             adapters=factory,
+            stall_after_s=config.stall_after_s,
         )
+        self.replica_id = serve.get_replica_context().replica_id.unique_id
         await self.start()
         if self.adapters is not None:
             # A new replica starts on the registry's versions, the last known ones, or base:
@@ -108,7 +126,8 @@ class LLMServer(LLMReplica):
             )
 
     async def info(self) -> dict:
-        return {**await LLMReplica.info(self), "engine_reason": self.engine_reason}
+        return {**await LLMReplica.info(self), "engine_reason": self.engine_reason,
+                "replica_id": self.replica_id}
 
     async def __del__(self) -> None:  # Ray Serve awaits this on graceful shutdown
         if self._reconciler is not None:
@@ -211,6 +230,8 @@ class Ingress:
                 events = await self._llm.generate_all.remote(payload)
             except BackPressureError as exc:
                 events = [_busy(exc)]
+            except RayError as exc:
+                events = [_replica_gone(exc)]
             for event in events:
                 yield event
             return
@@ -220,6 +241,10 @@ class Ingress:
                 yield event
         except BackPressureError as exc:
             yield _busy(exc)
+        except RayError as exc:
+            # The replica died under the stream (killed at the end of its drain, crashed):
+            # an error event the client can read, not a cut connection.
+            yield _replica_gone(exc)
         finally:
             stream.cancel()
 
@@ -286,16 +311,32 @@ def _busy(exc: BackPressureError) -> ReplicasBusy:
     return ReplicasBusy(f"all LLM replicas are busy; retry shortly ({exc})")
 
 
-def build_app(config: ServeConfig):
-    """The Serve application: an ingress bound to ``num_replicas`` LLM replicas."""
+def _replica_gone(exc: RayError) -> EngineUnhealthy:
+    """The replica died under a request (killed at the end of its drain, crashed)."""
+    logger.warning("an LLM replica stopped while answering: %r", exc)
+    return EngineUnhealthy(f"the model replica answering this request stopped "
+                           f"({type(exc).__name__}); retry the request")
+
+
+def build_app(config: ServeConfig, *, llm_cls: type[LLMServer] = LLMServer):
+    """The Serve application: an ingress bound to ``num_replicas`` LLM replicas.
+
+    ``llm_cls`` is the replica class (tests pass a subclass that can inject faults).
+    """
+    drain = {
+        "graceful_shutdown_timeout_s": config.drain_timeout_s,
+        "graceful_shutdown_wait_loop_s": config.drain_poll_s,
+    }
     llm = serve.deployment(
-        LLMServer,
+        llm_cls,
         name="llm",
         num_replicas=config.num_replicas,
         max_ongoing_requests=config.max_ongoing_requests,
         max_queued_requests=config.max_queued_requests,
         ray_actor_options={"num_cpus": config.replica_cpus, "num_gpus": config.replica_gpus},
-        health_check_period_s=5,
+        health_check_period_s=config.health_check_period_s,
+        health_check_timeout_s=config.health_check_timeout_s,
+        **drain,
     ).bind(config)
     ingress = serve.deployment(
         serve.ingress()(Ingress),
@@ -303,5 +344,6 @@ def build_app(config: ServeConfig):
         num_replicas=1,
         ray_actor_options={"num_cpus": 0},
         max_ongoing_requests=1000,
+        **drain,  # the ingress drains the streams it relays, no shorter than the replicas
     )
     return ingress.bind(llm, config)
