@@ -27,6 +27,8 @@ from serving.replica import LLMReplica
 from serving.route_snapshot import CatalogCache, SnapshotRegistry, start_routes
 
 logger = logging.getLogger(__name__)
+#: How much longer than the LLM replicas the ingress drains (relaying their last events).
+INGRESS_DRAIN_MARGIN_S = 30.0
 
 
 class RegistryConfig(BaseModel):
@@ -323,10 +325,6 @@ def build_app(config: ServeConfig, *, llm_cls: type[LLMServer] = LLMServer):
 
     ``llm_cls`` is the replica class (tests pass a subclass that can inject faults).
     """
-    drain = {
-        "graceful_shutdown_timeout_s": config.drain_timeout_s,
-        "graceful_shutdown_wait_loop_s": config.drain_poll_s,
-    }
     llm = serve.deployment(
         llm_cls,
         name="llm",
@@ -336,7 +334,8 @@ def build_app(config: ServeConfig, *, llm_cls: type[LLMServer] = LLMServer):
         ray_actor_options={"num_cpus": config.replica_cpus, "num_gpus": config.replica_gpus},
         health_check_period_s=config.health_check_period_s,
         health_check_timeout_s=config.health_check_timeout_s,
-        **drain,
+        graceful_shutdown_timeout_s=config.drain_timeout_s,
+        graceful_shutdown_wait_loop_s=config.drain_poll_s,
     ).bind(config)
     ingress = serve.deployment(
         serve.ingress()(Ingress),
@@ -344,6 +343,9 @@ def build_app(config: ServeConfig, *, llm_cls: type[LLMServer] = LLMServer):
         num_replicas=1,
         ray_actor_options={"num_cpus": 0},
         max_ongoing_requests=1000,
-        **drain,  # the ingress drains the streams it relays, no shorter than the replicas
+        # The ingress outlives its replicas' drain, so that a stream cut short there still
+        # ends with an error event rather than a closed connection.
+        graceful_shutdown_timeout_s=config.drain_timeout_s + INGRESS_DRAIN_MARGIN_S,
+        graceful_shutdown_wait_loop_s=config.drain_poll_s,
     )
     return ingress.bind(llm, config)

@@ -131,8 +131,10 @@ def _redeploy_under(stream: _Stream, name: str, config) -> float:
 def test_a_replica_stopped_under_an_open_stream_finishes_it(app, tiny_model_dir):
     config = _config(tiny_model_dir, drain_timeout_s=120, drain_poll_s=0.5)
     url = app("drain", config)
-    old = _llm("drain").slow_engine.remote(0.25).result()  # ~100 tokens: about 25 s
-    stream = _Stream(url, max_tokens=100)
+    # 50 tokens (greedy, this prompt ends at 62) at 0.5 s each: longer than Serve's default
+    # drain of 20 s, within ours.
+    old = _llm("drain").slow_engine.remote(0.5).result()
+    stream = _Stream(url, max_tokens=50)
     stopped_at = _redeploy_under(stream, "drain", config)
     stream.join()
     assert stream.error is None, f"the stream was cut: {stream.error!r}"
@@ -142,7 +144,8 @@ def test_a_replica_stopped_under_an_open_stream_finishes_it(app, tiny_model_dir)
     assert not [e for e in events if "error" in e], events[-3:]
     finish = [c["finish_reason"] for e in events for c in e.get("choices", [])
               if c.get("finish_reason")]
-    assert finish in (["length"], ["stop"]), finish
+    usage = [e["usage"] for e in events if e.get("usage")]
+    assert finish == ["length"] and usage[-1]["completion_tokens"] == 50, (finish, usage)
     wait_until(lambda: old not in _replica_ids(url) and _replica_ids(url),
                what="the drained replica replaced")
 
