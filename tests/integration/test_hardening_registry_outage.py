@@ -19,8 +19,9 @@ from serving.engines.hf import HFEngine
 from serving.registry_view import RegistryView
 from serving.replica import LLMReplica
 from serving.route_snapshot import CatalogCache, start_routes
-from storage import ArtifactStore, promote, record_gate, register_candidate
+from storage import ArtifactStore
 from storage.db import migrate, open_registry
+from tests.integration.registry_support import LocalRegistry
 from tests.support.faults import Silent
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.waiting import until
@@ -53,26 +54,15 @@ def pg_database():
     admin.close()
 
 
-class _Registry:
+def _registry(url: str, artifacts) -> LocalRegistry:
     """Writes to the registry straight to PostgreSQL (the learner's and operator's side)."""
+    return LocalRegistry(open_registry(url, upgrade=False), ArtifactStore(artifacts), view=None)
 
-    def __init__(self, url: str, artifacts) -> None:
-        self.sessions = open_registry(url, upgrade=False)
-        self.store = ArtifactStore(artifacts)
 
-    def publish_live(self, adapter_dir) -> str:
-        published = self.store.publish(adapter_dir)
-        with self.sessions() as session:
-            register_candidate(session, version_id=published.version_id, tenant="acme",
-                               base_model="builtin:tiny", artifact_uri=published.uri,
-                               artifact_sha256=published.sha256,
-                               lora_config=published.lora_config)
-        with self.sessions() as session:
-            record_gate(session, version_id=published.version_id, passed=True, metrics={},
-                        actor="test")
-        with self.sessions() as session:
-            promote(session, version_id=published.version_id, actor="test")
-        return published.version_id
+def _publish_live(registry: LocalRegistry, adapter_dir) -> str:
+    version = registry.register(adapter_dir)
+    registry.promote(version)
+    return version
 
 
 async def _replica(config: ServeConfig, name: str) -> LLMReplica:
@@ -99,8 +89,8 @@ async def _chat(client: httpx.AsyncClient, model: str) -> str:
 
 async def test_chat_starts_answers_and_converges_while_postgres_is_unreachable(
         pg_database, tiny_model_dir, make_adapter, tmp_path):
-    registry = _Registry(pg_database, tmp_path / "artifacts")
-    first = registry.publish_live(make_adapter("outage-first", seed=61))
+    registry = _registry(pg_database, tmp_path / "artifacts")
+    first = _publish_live(registry, make_adapter("outage-first", seed=61))
     proxy = TcpProxy(int(pg_database.rsplit(":", 1)[1].split("/")[0]))
     engine = EngineConfig(model=str(tiny_model_dir), model_name="builtin:tiny", threads=1)
 
@@ -134,7 +124,7 @@ async def test_chat_starts_answers_and_converges_while_postgres_is_unreachable(
         async with _client(fresh, catalog) as client:
             assert await _chat(client, "acme") == "base"
 
-        second = registry.publish_live(make_adapter("outage-second", seed=62))  # while cut
+        second = _publish_live(registry, make_adapter("outage-second", seed=62))  # while cut
         await restarted.adapters.reconcile()  # the snapshot again, no error
         assert restarted.adapters.routes["acme"].live == first
 
