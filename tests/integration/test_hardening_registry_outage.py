@@ -5,9 +5,7 @@ ingress's catalog start, serve and converge."""
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
-import uuid
 
 import httpx
 import pytest
@@ -20,38 +18,22 @@ from serving.registry_view import RegistryView
 from serving.replica import LLMReplica
 from serving.route_snapshot import CatalogCache, start_routes
 from storage import ArtifactStore
-from storage.db import migrate, open_registry
+from storage.db import open_registry
 from tests.integration.registry_support import LocalRegistry
 from tests.support.faults import Silent
+from tests.support.postgres import migrated_database, port_of
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.waiting import until
 
 pytestmark = pytest.mark.asyncio(loop_scope="function")
 
-PG_URL = os.environ.get(
-    "LORALOOP_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 PROMPT = [{"role": "user", "content": "Hi"}]
 
 
 @pytest.fixture
 def pg_database():
-    import psycopg
-
-    admin_url = PG_URL.replace("postgresql+psycopg://", "postgresql://")
-    try:
-        admin = psycopg.connect(admin_url, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL at {PG_URL} is unreachable in CI: {exc}")
-        pytest.skip(f"PostgreSQL at {PG_URL} is unreachable: {exc}")
-    name = f"loraloop_test_{uuid.uuid4().hex[:12]}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    url = PG_URL.rsplit("/", 1)[0] + f"/{name}"
-    migrate(url)
-    yield url
-    admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.close()
+    with migrated_database() as url:
+        yield url
 
 
 def _registry(url: str, artifacts) -> LocalRegistry:
@@ -91,7 +73,7 @@ async def test_chat_starts_answers_and_converges_while_postgres_is_unreachable(
         pg_database, tiny_model_dir, make_adapter, tmp_path):
     registry = _registry(pg_database, tmp_path / "artifacts")
     first = _publish_live(registry, make_adapter("outage-first", seed=61))
-    proxy = TcpProxy(int(pg_database.rsplit(":", 1)[1].split("/")[0]))
+    proxy = TcpProxy(port_of(pg_database))
     engine = EngineConfig(model=str(tiny_model_dir), model_name="builtin:tiny", threads=1)
 
     def config(cache: str) -> ServeConfig:
