@@ -27,6 +27,9 @@ class StoredBounds(BaseModel):
                               "system prompt) and the last ones.")
     max_text_chars: int = Field(16_384, ge=1, description="Characters kept of each message "
                                 "and each completion.")
+    max_total_chars: int = Field(65_536, ge=1, description="Characters kept of all messages "
+                                 "together: the oldest go first (a model's context holds "
+                                 "less than this anyway).")
     max_stop: int = Field(4, ge=0, description="Stop strings kept (OpenAI allows 4).")
     max_stop_chars: int = Field(256, ge=1, description="Characters kept of each stop string.")
 
@@ -44,6 +47,18 @@ def bound_interaction(interaction: Interaction, bounds: StoredBounds,
         messages = [Message(role=m.role[:64], content=m.content[:bounds.max_text_chars],
                             name=m.name) for m in messages]
         cut.append("messages.content")
+    total = sum(len(m.content) for m in messages)
+    if total > bounds.max_total_chars:
+        kept: list[Message] = []
+        room = bounds.max_total_chars
+        for m in reversed(messages):  # the newest turns matter most
+            if room <= 0:
+                break
+            kept.append(m if len(m.content) <= room else
+                        Message(role=m.role, content=m.content[-room:], name=m.name))
+            room -= len(m.content)
+        messages = kept[::-1]
+        cut.append("messages")
     completions = interaction.completions
     if any(len(c) > bounds.max_text_chars for c in completions):
         completions = [c[:bounds.max_text_chars] for c in completions]
