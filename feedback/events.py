@@ -182,6 +182,11 @@ class Interaction(_Event):
     created_at: float = Field(
         default_factory=time.time, ge=0, description="Unix time the request arrived."
     )
+    truncated: list[str] = Field(
+        default_factory=list,
+        description="Fields cut to the stored bounds (feedback.bounds), e.g. `sampling.stop`; "
+        "empty when everything was stored whole.",
+    )
 
     @model_validator(mode="before")
     @classmethod

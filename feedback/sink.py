@@ -33,6 +33,7 @@ import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from redis.exceptions import NoScriptError
 
+from feedback.bounds import StoredBounds, bound_interaction
 from feedback.connections import async_client, redact_url
 from feedback.events import Interaction
 from feedback.interactions import get_interaction, read_interactions
@@ -73,6 +74,8 @@ class SinkConfig(BaseModel):
     connect_timeout_s: float = Field(0.5, gt=0, description="Connect timeout.")
     max_event_errors: int = Field(10, ge=1, description="Error replies to one event (not "
                                   "outages) before it is given up and counted in `failed`.")
+    bounds: StoredBounds = Field(default_factory=StoredBounds, description="Caps of each "
+                                 "stored interaction's texts (feedback.bounds).")
 
     @model_validator(mode="after")
     def _backoff_order(self) -> SinkConfig:
@@ -127,8 +130,11 @@ class InteractionSink:
     safe); counters are exact when it is called from the loop's thread.
     """
 
-    def __init__(self, redis_url: str, keys: RedisKeys, config: SinkConfig | None = None) -> None:
+    def __init__(self, redis_url: str, keys: RedisKeys, config: SinkConfig | None = None,
+                 *, redact: Callable[[str], str] | None = None) -> None:
+        """``redact`` is applied to the stored ``stop`` strings (messages come redacted)."""
         self.redis_url = redis_url
+        self._redact = redact
         self.keys = keys
         self.config = config or SinkConfig()
         self._where = redact_url(redis_url)
@@ -322,6 +328,8 @@ class InteractionSink:
             try:
                 if not isinstance(pending.event, Interaction):
                     pending.event = pending.event()
+                pending.event = bound_interaction(pending.event, self.config.bounds,
+                                                  self._redact)
                 pending.json = pending.event.to_json()
                 pending.key = self.keys.interaction(pending.event.id)
             except Exception:

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 
 from pydantic import BaseModel, Field
 from ray import serve
+from ray.exceptions import RayError
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
@@ -20,10 +21,14 @@ from serving.adapters import AdapterManager, run_reconciler
 from serving.api import ChatService, IngressConfig, build_api
 from serving.engines import choose_engine, engine_class
 from serving.engines.base import EngineConfig
-from serving.errors import ReplicasBusy
+from serving.errors import EngineUnhealthy, ReplicasBusy
+from serving.metrics import RedisCollector
 from serving.replica import LLMReplica
+from serving.route_snapshot import CatalogCache, SnapshotRegistry, start_routes
 
 logger = logging.getLogger(__name__)
+#: How much longer than the LLM replicas the ingress drains (relaying their last events).
+INGRESS_DRAIN_MARGIN_S = 30.0
 
 
 class RegistryConfig(BaseModel):
@@ -62,9 +67,27 @@ class ServeConfig(BaseModel):
     replica_gpus: float = Field(default=0, ge=0, description="GPUs per LLM replica (Ray).")
     redis_url: str = ""
     redis_prefix: str = "loraloop"
+    redis_sample_interval_s: float = Field(
+        default=15.0, gt=0, description="How often the ingress samples Redis (streams, "
+        "feedback backlog, dead letters, memory) for /metrics.")
     registry: RegistryConfig | None = Field(
         default=None, description="Serve adapters from the registry; None serves base only."
     )
+    drain_timeout_s: float = Field(
+        default=60.0, gt=0, description="A stopping replica (scale-in, redeploy, unhealthy) "
+        "stops taking requests and lets open ones finish for this long before it is killed "
+        "(Serve's graceful_shutdown_timeout_s); a stream still open then ends with an error "
+        "event.")
+    drain_poll_s: float = Field(
+        default=1.0, gt=0, description="How often a draining replica checks whether its "
+        "requests are done (Serve's graceful_shutdown_wait_loop_s).")
+    health_check_period_s: float = Field(default=5.0, gt=0, description="Serve calls each "
+                                         "LLM replica's check_health this often.")
+    health_check_timeout_s: float = Field(default=30.0, gt=0, description="A check_health "
+                                          "that does not answer in this time fails.")
+    stall_after_s: float = Field(
+        default=120.0, gt=0, description="A replica whose engine produces no token for this "
+        "long while generations wait is hung: check_health fails and Serve replaces it.")
     admin_token: str = Field(
         default="",
         description="Bearer token of the /admin API (served with a registry). Empty: the "
@@ -80,12 +103,7 @@ class LLMServer(LLMReplica):
         self._reconciler: asyncio.Task | None = None
         if config.registry is not None:
             name = f"replica-{serve.get_replica_context().replica_id.unique_id}"
-            # A version this replica cannot load is marked failed, which may move an
-            # alias: the other replicas hear of it at once.
-            view = config.registry.view(actor=name, on_alias_change=_publisher(config))
-            def factory(engine):
-                # Bounded by the engine's adapter_capacity: hf max_loras, vLLM max_cpu_loras.
-                return AdapterManager(engine, view, name=name)
+            factory = adapter_factory(config, name)
 
         engine, self.engine_reason = choose_engine(config.engine)
         LLMReplica.__init__(
@@ -93,10 +111,14 @@ class LLMServer(LLMReplica):
             engine_cls=engine_class(engine),
             engine_config=config.engine_config,
             adapters=factory,
+            stall_after_s=config.stall_after_s,
         )
+        self.replica_id = serve.get_replica_context().replica_id.unique_id
         await self.start()
         if self.adapters is not None:
-            await self.adapters.reconcile()  # a new replica starts on the registry's versions
+            # A new replica starts on the registry's versions, the last known ones, or base:
+            # never not at all (chat does not depend on the database being up).
+            await start_routes(self.adapters)
             self._reconciler = asyncio.get_running_loop().create_task(
                 run_reconciler(
                     self.adapters,
@@ -106,12 +128,28 @@ class LLMServer(LLMReplica):
             )
 
     async def info(self) -> dict:
-        return {**await LLMReplica.info(self), "engine_reason": self.engine_reason}
+        return {**await LLMReplica.info(self), "engine_reason": self.engine_reason,
+                "replica_id": self.replica_id}
 
     async def __del__(self) -> None:  # Ray Serve awaits this on graceful shutdown
         if self._reconciler is not None:
             self._reconciler.cancel()
         await self.shutdown()
+
+
+def adapter_factory(config: ServeConfig, name: str):
+    """The replica's adapter manager over the registry (``config.registry`` must be set)."""
+    # A version this replica cannot load is marked failed, which may move an
+    # alias: the other replicas hear of it at once.
+    view = config.registry.view(actor=name, on_alias_change=_publisher(config))
+    # While the database is unreachable, the last routes read (kept on local disk).
+    registry = SnapshotRegistry(view, config.registry.cache_dir)
+
+    def factory(engine):
+        # Bounded by the engine's adapter_capacity: hf max_loras, vLLM max_cpu_loras.
+        return AdapterManager(engine, registry, name=name)
+
+    return factory
 
 
 class Ingress:
@@ -129,7 +167,13 @@ class Ingress:
             from feedback.store import FeedbackStore
 
             keys = RedisKeys(config.redis_prefix)
-            self._sink = InteractionSink(config.redis_url, keys, SinkConfig())
+            from feedback.redact import make_redactor
+
+            # Stop strings are user text too: redacted like the messages (which the chat
+            # service redacts), and bounded with every other stored field by the sink.
+            redactor = make_redactor(config.ingress.feedback.redactor)
+            self._sink = InteractionSink(config.redis_url, keys, SinkConfig(),
+                                         redact=redactor.redact)
             await self._sink.start()
             feedback = FeedbackStore(config.redis_url, keys, config.ingress.feedback)
             try:
@@ -139,9 +183,24 @@ class Ingress:
                                "back", redact_url(config.redis_url))
         catalog = None
         self._admin = None
+        self._catalog_task: asyncio.Task | None = None
         if config.registry is not None:
-            catalog = config.registry.view(actor="ingress").catalog
+            # Read in a thread by a task of its own, never on the event loop; the last
+            # catalog read (also on local disk) serves while the database is unreachable.
+            catalog = CatalogCache(config.registry.view(actor="ingress").catalog,
+                                   snapshot_dir=config.registry.cache_dir)
+            self._catalog_task = asyncio.get_running_loop().create_task(catalog.run())
             self._admin = _admin_router(config)
+        self._sampler_task: asyncio.Task | None = None
+        sampler = None
+        if config.redis_url:
+            from feedback.backlog import RedisSampler
+
+            # Streams, backlog, dead letters and memory for /metrics: sampled in a task of
+            # its own every few seconds, never by a request or a scrape.
+            sampler = RedisSampler(config.redis_url, keys,
+                                   interval_s=config.redis_sample_interval_s)
+            self._sampler_task = asyncio.get_running_loop().create_task(sampler.run())
         self.service = ChatService(
             generate=self._generate,
             config=config.ingress,
@@ -151,8 +210,13 @@ class Ingress:
             feedback=feedback,
             replicas=self._replicas,
         )
+        if sampler is not None:
+            self.service.metrics.registry.register(RedisCollector(sampler))
 
     async def __del__(self) -> None:  # Ray Serve awaits this on graceful shutdown
+        for task in (self._catalog_task, self._sampler_task):
+            if task is not None:
+                task.cancel()
         if self._sink is not None:
             await self._sink.close(timeout=5)
 
@@ -168,6 +232,8 @@ class Ingress:
                 events = await self._llm.generate_all.remote(payload)
             except BackPressureError as exc:
                 events = [_busy(exc)]
+            except RayError as exc:
+                events = [_replica_gone(exc)]
             for event in events:
                 yield event
             return
@@ -177,6 +243,10 @@ class Ingress:
                 yield event
         except BackPressureError as exc:
             yield _busy(exc)
+        except RayError as exc:
+            # The replica died under the stream (killed at the end of its drain, crashed):
+            # an error event the client can read, not a cut connection.
+            yield _replica_gone(exc)
         finally:
             stream.cancel()
 
@@ -198,12 +268,16 @@ class Ingress:
 
 
 def _admin_router(config: ServeConfig):
-    """``/admin/...`` over the registry; alias moves are announced to the replicas."""
+    """``/admin/...`` over the registry; alias moves are announced to the replicas.
+
+    The schema is not migrated here (`loraloop up`, the deploy builder or the k8s
+    migration Job do it once): the ingress must start while the database is down.
+    """
     from serving.admin_routes import build_admin_router
     from storage.db import open_registry
 
     return build_admin_router(
-        session_factory=open_registry(config.registry.database_url),
+        session_factory=open_registry(config.registry.database_url, upgrade=False),
         admin_token=config.admin_token,
         user_keys=set(config.ingress.api_keys),
         notifier=_publisher(config),
@@ -239,16 +313,29 @@ def _busy(exc: BackPressureError) -> ReplicasBusy:
     return ReplicasBusy(f"all LLM replicas are busy; retry shortly ({exc})")
 
 
-def build_app(config: ServeConfig):
-    """The Serve application: an ingress bound to ``num_replicas`` LLM replicas."""
+def _replica_gone(exc: RayError) -> EngineUnhealthy:
+    """The replica died under a request (killed at the end of its drain, crashed)."""
+    logger.warning("an LLM replica stopped while answering: %r", exc)
+    return EngineUnhealthy(f"the model replica answering this request stopped "
+                           f"({type(exc).__name__}); retry the request")
+
+
+def build_app(config: ServeConfig, *, llm_cls: type[LLMServer] = LLMServer):
+    """The Serve application: an ingress bound to ``num_replicas`` LLM replicas.
+
+    ``llm_cls`` is the replica class (tests pass a subclass that can inject faults).
+    """
     llm = serve.deployment(
-        LLMServer,
+        llm_cls,
         name="llm",
         num_replicas=config.num_replicas,
         max_ongoing_requests=config.max_ongoing_requests,
         max_queued_requests=config.max_queued_requests,
         ray_actor_options={"num_cpus": config.replica_cpus, "num_gpus": config.replica_gpus},
-        health_check_period_s=5,
+        health_check_period_s=config.health_check_period_s,
+        health_check_timeout_s=config.health_check_timeout_s,
+        graceful_shutdown_timeout_s=config.drain_timeout_s,
+        graceful_shutdown_wait_loop_s=config.drain_poll_s,
     ).bind(config)
     ingress = serve.deployment(
         serve.ingress()(Ingress),
@@ -256,5 +343,9 @@ def build_app(config: ServeConfig):
         num_replicas=1,
         ray_actor_options={"num_cpus": 0},
         max_ongoing_requests=1000,
+        # The ingress outlives its replicas' drain, so that a stream cut short there still
+        # ends with an error event rather than a closed connection.
+        graceful_shutdown_timeout_s=config.drain_timeout_s + INGRESS_DRAIN_MARGIN_S,
+        graceful_shutdown_wait_loop_s=config.drain_poll_s,
     )
     return ingress.bind(llm, config)

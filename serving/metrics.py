@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -87,3 +87,52 @@ class _LoggingCollector:
                 )
                 family.add_metric([], float(value))
                 yield family
+
+
+class RedisCollector:
+    """Redis's streams, the learner's backlog and Redis memory, from the last periodic sample.
+
+    ``sampler`` is a :class:`feedback.backlog.RedisSampler`: scraping reads its
+    last sample (taken in the sampler's own task), never Redis itself.
+    """
+
+    def __init__(self, sampler) -> None:
+        self._sampler = sampler
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        failures = CounterMetricFamily(
+            "loraloop_redis_sample_failures", "Periodic Redis samples that failed.")
+        failures.add_metric([], float(self._sampler.failures))
+        yield failures
+        sample = self._sampler.latest
+        if sample is None:
+            return
+        yield _gauge("loraloop_redis_sample_timestamp_seconds",
+                     "Unix time of the last good Redis sample.", sample.at)
+        yield _gauge("loraloop_redis_used_memory_bytes", "Redis used_memory.",
+                     sample.used_memory)
+        yield _gauge("loraloop_redis_maxmemory_bytes", "Redis maxmemory (0: no limit).",
+                     sample.maxmemory)
+        streams = GaugeMetricFamily("loraloop_redis_stream_length",
+                                    "Entries in each loraloop stream (XLEN).", labels=["stream"])
+        for name, length in sorted(sample.streams.items()):
+            streams.add_metric([name], float(length))
+        yield streams
+        yield _gauge("loraloop_feedback_dead_letters",
+                     "Entries in the dead-letter stream.", sample.streams.get("dead-letter", 0))
+        backlog = GaugeMetricFamily(
+            "loraloop_feedback_backlog",
+            "Feedback entries the learner has not finished: undelivered (not read yet) and "
+            "pending (read, not acknowledged).", labels=["state"])
+        backlog.add_metric(["undelivered"], float(sample.undelivered))
+        backlog.add_metric(["pending"], float(sample.pending))
+        yield backlog
+
+
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, documentation)
+    family.add_metric([], float(value))
+    return family

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 
 from serving.adapters import AdapterManager
 from serving.engines.base import Engine, EngineConfig, GenerationRequest, SamplingParams
-from serving.errors import AdapterNotLoaded, PromptTooLong, ServingError
+from serving.errors import AdapterNotLoaded, EngineUnhealthy, PromptTooLong, ServingError
 
 logger = logging.getLogger(__name__)
 BASE_VERSION = "base"
@@ -36,10 +37,16 @@ class LLMReplica:
         engine_cls: type[Engine],
         engine_config: EngineConfig,
         adapters: Callable[[Engine], AdapterManager] | None = None,
+        stall_after_s: float = 120.0,
     ) -> None:
+        """``stall_after_s``: how long generations may wait without the engine producing
+        a single token for any of them before :meth:`check_health` calls it hung."""
         self.engine = engine_cls(engine_config)
         self._adapters_factory = adapters
         self.adapters: AdapterManager | None = None
+        self.stall_after_s = stall_after_s
+        self._active = 0  # generations started on the engine and not finished
+        self._progress_at = time.monotonic()  # the engine's last token, or work arriving
 
     async def start(self) -> None:
         await self.engine.start()
@@ -50,8 +57,22 @@ class LLMReplica:
         await self.engine.shutdown()
 
     async def check_health(self) -> None:
-        """Raise if the engine cannot serve (Ray Serve restarts an unhealthy replica)."""
+        """Raise if the engine cannot serve (Ray Serve restarts an unhealthy replica).
+
+        Also a hung engine: one whose worker is alive but whose step never returns
+        (a stuck kernel, a deadlock) shows no token for ``stall_after_s`` while
+        generations wait on it.
+        """
         await self.engine.check_health()
+        stalled = time.monotonic() - self._progress_at
+        if self._active and stalled > self.stall_after_s:
+            raise EngineUnhealthy(
+                f"the engine produced no token for {stalled:.0f} s while {self._active} "
+                f"generation(s) waited (limit stall_after_s={self.stall_after_s:g} s): hung"
+            )
+
+    def _progressed(self) -> None:
+        self._progress_at = time.monotonic()
 
     async def info(self) -> dict:
         return {
@@ -125,11 +146,16 @@ class LLMReplica:
             "prompt_tokens": len(ids),
             "adapter_version": adapter or BASE_VERSION,
         }
+        if not self._active:
+            self._progressed()  # an idle engine starts its clock when work arrives
+        self._active += 1
         try:
-            async for items in _coalesce(_merge(streams)):
+            async for items in _coalesce(_merge(streams), on_item=self._progressed):
                 yield {"type": "chunks", "items": items}
         except ServingError as exc:
             yield exc
+        finally:
+            self._active -= 1
 
     async def generate_all(self, payload: dict) -> list[dict | ServingError]:
         """The events of :meth:`generate` in one list: one round trip for a non-streamed answer."""
@@ -181,7 +207,8 @@ async def _merge(streams) -> AsyncIterator[tuple[int, object]]:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def _coalesce(source) -> AsyncIterator[list]:
+async def _coalesce(source, on_item: Callable[[], None] = lambda: None
+                    ) -> AsyncIterator[list]:
     """Yield lists of whatever ``source`` produced since the last yield.
 
     Each item crossing a Ray streaming handle costs milliseconds, far more than
@@ -194,6 +221,7 @@ async def _coalesce(source) -> AsyncIterator[list]:
     async def pump():
         try:
             async for item in source:
+                on_item()  # as the engine produces it, however slowly the client reads
                 await queue.put(item)
         except BaseException as exc:
             await queue.put(exc)

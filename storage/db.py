@@ -36,6 +36,13 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+#: A registry that does not answer must fail a call, not hang it (and the replica
+#: or request waiting on it): PostgreSQL's connect timeout and statement timeout.
+CONNECT_TIMEOUT_S = 5
+STATEMENT_TIMEOUT_MS = 30_000
+#: SQLite is a local file: its connect and lock waits are bounded by the busy timeout
+#: (SQLITE_BUSY_TIMEOUT_MS); a statement executing longer than this is interrupted.
+SQLITE_STATEMENT_TIMEOUT_S = 60.0
 _WRITE_OPTION = "loraloop_write"
 # Alembic's `context` is module-global state: one migration at a time per process.
 _ALEMBIC_LOCK = threading.Lock()
@@ -44,6 +51,17 @@ _ALEMBIC_LOCK = threading.Lock()
 def create_engine_for(url: str, *, echo: bool = False) -> Engine:
     """An engine for ``url``, with SQLite pragmas and immediate write transactions."""
     parsed = make_url(url)
+    if parsed.get_backend_name() == "postgresql":
+        return create_engine(
+            url,
+            echo=echo,
+            pool_pre_ping=True,
+            pool_timeout=CONNECT_TIMEOUT_S,
+            connect_args={
+                "connect_timeout": CONNECT_TIMEOUT_S,
+                "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
+            },
+        )
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url, echo=echo, pool_pre_ping=True)
     if parsed.database and parsed.database != ":memory:":
@@ -58,7 +76,7 @@ def create_engine_for(url: str, *, echo: bool = False) -> Engine:
     )
 
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn, _record) -> None:
+    def _on_connect(dbapi_conn, record) -> None:
         # Hand transaction control to SQLAlchemy's "begin" event below.
         dbapi_conn.isolation_level = None
         cursor = dbapi_conn.cursor()
@@ -67,6 +85,15 @@ def create_engine_for(url: str, *, echo: bool = False) -> Engine:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
+        _limit_statements(dbapi_conn, record.info)
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _statement_starts(conn, *_args) -> None:
+        conn.connection.info[_STARTED] = time.monotonic()
+
+    @event.listens_for(engine, "after_cursor_execute")
+    def _statement_ends(conn, *_args) -> None:
+        conn.connection.info[_STARTED] = None
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn) -> None:
@@ -74,6 +101,23 @@ def create_engine_for(url: str, *, echo: bool = False) -> Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
+
+
+_STARTED = "loraloop_statement_started"
+
+
+def _limit_statements(dbapi_conn: sqlite3.Connection, info: dict) -> None:
+    """Interrupt a statement executing for over ``SQLITE_STATEMENT_TIMEOUT_S`` (SQLite has
+    no statement timeout: a progress handler, called every few thousand VM steps, checks
+    the start time that ``before_cursor_execute`` records in the connection's ``info``)."""
+    info[_STARTED] = None
+
+    def check() -> int:
+        started = info.get(_STARTED)
+        return int(started is not None
+                   and time.monotonic() - started > SQLITE_STATEMENT_TIMEOUT_S)
+
+    dbapi_conn.set_progress_handler(check, 10_000)
 
 
 def _enable_wal(cursor) -> None:

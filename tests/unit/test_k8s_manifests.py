@@ -17,7 +17,46 @@ from loraloop.settings import Settings, setting_path
 K8S = Path(__file__).resolve().parents[2] / "k8s"
 K8S_VERSION = "1.31.0"  # every kubernetes-validate release pyproject.toml allows ships it
 CORE_KINDS = {"Namespace", "ConfigMap", "Secret", "Service", "StatefulSet", "Deployment",
-              "PersistentVolumeClaim"}
+              "PersistentVolumeClaim", "Job"}
+
+
+# The parts of the Prometheus Operator's PrometheusRule CRD (monitoring.coreos.com/v1) that
+# alerting rules use, refusing unknown fields as the CRD's structural schema does.
+_RULE = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["alert", "expr"],
+    "properties": {
+        "alert": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
+        "expr": {"type": "string", "minLength": 1},
+        "for": {"type": "string", "pattern": "^([0-9]+(ms|s|m|h|d|w|y))+$"},
+        "labels": {"type": "object", "additionalProperties": {"type": "string"},
+                   "required": ["severity"]},
+        "annotations": {"type": "object", "additionalProperties": {"type": "string"},
+                        "required": ["summary", "description"]},
+    },
+}
+PROMETHEUS_RULE_SCHEMA = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"},
+        "kind": {"const": "PrometheusRule"},
+        "metadata": {"type": "object", "required": ["name"]},
+        "spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["groups"],
+            "properties": {"groups": {"type": "array", "minItems": 1, "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["name", "rules"],
+                "properties": {"name": {"type": "string"}, "interval": {"type": "string"},
+                               "rules": {"type": "array", "minItems": 1, "items": _RULE}},
+            }}},
+        },
+    },
+}
 
 
 def _kustomization() -> dict:
@@ -57,6 +96,8 @@ def test_every_document_validates_strictly():
             for spec in _pod_specs(doc):  # the pod templates, against the core Pod schema
                 pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "t"}, "spec": spec}
                 kubernetes_validate.validate(pod, K8S_VERSION, strict=True)
+        elif doc["kind"] == "PrometheusRule":
+            jsonschema.validate(doc, PROMETHEUS_RULE_SCHEMA)
         else:
             assert doc["kind"] in CORE_KINDS, doc["kind"]
             kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
@@ -117,3 +158,50 @@ def test_learner_is_a_single_recreated_pod():
     [container] = spec["template"]["spec"]["containers"]
     assert container["command"] + container.get("args", []) == ["loraloop", "learner", "run"]
     assert int(container["resources"]["limits"]["nvidia.com/gpu"]) == 1
+
+
+def test_migrations_run_once_in_a_job_not_in_the_serving_pods():
+    """The serving pods never migrate (they must start while PostgreSQL is down): a Job does."""
+    job = _doc("Job", "loraloop-migrate")
+    [container] = job["spec"]["template"]["spec"]["containers"]
+    script = container["command"][-1]
+    assert "migrate(Settings().sqlalchemy_url)" in script
+    assert job["spec"]["template"]["spec"]["restartPolicy"] == "OnFailure"
+    module = importlib.import_module("storage.db")
+    assert callable(module.migrate)
+
+
+def _exported_metric_names() -> set[str]:
+    """Every sample name the ingress's /metrics can show, Redis sample included."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from feedback.backlog import RedisSample
+    from serving.metrics import RedisCollector, ServingMetrics
+
+    class Sampler:
+        failures = 0
+        latest = RedisSample(at=1.0, used_memory=1, maxmemory=2,
+                             streams={"interactions": 1, "feedback": 1, "dead-letter": 1})
+
+    metrics = ServingMetrics(lambda: {"written": 1})
+    metrics.registry.register(RedisCollector(Sampler()))
+    return {sample.name for family in text_string_to_metric_families(metrics.render().decode())
+            for sample in family.samples}
+
+
+def test_alert_rules_cover_redis_and_use_only_exported_metrics():
+    import re
+
+    rules = [rule for group in _doc("PrometheusRule", "loraloop-alerts")["spec"]["groups"]
+             for rule in group["rules"]]
+    exported = _exported_metric_names()
+    used: set[str] = set()
+    for rule in rules:
+        names = set(re.findall(r"\bloraloop_[a-z_]+", rule["expr"]))
+        assert names and names <= exported, (rule["alert"], names - exported)
+        assert rule["expr"].count("(") == rule["expr"].count(")"), rule["alert"]
+        used |= names
+    # An alert for each: backlog, dead letters, stream length, Redis memory.
+    for metric in ("loraloop_feedback_backlog", "loraloop_feedback_dead_letters",
+                   "loraloop_redis_stream_length", "loraloop_redis_used_memory_bytes"):
+        assert metric in used, metric
