@@ -33,11 +33,14 @@ def serve_config(settings: Settings, *, redis_url: str, replicas: int | None = N
         engine=settings.engine,
         engine_config=settings.engine_for(model_path),
         ingress=IngressConfig(
-            tenants=settings.tenants, api_keys=settings.api_keys, feedback=settings.feedback_config
+            tenants=settings.tenants, api_keys=settings.api_keys,
+            feedback=settings.feedback_config, pinnable_statuses=settings.pinnable_statuses,
         ),
         num_replicas=replicas or settings.replicas,
         replica_gpus=settings.replica_gpus,
         admin_token=settings.admin_token,
+        admin_tokens=settings.admin_tokens,
+        gate_override_approvals=settings.gate_override_approvals,
         redis_url=redis_url,
         redis_prefix=settings.redis_prefix,
         registry=RegistryConfig(

@@ -19,6 +19,7 @@ URL such as ``s3://bucket/adapters``, or a shared volume).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from loraloop.compose import serve_config
@@ -49,5 +50,9 @@ def app_builder(args: dict[str, Any] | None = None):
     from serving.app import build_app
     from storage.db import migrate
 
-    migrate(settings.sqlalchemy_url)
+    try:
+        migrate(settings.sqlalchemy_url)
+    except Exception as exc:  # the k8s migration Job migrates; serving starts while it is down
+        logging.getLogger(__name__).warning("registry not migrated now (%s); serving anyway",
+                                            exc)
     return build_app(serve_config(settings, redis_url=settings.redis_url))

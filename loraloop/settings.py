@@ -143,6 +143,22 @@ class Settings(BaseSettings):
         description="Bearer token of the admin API (/admin/...), separate from users' API "
         "keys. Empty: the admin API refuses every request.",
     )
+    admin_tokens: dict[str, str] = Field(
+        default_factory=dict,
+        description='Named admins of the admin API as JSON: {"<name>": "<token>"}, beside '
+        "`LORALOOP_ADMIN_TOKEN` (named `admin-api`); an admin action is audited under the name "
+        "of the token that made it.",
+    )
+    gate_override_approvals: int = Field(
+        default=0, ge=0, le=1,
+        description="1: passing a gate by hand through the admin API needs a second admin's "
+        "token in `X-Approving-Admin-Token` (needs two admin tokens). 0: one admin may.",
+    )
+    pinnable_statuses: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description='Statuses besides live, canary and retired whose versions a tenant\'s '
+        'users may request as `<tenant>@<version>`, as JSON: {"acme": ["gated"]}.',
+    )
     tenants: Annotated[list[str], NoDecode] = Field(
         default=["default"],
         min_length=1,
@@ -201,6 +217,19 @@ class Settings(BaseSettings):
         # next source: the environment beats .env, whichever spelling either uses.
         return (init_settings, env_settings, _ShortNames(settings_cls, env_settings),
                 dotenv_settings, _ShortNames(settings_cls, dotenv_settings), file_secret_settings)
+
+    @field_validator("pinnable_statuses")
+    @classmethod
+    def _known_statuses(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        from storage.states import Status
+
+        known = sorted(s.value for s in Status)
+        for tenant, statuses in value.items():
+            for status in statuses:
+                if status not in known:
+                    raise ValueError(f"pinnable_statuses[{tenant!r}] names {status!r}; "
+                                     f"statuses are {', '.join(known)}")
+        return value
 
     @field_validator("tenants", mode="before")
     @classmethod

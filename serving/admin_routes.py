@@ -39,7 +39,7 @@ from serving.auth import (
     admin_name,
     admin_tokens,
 )
-from serving.http_errors import install_error_handlers
+from serving.http_errors import guard_bodies, install_error_handlers, limit_bodies
 
 APPROVER_HEADER = "x-approving-admin-token"
 Limit = Query(default=None, ge=1, le=1000, description="Newest entries (default: 100).")
@@ -221,10 +221,23 @@ def build_admin_router(
     return router
 
 
+#: Largest admin request body: the admin API takes small JSON objects only.
+MAX_ADMIN_BODY_BYTES = 64_000
+
+
+def include_admin(app: FastAPI, **router_options: Any) -> None:
+    """Serve ``/admin`` on ``app`` (which has the error table installed): the token is
+    checked before any body is read, and bodies are bounded (413 beyond)."""
+    app.include_router(build_admin_router(**router_options))
+    guard_bodies(app, "/admin", admin_check(router_options["admin_token"],
+                                            router_options.get("user_keys", ()),
+                                            router_options.get("admin_tokens_by_name")))
+    limit_bodies(app, "/admin", MAX_ADMIN_BODY_BYTES)
+
+
 def build_admin_app(**router_options: Any) -> FastAPI:
-    """A FastAPI app serving only ``build_admin_router(**router_options)`` (tests, or a
-    separate admin port), with the error table installed."""
+    """A FastAPI app serving only the admin API (tests, or a separate admin port)."""
     app = FastAPI(title="loraloop admin", docs_url=None, redoc_url=None)
     install_error_handlers(app)
-    app.include_router(build_admin_router(**router_options))
+    include_admin(app, **router_options)
     return app

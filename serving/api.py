@@ -45,6 +45,9 @@ class IngressConfig(BaseModel):
         "Longest prompt (all messages' characters) the ingress passes on; longer gets 400 "
         "prompt_too_long before any tokenizer runs (tokenizing 900 kB takes a second). "
         "Raise it for models whose context holds more (about 4 characters a token)."))
+    pinnable_statuses: dict[str, list[str]] = Field(
+        default_factory=dict, description="tenant -> version statuses besides live, canary "
+        "and retired that its users may request as `tenant@<version>`.")
     default_max_tokens: int = Field(default=256, ge=1)
     retry_after_s: int = Field(default=1, ge=1, description="Retry-After on 429/503.")
 
@@ -65,7 +68,8 @@ class ChatService:
     ) -> None:
         self.generate = generate
         self.config = config
-        self.router = ModelRouter(config.tenants, catalog=catalog)
+        self.router = ModelRouter(config.tenants, catalog=catalog,
+                                  allow_statuses=config.pinnable_statuses)
         self.sink = sink
         self.readiness = readiness
         self.feedback = feedback  # a feedback.store.FeedbackStore, or None without Redis
@@ -136,6 +140,7 @@ class ChatService:
                 error = _error_in(event)
                 if error is not None:  # mid-stream: report it in-band and stop
                     yield _sse(error_body_for(error))
+                    yield "data: [DONE]\n\n"
                     answer.abandoned = True
                     return
                 for index, chunk in event["items"]:

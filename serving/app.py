@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from typing import Literal
 
 from pydantic import BaseModel, Field
 from ray import serve
@@ -93,6 +94,12 @@ class ServeConfig(BaseModel):
         description="Bearer token of the /admin API (served with a registry). Empty: the "
         "admin API refuses every request.",
     )
+    admin_tokens: dict[str, str] = Field(
+        default_factory=dict, description="Named admins of /admin (name -> bearer token), "
+        "beside admin_token; an admin action is audited under its token's name.")
+    gate_override_approvals: Literal[0, 1] = Field(
+        default=0, description="1: passing a gate by hand through /admin needs a second "
+        "admin's token in X-Approving-Admin-Token.")
 
 
 class LLMServer(LLMReplica):
@@ -190,7 +197,7 @@ class Ingress:
             catalog = CatalogCache(config.registry.view(actor="ingress").catalog,
                                    snapshot_dir=config.registry.cache_dir)
             self._catalog_task = asyncio.get_running_loop().create_task(catalog.run())
-            self._admin = _admin_router(config)
+            self._admin = _admin_options(config)
         self._sampler_task: asyncio.Task | None = None
         sampler = None
         if config.redis_url:
@@ -223,7 +230,9 @@ class Ingress:
     def __serve_build_asgi_app__(self):
         api = build_api(self.service)
         if self._admin is not None:
-            api.include_router(self._admin)
+            from serving.admin_routes import include_admin
+
+            include_admin(api, **self._admin)
         return api
 
     async def _generate(self, payload: dict) -> AsyncIterator[dict]:
@@ -267,21 +276,22 @@ class Ingress:
         return checks
 
 
-def _admin_router(config: ServeConfig):
+def _admin_options(config: ServeConfig) -> dict:
     """``/admin/...`` over the registry; alias moves are announced to the replicas.
 
     The schema is not migrated here (`loraloop up`, the deploy builder or the k8s
     migration Job do it once): the ingress must start while the database is down.
     """
-    from serving.admin_routes import build_admin_router
     from storage.db import open_registry
 
-    return build_admin_router(
-        session_factory=open_registry(config.registry.database_url, upgrade=False),
-        admin_token=config.admin_token,
-        user_keys=set(config.ingress.api_keys),
-        notifier=_publisher(config),
-    )
+    return {
+        "session_factory": open_registry(config.registry.database_url, upgrade=False),
+        "admin_token": config.admin_token,
+        "admin_tokens_by_name": config.admin_tokens,
+        "gate_override_approvals": config.gate_override_approvals,
+        "user_keys": set(config.ingress.api_keys),
+        "notifier": _publisher(config),
+    }
 
 
 def _publisher(config: ServeConfig):

@@ -118,6 +118,10 @@ README_NAMES = {
     "LORALOOP_MAX_QUEUE": ("7", "engine_config.max_queue", 7),
     "LORALOOP_ENGINE_THREADS": ("2", "engine_config.threads", 2),
     "LORALOOP_ADMIN_TOKEN": ("tok", "admin_token", "tok"),
+    "LORALOOP_ADMIN_TOKENS": ('{"ana": "t1"}', "admin_tokens", {"ana": "t1"}),
+    "LORALOOP_GATE_OVERRIDE_APPROVALS": ("1", "gate_override_approvals", 1),
+    "LORALOOP_PINNABLE_STATUSES": ('{"acme": ["gated"]}', "pinnable_statuses",
+                                   {"acme": ["gated"]}),
     "LORALOOP_TENANTS": ("a, b", "tenants", ["a", "b"]),
     "LORALOOP_REPLICAS": ("3", "replicas", 3),
     "LORALOOP_REPLICA_GPUS": ("1", "replica_gpus", 1.0),
@@ -322,3 +326,21 @@ def test_engine_limits_are_checked_once_in_engine_config(monkeypatch, env, messa
     fields = {k.removeprefix("LORALOOP_").lower(): int(v) for k, v in env.items()}
     with pytest.raises(ValueError, match=re.escape(message)):
         EngineConfig(model="m", **fields)
+
+
+def test_pinnable_statuses_must_be_statuses():
+    with pytest.raises(ValidationError, match=r"pinnable_statuses\['acme'\] names 'bogus'; "
+                       r"statuses are canary, candidate"):
+        Settings(pinnable_statuses={"acme": ["bogus"]})
+
+
+def test_admin_and_version_access_settings_reach_the_app(tmp_path, tiny_model_dir):
+    from loraloop.compose import serve_config
+
+    settings = Settings(data_dir=tmp_path, model=str(tiny_model_dir),
+                        admin_tokens={"ana": "t1", "bo": "t2"}, gate_override_approvals=1,
+                        pinnable_statuses={"acme": ["gated"]})
+    config = serve_config(settings, redis_url="redis://127.0.0.1:6379/0")
+    assert config.admin_tokens == {"ana": "t1", "bo": "t2"}
+    assert config.gate_override_approvals == 1
+    assert config.ingress.pinnable_statuses == {"acme": ["gated"]}
