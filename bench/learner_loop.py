@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from report import bench_parser, emit
 
-from tests.support.capitals import CAPITALS, PHRASINGS, corrections
+from tests.support.capitals import CAPITALS, ONE_TEACHER, PHRASINGS, corrections
 from tests.support.ratings import record_ratings
 from tests.support.redis_support import delete_prefix, new_prefix
 
@@ -115,8 +115,7 @@ async def run(args) -> dict:
         base_model_name="builtin:tiny",
         data_dir=str(work),
         config=LearnerConfig(
-            max_user_share=1.0,  # one simulated user teaches (as on a loopback `up`)
-            min_round_users=1,
+            **ONE_TEACHER,
             min_new_examples=len(LESSON),
             train=train,
             gate=GateConfig(auto_promote="live", threads=1),

@@ -15,7 +15,7 @@ import contextlib
 import httpx
 import pytest
 
-from tests.support.capitals import questions
+from tests.support.capitals import ONE_TEACHER, questions
 from tests.support.redis_support import new_prefix
 from tests.support.waiting import wait_until
 
@@ -63,8 +63,7 @@ def learning_app(serve_url, redis_server, tiny_model_dir, tmp_path):
         base_model_name="builtin:tiny",
         data_dir=str(root),
         config=LearnerConfig(
-            max_user_share=1.0,  # one simulated user teaches (as on a loopback `up`)
-            min_round_users=1,
+            **ONE_TEACHER,
             min_new_examples=len(QUESTIONS),
             holdout_fraction=0.2,
             train=TrainConfig(method="sft", epochs=6, learning_rate=1e-2, rank=8, threads=1),

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import httpx
 import pytest
-
 from tests.integration.registry_support import LocalRegistry
+
 from tests.support.postgres import migrated_database, port_of
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.waiting import wait_until

@@ -9,6 +9,7 @@ import threading
 
 import httpx
 import pytest
+from tests.integration.registry_support import LocalRegistry
 
 from serving.api import ChatService, IngressConfig, build_api
 from serving.app import RegistryConfig, ServeConfig, adapter_factory
@@ -19,7 +20,6 @@ from serving.replica import LLMReplica
 from serving.route_snapshot import CatalogCache, start_routes
 from storage import ArtifactStore
 from storage.db import open_registry
-from tests.integration.registry_support import LocalRegistry
 from tests.support.faults import Silent
 from tests.support.postgres import migrated_database, port_of
 from tests.support.tcp_proxy import TcpProxy

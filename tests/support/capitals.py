@@ -78,3 +78,8 @@ def corrections(taught: Iterable[Capital], *, user_prefix: str,
     return [Rated(f"{user_prefix}{n}", phrasing.format(c.country), answer, "down",
                   correction=c.answer)
             for n, c in enumerate(taught) for phrasing in phrasings]
+
+
+#: Learner settings for lessons one simulated user teaches, as a loopback `loraloop up`
+#: allows (an exposed API needs several users per round: docs/SECURITY.md).
+ONE_TEACHER = {"max_user_share": 1.0, "min_round_users": 1}

@@ -14,6 +14,7 @@ from learner.gate import GateConfig
 from learner.loop import Learner, LearnerConfig
 from storage import ArtifactStore
 from storage.db import open_registry
+from tests.support.capitals import ONE_TEACHER
 
 ROOT = Path(__file__).parents[3]
 #: A learner in a process of its own, as the Ray actor runs it (it may be told to crash).
@@ -78,5 +79,5 @@ def learner_process():
 def _one_teacher_may_train(config: dict) -> None:
     """These tests teach as one user (as `loraloop up` on loopback lets one do); the share
     cap and minimum of users that guard an exposed API have tests of their own."""
-    config.setdefault("max_user_share", 1.0)
-    config.setdefault("min_round_users", 1)
+    for name, value in ONE_TEACHER.items():
+        config.setdefault(name, value)
