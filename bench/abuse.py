@@ -16,8 +16,11 @@ arguments that returns its figures); add a section by adding an entry.
   (``FeedbackSource``), join and ``curate`` with ``LearnerConfig``'s defaults make
   one round of the backlog. Reported: the attacker's share of the round alone, next
   to honest users, and as one identity (what auth reduces it to).
+- ``durability``: ``--burst`` feedback posts over real HTTP in strict mode (an embedded
+  Redis with appendfsync always) with Redis SIGKILLed once 30% were accepted, then
+  restarted. Reported: accepted (202) against accepted and on disk (target: equal).
 
-    python bench/abuse.py [--sections flood,sybil] [--requests 60] [--json out.json]
+    python bench/abuse.py [--sections flood,sybil,durability] [--requests 60] [--json out.json]
 """
 
 from __future__ import annotations
@@ -248,7 +251,17 @@ def sybil(args) -> dict:
     return result
 
 
-SECTIONS = {"flood": flood, "sybil": sybil}
+def durability(args) -> dict:
+    from loraloop.tiny_model import ensure_tiny_model
+    from tests.support.durability import strict_burst
+
+    work = Path(tempfile.mkdtemp(prefix="loraloop-durability-"))
+    model = ensure_tiny_model(work / "data")
+    return asyncio.run(strict_burst(model, work, posts=args.burst,
+                                    kill_after=max(1, int(args.burst * 0.3))))
+
+
+SECTIONS = {"flood": flood, "sybil": sybil, "durability": durability}
 
 
 def main(args) -> dict:
@@ -260,6 +273,8 @@ def parse_args(argv=None):
     parser.add_argument("--sections", default=",".join(SECTIONS))
     parser.add_argument("--requests", type=int, default=60)
     parser.add_argument("--flood-workers", type=int, default=8)
+    parser.add_argument("--burst", type=int, default=1000, help="Feedback posts of the "
+                        "durability section.")
     parser.add_argument("--flood-kinds", default="", help="Only these hostile requests "
                         "(names as in the report; default: all).")
     parser.add_argument("--json", default=None)
