@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from tests.integration.registry_support import LocalRegistry
 
 from tests.support.postgres import migrated_database, port_of
+from tests.support.registry import LocalRegistry
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.waiting import wait_until
 
@@ -26,12 +26,8 @@ def _version(url: str, model: str = "acme") -> str | None:
 
 @pytest.fixture
 def registry(tmp_path):
-    from storage import ArtifactStore
-    from storage.db import open_registry
-
     with migrated_database() as url:
-        yield url, LocalRegistry(open_registry(url, upgrade=False),
-                                 ArtifactStore(tmp_path / "artifacts"), view=None)
+        yield url, LocalRegistry.create(tmp_path, url=url)
 
 
 def test_pods_restarted_while_postgres_is_unreachable_serve_and_converge(

@@ -9,7 +9,6 @@ import threading
 
 import httpx
 import pytest
-from tests.integration.registry_support import LocalRegistry
 
 from serving.api import ChatService, IngressConfig, build_api
 from serving.app import RegistryConfig, ServeConfig, adapter_factory
@@ -18,10 +17,9 @@ from serving.engines.hf import HFEngine
 from serving.registry_view import RegistryView
 from serving.replica import LLMReplica
 from serving.route_snapshot import CatalogCache, start_routes
-from storage import ArtifactStore
-from storage.db import open_registry
 from tests.support.faults import Silent
 from tests.support.postgres import migrated_database, port_of
+from tests.support.registry import LocalRegistry
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.waiting import until
 
@@ -36,9 +34,9 @@ def pg_database():
         yield url
 
 
-def _registry(url: str, artifacts) -> LocalRegistry:
+def _registry(url: str, root) -> LocalRegistry:
     """Writes to the registry straight to PostgreSQL (the learner's and operator's side)."""
-    return LocalRegistry(open_registry(url, upgrade=False), ArtifactStore(artifacts), view=None)
+    return LocalRegistry.create(root, url=url)
 
 
 def _publish_live(registry: LocalRegistry, adapter_dir) -> str:
@@ -71,7 +69,7 @@ async def _chat(client: httpx.AsyncClient, model: str) -> str:
 
 async def test_chat_starts_answers_and_converges_while_postgres_is_unreachable(
         pg_database, tiny_model_dir, make_adapter, tmp_path):
-    registry = _registry(pg_database, tmp_path / "artifacts")
+    registry = _registry(pg_database, tmp_path)
     first = _publish_live(registry, make_adapter("outage-first", seed=61))
     proxy = TcpProxy(port_of(pg_database))
     engine = EngineConfig(model=str(tiny_model_dir), model_name="builtin:tiny", threads=1)

@@ -28,10 +28,13 @@ class LocalRegistry:
     view: RegistryView
 
     @classmethod
-    def create(cls, root: Path, *, notifier=None, actor: str = "test") -> LocalRegistry:
-        """A registry in ``root``; alias moves are announced to ``notifier`` (if any)."""
-        url = f"sqlite:///{root / 'registry.db'}"
-        sessions = open_registry(url)
+    def create(cls, root: Path, *, notifier=None, actor: str = "test",
+               url: str | None = None) -> LocalRegistry:
+        """A registry in ``root`` (or at ``url``, already migrated, with its artifacts and
+        caches in ``root``); alias moves are announced to ``notifier`` (if any)."""
+        sessions = open_registry(url, upgrade=False) if url else None
+        url = url or f"sqlite:///{root / 'registry.db'}"
+        sessions = sessions or open_registry(url)
         artifacts = root / "artifacts"
         view = RegistryView(database_url=url, artifacts_location=str(artifacts),
                             cache_dir=root / "cache")
