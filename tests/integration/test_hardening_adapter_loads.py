@@ -171,12 +171,18 @@ class _S3:
 @pytest.fixture
 def s3(monkeypatch):
     server = _S3()
+    from s3fs import S3FileSystem
+
     for var, value in S3_ENV.items():
         monkeypatch.setenv(var, value)
     monkeypatch.setenv("AWS_ENDPOINT_URL", server.url)  # botocore reads it; no options needed
+    # fsspec caches filesystems by their arguments: one built by an earlier test would
+    # still talk to that test's (stopped) endpoint.
+    S3FileSystem.clear_instance_cache()
     server.start()
     yield server
     server.stop()
+    S3FileSystem.clear_instance_cache()
 
 
 async def test_an_object_store_outage_is_retried_and_never_fails_the_version(
