@@ -1,13 +1,12 @@
 """The feedback store: validates, rate-limits, redacts and durably records users' ratings.
 
 :meth:`FeedbackStore.record` is what ``POST /v1/feedback`` calls. An accepted
-feedback (the call returns its id) is in the feedback stream exactly once: one
-Lua script checks that the interaction still exists, applies the per-user and
-per-tenant rate limits (fixed windows aligned to the epoch: a burst straddling a
-boundary can reach twice the limit), ``XADD``\\ s the event and replaces the
-"current rating" of ``(interaction, user)``, all atomically. The stream is never
-capped by ``MAXLEN``: only :meth:`feedback.source.FeedbackSource.trim` removes
-entries, and only acknowledged ones.
+feedback (the call returns its id) is in the feedback stream exactly once: one Lua
+script checks that the interaction still exists, applies the per-user, per-tenant and
+per-address limits (fixed windows aligned to the epoch; a caller already over one is
+refused before its text is redacted), ``XADD``\\ s the event and replaces the "current
+rating" of ``(interaction, user)``, atomically. Only acknowledged entries are ever
+removed from the stream (:meth:`feedback.source.FeedbackSource.trim`), never by MAXLEN.
 
 Failures are typed (``feedback.errors``); ``serving.http_errors`` gives each its HTTP
 status. Any other exception is a bug (500).
@@ -284,6 +283,22 @@ class FeedbackStore:
             raise errors.InteractionNotFound(interaction_id)
         interaction = Interaction.from_json(raw)
         self._check_owner(interaction, user_hash, tenant)
+        window_ms = cfg.rate_window_s * 1000
+        now_ms = int(time.time() * 1000)
+        window = now_ms // window_ms
+        rate = self.keys.rate_limit
+        limits = [(cfg.user_limit, rate(RedisKeys.USER_FEEDBACK, user_hash, window)),
+                  (cfg.tenant_limit, rate(RedisKeys.TENANT_FEEDBACK, interaction.tenant, window)),
+                  (cfg.address_limit, rate(RedisKeys.ADDRESS_FEEDBACK, _digest(address or ""),
+                                           window))]
+        if correction or comment:  # a caller already over a limit costs no redaction
+            async with self._redis("read the rate limits"):
+                counts = await self._client.mget([key for _, key in limits])
+            for status, (limit, _), n in zip(("user", "tenant", "address"), limits, counts,
+                                             strict=True):
+                if int(n or 0) >= limit and (status != "address" or address):
+                    raise errors.RateLimited(status, limit, cfg.rate_window_s, max(1, math.ceil(
+                        ((window + 1) * window_ms - now_ms) / 1000)))
         # Redaction (regex or Presidio) can take milliseconds: not on the event loop.
         correction, comment = await asyncio.to_thread(self._redact_texts, correction, comment)
         feedback = Feedback(
@@ -291,18 +306,13 @@ class FeedbackStore:
             tenant=interaction.tenant, adapter_version=interaction.adapter_version,
             correction=correction, comment=comment,
         )
-        window_ms = cfg.rate_window_s * 1000
-        now_ms = int(time.time() * 1000)
-        window = now_ms // window_ms
         request_key, fingerprint = self.keys.feedback_current(interaction_id, user_hash), ""
         if idempotency_key is not None:
             request_key = self.keys.feedback_request(user_hash, _digest(idempotency_key))
             fingerprint = _digest(json.dumps([interaction_id, value, correction, comment]))
-        keys = [ikey, self.keys.rate_limit(RedisKeys.USER_FEEDBACK, user_hash, window),
-                self.keys.rate_limit(RedisKeys.TENANT_FEEDBACK, interaction.tenant, window),
-                self.keys.feedback_stream, self.keys.feedback_current(interaction_id, user_hash),
-                request_key, self.keys.rate_limit(RedisKeys.ADDRESS_FEEDBACK,
-                                                  _digest(address or ""), window)]
+        keys = [ikey, limits[0][1], limits[1][1], self.keys.feedback_stream,
+                self.keys.feedback_current(interaction_id, user_hash), request_key,
+                limits[2][1]]
         args = [cfg.user_limit, cfg.tenant_limit, (window + 1) * window_ms - now_ms,
                 feedback.id, user_hash, interaction_id, feedback.to_json(),
                 cfg.current_ttl_s * 1000, fingerprint, cfg.idempotency_ttl_s * 1000,
@@ -331,15 +341,13 @@ class FeedbackStore:
             return earlier_id
         if status == "ok":
             FEEDBACK_EVENTS.labels("accepted").inc()
-            log.debug("feedback %s (%+d) on %s stored as %s", feedback.id, value,
-                      interaction_id, text(result[1]))
+            log.debug("feedback %s on %s is %s", feedback.id, interaction_id, text(result[1]))
             return feedback.id
         if status == "gone":  # expired between the GET and the script
             raise errors.InteractionNotFound(interaction_id)
-        limit = {"user": cfg.user_limit, "tenant": cfg.tenant_limit}.get(status,
-                                                                        cfg.address_limit)
-        retry_after = max(1, math.ceil(max(int(result[1]), 0) / 1000))
-        raise errors.RateLimited(status, limit, cfg.rate_window_s, retry_after)
+        limit = {"user": cfg.user_limit, "tenant": cfg.tenant_limit}.get(status, cfg.address_limit)
+        raise errors.RateLimited(status, limit, cfg.rate_window_s,
+                                 max(1, math.ceil(max(int(result[1]), 0) / 1000)))
 
     def _redact_texts(self, *texts: str | None) -> list[str | None]:
         return [None if t is None else self.redactor.redact(t) for t in texts]

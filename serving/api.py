@@ -23,7 +23,14 @@ from feedback.store import FeedbackConfig
 from serving.auth import ApiKey, check_tenant, identify
 from serving.errors import PromptTooLong, ServingError
 from serving.feedback_routes import register_feedback_routes
-from serving.http_errors import check_size, error_body_for, install_error_handlers, parse_body
+from serving.http_errors import (
+    JSON_BYTES_PER_CHAR,
+    check_size,
+    error_body_for,
+    install_error_handlers,
+    limit_bodies,
+    parse_body,
+)
 from serving.metrics import ServingMetrics
 from serving.routing import ModelRouter
 from serving.schema import ChatCompletionRequest, chunk_body, completion_body, usage_chunk_body
@@ -298,6 +305,11 @@ def build_api(service: ChatService) -> FastAPI:
         on_error=lambda status, type_: service.metrics.errors.labels(str(status), type_).inc(),
         max_body_bytes=service.config.max_body_bytes,
     )
+    # A prompt longer than max_prompt_chars is refused anyway: a body that cannot hold a
+    # shorter one (messages' JSON plus 64 kB of the rest) is refused unread, not parsed.
+    limit_bodies(api, "/v1/chat/completions", min(
+        service.config.max_body_bytes,
+        65_536 + JSON_BYTES_PER_CHAR * service.config.max_prompt_chars))
 
     @api.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:

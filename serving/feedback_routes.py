@@ -18,11 +18,11 @@ from pydantic import BaseModel, Field
 
 from feedback.errors import FeedbackNotFound, FeedbackUnavailable
 from serving.auth import identify
-from serving.http_errors import limit_bodies, parse_body
+from serving.http_errors import JSON_BYTES_PER_CHAR, limit_bodies, parse_body
 
 #: Bytes of JSON a character of a correction or comment can take at most (a non-BMP
 #: character escaped as a surrogate pair, ``\ud83d\ude00``), and room for the rest.
-_BYTES_PER_CHAR, _ENVELOPE_BYTES = 12, 4096
+_ENVELOPE_BYTES = 4096
 
 
 class FeedbackRequest(BaseModel):
@@ -45,7 +45,7 @@ def register_feedback_routes(api: FastAPI, service) -> None:
         return identify(service.config.api_keys, request.headers.get("authorization"), user)
 
     limits = service.config.feedback
-    limit_bodies(api, "/v1/feedback", _ENVELOPE_BYTES + _BYTES_PER_CHAR * (
+    limit_bodies(api, "/v1/feedback", _ENVELOPE_BYTES + JSON_BYTES_PER_CHAR * (
         limits.max_correction_chars + limits.max_comment_chars))
 
     @api.post("/v1/feedback", status_code=202)

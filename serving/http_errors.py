@@ -255,6 +255,10 @@ def parse_body(raw: bytes, model: type[M]) -> M:
 HeaderCheck = Callable[[str | None], None]
 
 
+#: The most JSON bytes one character of text can take (an escaped surrogate pair).
+JSON_BYTES_PER_CHAR = 12
+
+
 def limit_bodies(app: FastAPI, prefix: str, max_bytes: int) -> None:
     """Bound the bodies of requests under ``prefix`` by ``max_bytes`` (below the app's limit)."""
     app.state.body_limits = [*getattr(app.state, "body_limits", ()), (prefix, max_bytes)]
