@@ -125,6 +125,13 @@ def test_config_and_secret_load_as_settings(monkeypatch, tmp_path):
     [workers] = _doc("RayService", "loraloop")["spec"]["rayClusterConfig"]["workerGroupSpecs"]
     assert workers["replicas"] == settings.replicas  # one LLM replica per GPU worker
     assert settings.replica_gpus == 1  # ...because each replica asks Ray for the GPU
+    # The learner pod knows strangers reach the API: several users per round, none above
+    # half of it (a loopback `loraloop up` lets one person teach alone).
+    from loraloop.compose import learner_spec
+
+    learner = learner_spec(settings).config
+    assert (learner.max_user_share, learner.min_round_users) == (0.5, 2)
+    assert learner.gate.auto_promote == "canary"  # with API keys set
 
 
 def test_serve_config_imports_the_app_builder():
