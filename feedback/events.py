@@ -45,6 +45,7 @@ BASE_VERSION = "base"
 ANONYMOUS_USER = "anonymous"
 
 Mode = Literal["plain", "best_of_n", "refined", "handoff"]
+Strategy = Literal["single", "best_of_n", "refine", "budget", "adaptive", "handoff"]
 Rating = Literal[1, -1]
 _E = TypeVar("_E", bound="_Event")
 _HEX128 = r"^[0-9a-f]{32}$"
@@ -133,6 +134,45 @@ class _Event(BaseModel):
         return _parse(cls, data)
 
 
+class ComputeRecord(BaseModel):
+    """How an answer was produced at inference time (test-time compute and handoff).
+
+    Written by the replica that ran the strategy (``serving.compute``), returned to
+    the client as the ``loraloop`` object of the response, and stored with the
+    interaction: the learner distils handed-off answers from it, the adaptive
+    policy learns which strategy earns thumbs-up.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    strategy: Strategy = Field(default="single", description="The strategy the request ran.")
+    decision: str | None = Field(default=None, description="adaptive: the path it took "
+                                 "(`stop`, `more`, `handoff`); otherwise None.")
+    samples: int = Field(default=1, ge=0, description="Local candidate answers generated.")
+    candidates: list[str] = Field(default_factory=list, description="The local candidate "
+                                  "answers (those not served are undesirable examples).")
+    votes: dict[str, int] = Field(default_factory=dict, description="vote: normalised "
+                                  "answer -> count.")
+    scores: list[float] = Field(default_factory=list, description="scorer/judge: one per "
+                                "candidate, in candidate order.")
+    chosen: int | None = Field(default=None, description="Index of the served candidate.")
+    thinking_tokens: int = Field(default=0, ge=0, description="Tokens inside the thinking "
+                                 "section (reasoning budget).")
+    compute_tokens: int = Field(default=0, ge=0, description="Every token generated or "
+                                "scored locally for this answer.")
+    handed_off: bool = Field(default=False, description="The served answer is the upstream's.")
+    upstream_model: str | None = Field(default=None, description="The upstream that answered.")
+    upstream_tokens: int = Field(default=0, ge=0, description="Tokens the upstream spent.")
+    disagreement: float | None = Field(default=None, ge=0, le=1, description="Share of the "
+                                       "local candidates whose answer differs from the "
+                                       "upstream's (handoff only).")
+    fallback: str | None = Field(default=None, description="Why a handoff fell back to the "
+                                 "local answer: timeout, error, budget, breaker_open, "
+                                 "not_configured.")
+    confidence: float | None = Field(default=None, description="adaptive: the confidence "
+                                     "signal its decision compared with the threshold.")
+
+
 class Interaction(_Event):
     """One served answer: what was asked, which exact version answered, and how.
 
@@ -176,6 +216,8 @@ class Interaction(_Event):
     completion_tokens: int = Field(default=0, ge=0, description="Tokens generated, all choices.")
     latency_ms: float = Field(default=0.0, ge=0, description="Request start to last token.")
     mode: Mode = Field(default="plain", description="How the answer was produced.")
+    compute: ComputeRecord | None = Field(default=None, description="Test-time compute and "
+                                          "handoff details; None for a plain single answer.")
     abandoned: bool = Field(
         default=False, description="The client went away before the answer was complete."
     )
