@@ -108,6 +108,24 @@ class RedisKeys:
         """JSON of the learner's latest status (backlog, last round, canaries); it expires."""
         return f"{self.prefix}:learner:status"
 
+    # -- test-time compute -------------------------------------------------------------
+    def compute_stats(self, tenant: str) -> str:
+        """Hash of ``<version>|<strategy>|<stat>`` counters of ``tenant``'s answers
+        (requests, compute and upstream tokens, handoffs, fallbacks, ups, downs)."""
+        return f"{self.prefix}:compute:{_part('tenant', tenant)}"
+
+    def compute_answer(self, interaction_id: str) -> str:
+        """``tenant|version|strategy`` of one answer, until its first rating credits it."""
+        return f"{self.prefix}:compute:answer:{_part('interaction id', interaction_id)}"
+
+    def bandit(self, tenant: str) -> str:
+        """Hash of ``<arm>:pulls|ups|downs|cost`` of ``tenant``'s adaptive escalations."""
+        return f"{self.prefix}:bandit:{_part('tenant', tenant)}"
+
+    def bandit_arm(self, interaction_id: str) -> str:
+        """``tenant|arm`` of one adaptive escalation, until its first rating rewards it."""
+        return f"{self.prefix}:bandit:arm:{_part('interaction id', interaction_id)}"
+
     # -- pub/sub -------------------------------------------------------------------------
     @property
     def alias_changes_channel(self) -> str:

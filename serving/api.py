@@ -17,10 +17,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 
-from feedback.events import Interaction, hash_user, new_interaction_id
+from feedback.events import hash_user, new_interaction_id
 from feedback.redact import make_redactor, redact_interaction
 from feedback.store import FeedbackConfig
+from serving.answer import Answer
 from serving.auth import ApiKey, check_tenant, identify
+from serving.compute.spec import ComputeConfig, plan_for
 from serving.errors import PromptTooLong, ServingError
 from serving.feedback_routes import register_feedback_routes
 from serving.http_errors import (
@@ -33,9 +35,15 @@ from serving.http_errors import (
 )
 from serving.metrics import ServingMetrics
 from serving.routing import ModelRouter
-from serving.schema import ChatCompletionRequest, chunk_body, completion_body, usage_chunk_body
+from serving.schema import (
+    ChatCompletionRequest,
+    chunk_body,
+    compute_chunk_body,
+    usage_chunk_body,
+)
 
 ADAPTER_HEADER = "X-Adapter-Version"
+STRATEGY_HEADER = "X-Loraloop-Strategy"
 
 
 class IngressConfig(BaseModel):
@@ -57,6 +65,8 @@ class IngressConfig(BaseModel):
         "and retired that its users may request as `tenant@<version>`.")
     default_max_tokens: int = Field(default=256, ge=1)
     retry_after_s: int = Field(default=1, ge=1, description="Retry-After on 429/503.")
+    compute: ComputeConfig = Field(default_factory=ComputeConfig, description="Test-time "
+                                   "compute: caps, reasoning_effort levels, adaptive policy.")
 
 
 class ChatService:
@@ -72,6 +82,7 @@ class ChatService:
         catalog=None,
         feedback=None,
         replicas: Callable[[], Awaitable[list]] | None = None,
+        ledger=None,
     ) -> None:
         self.generate = generate
         self.config = config
@@ -81,6 +92,7 @@ class ChatService:
         self.readiness = readiness
         self.feedback = feedback  # a feedback.store.FeedbackStore, or None without Redis
         self.replicas = replicas
+        self.ledger = ledger  # a serving.compute.ledger.ComputeLedger, or None without Redis
         self.redactor = make_redactor(config.feedback.redactor)
         self.metrics = ServingMetrics(
             (lambda: sink.stats().as_dict()) if sink is not None else None
@@ -102,6 +114,8 @@ class ChatService:
         check_tenant(caller, route.tenant)
         if caller.authenticated:  # the key says who this is; the body cannot
             request = request.model_copy(update={"user": caller.user})
+        plan = plan_for(route.tenant, request.loraloop, request.reasoning_effort, request.n,
+                        self.config.compute)
         interaction_id = new_interaction_id()
         payload = {
             "request_id": interaction_id,
@@ -110,11 +124,13 @@ class ChatService:
             "n": request.n,
             "route": route.payload(hash_user(request.user)),
             "stream": request.stream,
+            "compute": plan.payload() if plan is not None else None,
         }
         events = self.generate(payload)
         first = _checked(await anext(aiter(events)))
-        headers = {ADAPTER_HEADER: first["adapter_version"]}
-        answer = _Answer(interaction_id, request, route, first, started)
+        headers = {ADAPTER_HEADER: first["adapter_version"],
+                   STRATEGY_HEADER: first.get("strategy", "single")}
+        answer = Answer(interaction_id, request, route, first, started)
         self.metrics.in_flight.inc()
         if request.stream:
             return StreamingResponse(
@@ -122,7 +138,7 @@ class ChatService:
             )
         try:
             async for event in events:
-                answer.add_all(_checked(event))
+                answer.take(_checked(event))
         except BaseException:
             answer.abandoned = True
             self._finish(answer)
@@ -130,7 +146,7 @@ class ChatService:
         self._finish(answer)
         return JSONResponse(answer.body(), headers=headers)
 
-    async def _stream(self, events, answer: _Answer) -> AsyncIterator[str]:
+    async def _stream(self, events, answer: Answer) -> AsyncIterator[str]:
         request = answer.request
         try:
             for index in range(request.n):
@@ -150,13 +166,15 @@ class ChatService:
                     yield "data: [DONE]\n\n"
                     answer.abandoned = True
                     return
-                for index, chunk in event["items"]:
-                    answer.add(index, chunk)
+                answer.take(event)
+                for index, chunk in event.get("items", ()):
                     yield _sse(
                         chunk_body(
                             interaction_id=answer.id, model=request.model, index=index, chunk=chunk
                         )
                     )
+            yield _sse(compute_chunk_body(interaction_id=answer.id, model=request.model,
+                                          loraloop=answer.summary(), reasoning=answer.reasoning))
             if request.include_usage:
                 yield _sse(
                     usage_chunk_body(
@@ -174,7 +192,7 @@ class ChatService:
             await events.aclose()
             self._finish(answer)
 
-    def _finish(self, answer: _Answer) -> None:
+    def _finish(self, answer: Answer) -> None:
         self.metrics.in_flight.dec()
         labels = (answer.route.tenant, answer.version)
         elapsed = time.perf_counter() - answer.started
@@ -187,6 +205,9 @@ class ChatService:
         self.metrics.completion_tokens.labels(*labels).inc(answer.completion_tokens)
         if answer.abandoned:
             self.metrics.abandoned.labels(*labels).inc()
+        self.metrics.compute(*labels, answer.record, answer.completion_tokens)
+        if self.ledger is not None:
+            self.ledger.served(answer.id, answer.route.tenant, answer.version, answer.record)
         if self.sink is not None:
             # Built and redacted by the sink off the request path: a bad event is
             # counted, never raised.
@@ -208,75 +229,6 @@ class ChatService:
         if self.readiness is not None:
             checks = await self.readiness()
         return all(v is True for v in checks.values()), checks
-
-
-class _Answer:
-    """What a request produced so far, for the response body, metrics and the log."""
-
-    def __init__(self, interaction_id, request, route, start, started) -> None:
-        self.id, self.request, self.route, self.started = interaction_id, request, route, started
-        self.version = start["adapter_version"]
-        self.prompt_tokens = start["prompt_tokens"]
-        self.texts = [""] * request.n
-        self.finish: list[str | None] = [None] * request.n
-        self.logprobs = [[] if request.logprobs else None for _ in range(request.n)]
-        self.completion_tokens = 0
-        self.first_token_at: float | None = None
-        self.abandoned = False
-
-    def add_all(self, event: dict) -> None:
-        for index, chunk in event["items"]:
-            self.add(index, chunk)
-
-    def add(self, index: int, chunk) -> None:
-        if self.first_token_at is None:
-            self.first_token_at = time.perf_counter()
-        self.texts[index] += chunk.text
-        self.completion_tokens += len(chunk.token_ids)
-        if chunk.finish_reason is not None:
-            self.finish[index] = chunk.finish_reason
-        if self.logprobs[index] is not None and chunk.logprobs:
-            self.logprobs[index].extend(chunk.logprobs)
-
-    def body(self) -> dict:
-        return completion_body(
-            interaction_id=self.id,
-            model=self.request.model,
-            choices=list(zip(self.texts, self.finish, self.logprobs, strict=True)),
-            prompt_tokens=self.prompt_tokens,
-            completion_tokens=self.completion_tokens,
-        )
-
-    def interaction(self, elapsed_s: float) -> Interaction:
-        request = self.request
-        return Interaction(
-            id=self.id,
-            tenant=self.route.tenant,
-            user=hash_user(request.user),
-            model=request.model,
-            adapter_version=self.version,
-            messages=[m.model_dump(include={"role", "content"}) for m in request.messages],
-            completions=self.texts,
-            finish_reasons=self.finish,
-            sampling=request.model_dump(
-                include={
-                    "temperature",
-                    "top_p",
-                    "max_tokens",
-                    "max_completion_tokens",
-                    "stop",
-                    "seed",
-                    "n",
-                    "logprobs",
-                    "top_logprobs",
-                    "stream",
-                }
-            ),
-            prompt_tokens=self.prompt_tokens,
-            completion_tokens=self.completion_tokens,
-            latency_ms=elapsed_s * 1000.0,
-            abandoned=self.abandoned,
-        )
 
 
 def _sse(body: dict) -> str:

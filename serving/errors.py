@@ -75,6 +75,15 @@ class AdapterValidationError(ServingError, ValueError):
         )
 
 
+class InvalidCompute(ServingError, ValueError):
+    """A request's test-time compute (``loraloop`` object, ``reasoning_effort``) is not
+    allowed here; ``param`` names the field."""
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
 class UnknownModel(ServingError, LookupError):
     """A request's ``model`` names no tenant, alias or version."""
 

@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from feedback.errors import FeedbackNotFound, FeedbackUnavailable
+from feedback.events import normalize_rating
 from serving.auth import identify
 from serving.http_errors import JSON_BYTES_PER_CHAR, limit_bodies, parse_body
 
@@ -62,6 +63,9 @@ def register_feedback_routes(api: FastAPI, service) -> None:
             idempotency_key=request.headers.get("idempotency-key"),
             address=client_address(request, limits.client_address_header),
         )
+        if service.ledger is not None:  # credit the strategy that produced the answer
+            service.ledger.credit(body.interaction_id, normalize_rating(body.rating),
+                                  service.metrics.ratings)
         return JSONResponse(
             {"id": feedback_id, "object": "feedback", "interaction_id": body.interaction_id},
             status_code=202,

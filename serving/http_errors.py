@@ -47,6 +47,7 @@ from serving.auth import (
 from serving.errors import (
     AdapterNotLoaded,
     EngineOverloaded,
+    InvalidCompute,
     PromptTooLong,
     ReplicasBusy,
     ServingError,
@@ -125,6 +126,7 @@ RULES: dict[type[BaseException], Rule] = {
     # chat: routing, the replicas and their engines
     UnknownModel: Rule(404, _INVALID, "model_not_found", param="model"),
     PromptTooLong: Rule(400, _INVALID, "prompt_too_long", param="messages"),
+    InvalidCompute: Rule(400, _INVALID, "invalid_compute"),
     EngineOverloaded: Rule(429, _SERVER, "overloaded", retry=True),  # the engine's queue
     AdapterNotLoaded: Rule(503, _SERVER, "adapter_not_loaded", retry=True),
     ReplicasBusy: Rule(503, _SERVER, "replicas_busy", retry=True),  # Ray Serve's queue

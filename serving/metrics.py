@@ -62,8 +62,44 @@ class ServingMetrics:
             labels,
             registry=self.registry,
         )
+        strategy = (*labels, "strategy")
+        self.compute_requests = Counter(
+            "loraloop_compute_requests", "Answers by test-time compute strategy.", strategy,
+            registry=self.registry)
+        self.compute_tokens = Counter(
+            "loraloop_compute_tokens", "Local tokens generated or scored for answers (all "
+            "samples, critiques, thinking); divide by loraloop_compute_requests for compute "
+            "per request.", strategy, registry=self.registry)
+        self.handoffs = Counter(
+            "loraloop_handoffs", "Answers handed off to the upstream model.", labels,
+            registry=self.registry)
+        self.upstream_tokens = Counter(
+            "loraloop_upstream_tokens", "Tokens of answers the upstream model wrote.", labels,
+            registry=self.registry)
+        self.handoff_fallbacks = Counter(
+            "loraloop_handoff_fallbacks", "Handoffs answered locally instead, by reason "
+            "(timeout, error, budget, breaker_open, not_configured).", ("tenant", "reason"),
+            registry=self.registry)
+        self.ratings = Counter(
+            "loraloop_ratings_by_strategy", "Thumbs received, by the strategy that produced "
+            "the rated answer (up / (up + down) is its thumbs-up rate).",
+            ("tenant", "strategy", "rating"), registry=self.registry)
         if logging_stats is not None:
             self.registry.register(_LoggingCollector(logging_stats))
+
+    def compute(self, tenant: str, version: str, record: dict | None,
+                completion_tokens: int) -> None:
+        """Count how one answer was produced (``record``: its ComputeRecord, None: single)."""
+        record = record or {}
+        strategy = record.get("strategy", "single")
+        self.compute_requests.labels(tenant, version, strategy).inc()
+        self.compute_tokens.labels(tenant, version, strategy).inc(
+            record.get("compute_tokens", completion_tokens))
+        if record.get("handed_off"):
+            self.handoffs.labels(tenant, version).inc()
+            self.upstream_tokens.labels(tenant, version).inc(record.get("upstream_tokens", 0))
+        if record.get("fallback") and strategy in ("handoff", "adaptive"):
+            self.handoff_fallbacks.labels(tenant, record["fallback"]).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -21,6 +21,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 
 from serving.adapters import AdapterManager
+from serving.compute.runner import ComputeRunner
+from serving.compute.spec import ComputeConfig
 from serving.engines.base import Engine, EngineConfig, GenerationRequest, SamplingParams
 from serving.errors import AdapterNotLoaded, EngineUnhealthy, PromptTooLong, ServingError
 
@@ -38,11 +40,17 @@ class LLMReplica:
         engine_config: EngineConfig,
         adapters: Callable[[Engine], AdapterManager] | None = None,
         stall_after_s: float = 120.0,
+        compute: Callable[[Engine], ComputeRunner] | None = None,
     ) -> None:
         """``stall_after_s``: how long generations may wait without the engine producing
-        a single token for any of them before :meth:`check_health` calls it hung."""
+        a single token for any of them before :meth:`check_health` calls it hung.
+        ``compute``: makes the runner of test-time compute strategies and handoff over
+        the engine (requests with a ``compute`` plan); by default one with the default
+        :class:`~serving.compute.spec.ComputeConfig` and no upstream."""
         self.engine = engine_cls(engine_config)
         self._adapters_factory = adapters
+        self.compute = (compute or (lambda engine: ComputeRunner(engine, ComputeConfig())))(
+            self.engine)
         self.adapters: AdapterManager | None = None
         self.stall_after_s = stall_after_s
         self._active = 0  # generations started on the engine and not finished
@@ -106,7 +114,10 @@ class LLMReplica:
             yield exc
             return
         try:
-            async for event in self._generate(payload, adapter):
+            events = self._generate(payload, adapter) if not payload.get("compute") else \
+                self._tracked(self.compute.run(payload, adapter, adapter or BASE_VERSION,
+                                              self._progressed))
+            async for event in events:
                 yield event
         finally:
             if self.adapters is not None:
@@ -156,6 +167,19 @@ class LLMReplica:
             yield exc
         finally:
             self._active -= 1
+
+    async def _tracked(self, events: AsyncIterator) -> AsyncIterator:
+        """``events`` counted as active work for the hung-engine check."""
+        if not self._active:
+            self._progressed()
+        self._active += 1
+        try:
+            async for event in events:
+                self._progressed()
+                yield event
+        finally:
+            self._active -= 1
+            await events.aclose()
 
     async def generate_all(self, payload: dict) -> list[dict | ServingError]:
         """The events of :meth:`generate` in one list: one round trip for a non-streamed answer."""

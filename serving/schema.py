@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from serving.compute.spec import ComputeSpec
 from serving.engines.base import Chunk, SamplingParams, TokenLogprob
 
 ROLES = ("system", "user", "assistant", "developer", "tool")
@@ -52,6 +53,12 @@ class ChatCompletionRequest(BaseModel):
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     stream: bool = False
     stream_options: StreamOptions | None = None
+    reasoning_effort: str | None = Field(
+        default=None, max_length=32, description="OpenAI's effort level (none, low, medium, "
+        "high): the tenant's configured test-time compute for it.")
+    loraloop: ComputeSpec | None = Field(
+        default=None, description="Exact test-time compute control (the `openai` client sends "
+        "it with extra_body): strategy, n, aggregator, rounds, thinking budgets.")
 
     @field_validator("stop")
     @classmethod
@@ -127,24 +134,55 @@ def completion_body(
     choices: list[tuple[str, str, list[TokenLogprob] | None]],
     prompt_tokens: int,
     completion_tokens: int,
+    loraloop: dict | None = None,
+    reasoning: str | None = None,
 ) -> dict:
-    """A non-streamed response; ``choices`` are (text, finish_reason, logprobs or None)."""
+    """A non-streamed response; ``choices`` are (text, finish_reason, logprobs or None).
+
+    ``loraloop``: how the answer was produced (:func:`compute_summary`); ``reasoning``: the
+    thinking of a reasoning budget, as the message's ``reasoning_content``.
+    """
     bodies = [
         {
             "index": i,
-            "message": {"role": "assistant", "content": text},
+            "message": {"role": "assistant", "content": text,
+                        **({"reasoning_content": reasoning} if reasoning else {})},
             "finish_reason": finish,
             "logprobs": _logprobs_body(lps) if lps is not None else None,
         }
         for i, (text, finish, lps) in enumerate(choices)
     ]
+    extra = {"loraloop": loraloop} if loraloop is not None else {}
     return _envelope(
         "chat.completion",
         interaction_id,
         model,
         bodies,
         usage=usage(prompt_tokens, completion_tokens),
+        **extra,
     )
+
+
+def compute_summary(record: dict | None, completion_tokens: int) -> dict:
+    """The response's ``loraloop`` object from a ComputeRecord dict (None: a single answer)."""
+    record = record or {}
+    return {
+        "strategy": record.get("strategy", "single"),
+        "samples": record.get("samples", 1),
+        "handed_off": record.get("handed_off", False),
+        "upstream_model": record.get("upstream_model") if record.get("handed_off") else None,
+        "compute_tokens": record.get("compute_tokens", completion_tokens),
+        "decision": record.get("decision"),
+        "fallback": record.get("fallback"),
+    }
+
+
+def compute_chunk_body(*, interaction_id: str, model: str, loraloop: dict,
+                       reasoning: str | None = None) -> dict:
+    """The streamed chunk that says how the answer was produced (no choices)."""
+    extra = {"reasoning_content": reasoning} if reasoning else {}
+    return _envelope("chat.completion.chunk", interaction_id, model, [], loraloop=loraloop,
+                     **extra)
 
 
 def chunk_body(

@@ -66,29 +66,37 @@ class ChatStack:
 
 @contextlib.asynccontextmanager
 async def chat_stack(model_dir, redis_url: str, keys, *, tenants=("acme",),
+                     replica_options: dict | None = None, catalog=None,
                      **ingress) -> AsyncIterator[ChatStack]:
     """The ingress app around a started replica on ``model_dir``, logging to Redis.
 
-    ``ingress`` are :class:`~serving.api.IngressConfig` fields. Everything runs
-    on the caller's event loop; serve the app with :func:`served_app`.
+    ``ingress`` are :class:`~serving.api.IngressConfig` fields, ``replica_options``
+    more arguments of the :class:`~serving.replica.LLMReplica` (``adapters``,
+    ``compute``) and ``catalog`` the registry's catalog when it has adapters.
+    Everything runs on the caller's event loop; serve the app with :func:`served_app`.
     """
     from feedback.sink import InteractionSink
     from feedback.store import FeedbackStore
     from serving.api import ChatService, IngressConfig, build_api
+    from serving.compute.ledger import ComputeLedger
     from serving.engines import EngineConfig, engine_class
     from serving.replica import LLMReplica
 
     config = IngressConfig(tenants=list(tenants), **ingress)
     engine_config = EngineConfig(model=str(model_dir), model_name="builtin:tiny", threads=1)
-    replica = LLMReplica(engine_cls=engine_class("hf"), engine_config=engine_config)
+    replica = LLMReplica(engine_cls=engine_class("hf"), engine_config=engine_config,
+                         **(replica_options or {}))
     await replica.start()
     sink = InteractionSink(redis_url, keys)
     await sink.start()
     store = FeedbackStore(redis_url, keys, config.feedback)
-    service = ChatService(generate=replica.generate, config=config, sink=sink, feedback=store)
+    ledger = ComputeLedger(redis_url, keys)
+    service = ChatService(generate=replica.generate, config=config, sink=sink, feedback=store,
+                          catalog=catalog, ledger=ledger)
     try:
         yield ChatStack(build_api(service), service, sink, store, replica)
     finally:
+        await ledger.close()
         await sink.close()
         await store.aclose()
         await replica.shutdown()

@@ -1,0 +1,189 @@
+"""Running a request's :class:`~serving.compute.spec.Plan` on the replica.
+
+:class:`ComputeRunner` is the replica's entry to test-time compute: it runs the
+plan's strategy with a :class:`~serving.compute.sampler.Sampler` on the leased
+adapter and yields the replica's usual events (``start``, ``chunks``), then a
+``compute`` event carrying the :class:`~feedback.events.ComputeRecord` (and
+the thinking text of a reasoning budget).
+
+A handoff streams the upstream's answer as it arrives. Whatever goes wrong
+upstream (not configured, circuit open, budget spent, error, timeout) falls
+back to a local answer and is recorded, never a failed request; if the upstream
+fails mid-answer, the local model continues the text already sent.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from feedback.events import ComputeRecord
+from serving.compute.adaptive import Calibrator, complete, escalate, probe
+from serving.compute.answers import normalise
+from serving.compute.bandit import Bandit
+from serving.compute.sampler import Sampler
+from serving.compute.spec import ComputeConfig, Plan
+from serving.compute.strategies import Outcome, best_of_n, budget, refine
+from serving.engines.base import Chunk, Engine
+from serving.errors import ServingError
+
+logger = logging.getLogger(__name__)
+
+
+class ComputeRunner:
+    """Strategies, handoff and the adaptive policy of one replica."""
+
+    def __init__(self, engine: Engine, config: ComputeConfig, *, upstream: Any = None,
+                 bandit: Bandit | None = None) -> None:
+        self.engine = engine
+        self.config = config
+        self.upstream = upstream  # a serving.compute.upstream.Upstream, or None
+        self.bandit = bandit or Bandit(cost_weight=config.adaptive.cost_weight)
+        self.calibrator = Calibrator(config.adaptive)
+
+    async def run(self, payload: dict, adapter: str | None, version: str,
+                  progress: Callable[[], None] = lambda: None
+                  ) -> AsyncIterator[dict | ServingError]:
+        plan = Plan(**payload["compute"])
+        route = payload.get("route") or {}
+        tenant = route.get("tenant", "")
+        messages = payload["messages"]
+        sampler = Sampler(self.engine, adapter, payload["request_id"], payload["sampling"],
+                          progress)
+        max_tokens = payload["sampling"].max_tokens
+        extra: dict[str, Any] = {"strategy": plan.strategy}
+        try:
+            if plan.strategy == "handoff":
+                async for event in self._handoff(payload, sampler, None, extra, version):
+                    yield event
+                return
+            if plan.strategy == "adaptive":
+                outcome, arm = await self._adaptive(plan, sampler, messages, tenant, version,
+                                                    max_tokens, extra)
+                if arm is not None:
+                    await self.bandit.pulled(tenant, arm, payload["request_id"],
+                                             self._cost(sampler.tokens))
+                if arm == "handoff":
+                    async for event in self._handoff(payload, sampler, outcome, extra, version):
+                        yield event
+                    return
+            elif plan.strategy == "best_of_n":
+                outcome = await best_of_n(sampler, messages, plan)
+            elif plan.strategy == "refine":
+                outcome = await refine(sampler, messages, plan)
+            else:
+                outcome = await budget(sampler, messages, plan, self.config)
+        except ServingError as exc:
+            yield exc
+            return
+        for event in self._served(outcome, sampler, messages, extra, version):
+            yield event
+
+    def _cost(self, tokens: float) -> float:
+        return tokens / self.config.adaptive.compute_budget_tokens
+
+    async def _adaptive(self, plan: Plan, sampler: Sampler, messages, tenant: str, version: str,
+                        max_tokens: int, extra: dict) -> tuple[Outcome, str | None]:
+        adaptive = self.config.adaptive
+        if plan.n != adaptive.probe_n:
+            adaptive = adaptive.model_copy(update={"probe_n": max(2, plan.n)})
+        first = await probe(sampler, messages, adaptive, max_tokens)
+        threshold = self.calibrator.threshold(tenant, version)
+        self.calibrator.observe(tenant, version, first.confidence)
+        extra["confidence"] = round(first.confidence, 4)
+        record = {"samples": len(first.candidates), "votes": dict(first.vote.counts),
+                  "candidates": [c.text for c in first.candidates], "chosen": first.chosen}
+        if first.confidence >= threshold:
+            extra["decision"] = "stop"
+            answer = await complete(sampler, messages, first.candidates[first.chosen],
+                                    max_tokens)
+            return Outcome(answer, record), None
+        arms = ["stop", "more", "budget"]
+        if self.upstream is not None and self.upstream.available(tenant):
+            arms.append("handoff")
+        arm = await self.bandit.choose(tenant, tuple(arms))
+        extra["decision"] = arm
+        if arm in ("stop", "handoff"):
+            answer = first.candidates[first.chosen]
+            if arm == "stop":
+                answer = await complete(sampler, messages, answer, max_tokens)
+            return Outcome(answer, record), arm
+        return await escalate(arm, sampler, messages, first, self.config, max_tokens), arm
+
+    def _served(self, outcome: Outcome, sampler: Sampler, messages, extra: dict,
+                version: str) -> list[dict]:
+        answer = outcome.answer
+        prompt_tokens = len(self.engine.encode_chat(messages))
+        record = ComputeRecord(**{**outcome.record, **extra,
+                                  "compute_tokens": sampler.tokens})
+        chunk = Chunk(token_ids=list(answer.token_ids), text=answer.text,
+                      finish_reason=answer.finish or "stop", prompt_tokens=prompt_tokens,
+                      completion_tokens=len(answer.token_ids))
+        return [
+            {"type": "start", "prompt_tokens": prompt_tokens, "adapter_version": version,
+             "strategy": record.strategy},
+            {"type": "chunks", "items": [(0, chunk)]},
+            {"type": "compute", "record": record.model_dump(), "reasoning": outcome.reasoning},
+        ]
+
+    async def _handoff(self, payload: dict, sampler: Sampler, local: Outcome | None,
+                       extra: dict, version: str) -> AsyncIterator[dict | ServingError]:
+        """Stream the upstream's answer; fall back to the local model when it cannot."""
+        from serving.compute.upstream import UpstreamUnavailable
+
+        messages, tenant = payload["messages"], (payload.get("route") or {}).get("tenant", "")
+        sampling = payload["sampling"]
+        prompt_tokens = len(self.engine.encode_chat(messages))
+        candidates = local.record.get("candidates", []) if local is not None else []
+        record = {**(local.record if local is not None else {"samples": 0}), **extra}
+        stream = None
+        try:
+            if self.upstream is None:
+                raise UpstreamUnavailable("not_configured", "no upstream is configured "
+                                          "(LORALOOP_UPSTREAM_URL)")
+            stream = self.upstream.stream(tenant, messages, max_tokens=sampling.max_tokens,
+                                          temperature=sampling.temperature)
+            first = await anext(stream)
+        except (UpstreamUnavailable, StopAsyncIteration) as exc:
+            reason = getattr(exc, "reason", "error")
+            logger.info("handoff fell back to the local model: %s", exc)
+            answer = local.answer if local is not None else await sampler.one(messages)
+            if local is not None:
+                answer = await complete(sampler, messages, answer, sampling.max_tokens)
+            fallback = Outcome(answer, {**record, "fallback": reason,
+                                        "candidates": candidates or [answer.text],
+                                        "samples": max(1, record.get("samples", 0))})
+            for event in self._served(fallback, sampler, messages, {}, version):
+                yield event
+            return
+        yield {"type": "start", "prompt_tokens": prompt_tokens, "adapter_version": version,
+               "strategy": extra["strategy"], "handed_off": True}
+        text = first
+        yield _text_event(first)
+        fallback = None
+        try:
+            async for delta in stream:
+                text += delta
+                yield _text_event(delta)
+        except UpstreamUnavailable as exc:  # mid-answer: the local model carries it on
+            fallback = exc.reason
+            rest = await sampler.one(messages, prefix=text)
+            yield _text_event(rest.text)
+            text += rest.text
+        yield {"type": "chunks", "items": [(0, Chunk(finish_reason="stop",
+                                                     prompt_tokens=prompt_tokens))]}
+        upstream_tokens = len(self.engine.encode_text(text))
+        differs = [normalise(c) != normalise(text) for c in candidates]
+        done = ComputeRecord(**{**record, "candidates": candidates,
+                                "samples": len(candidates), "handed_off": fallback is None,
+                                "upstream_model": self.upstream.config.model,
+                                "upstream_tokens": upstream_tokens, "fallback": fallback,
+                                "disagreement": sum(differs) / len(differs) if differs
+                                else None, "compute_tokens": sampler.tokens})
+        yield {"type": "compute", "record": done.model_dump(), "reasoning": None}
+
+
+def _text_event(text: str) -> dict:
+    return {"type": "chunks", "items": [(0, Chunk(text=text))]}
+
