@@ -197,8 +197,9 @@ class Upstream:
                        temperature: float) -> UpstreamAnswer:
         """The whole answer of :meth:`stream`."""
         out = self.stream(tenant, messages, max_tokens=max_tokens, temperature=temperature)
-        async for _ in out:
-            pass
+        async with aclosing(out):
+            async for _ in out:
+                pass
         return UpstreamAnswer(text=out.text, tokens=out.tokens, model=out.model)
 
     async def _run(self, out: UpstreamStream, tenant: str, messages: list[dict],

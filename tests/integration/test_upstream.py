@@ -273,7 +273,7 @@ async def test_upstreams_on_one_redis_prefix_share_each_tenants_budget(
         }
         assert a.stats()["budget_store_fallbacks"] == 0
         key = a.budget.key("acme", a.budget.window())
-    assert key == f"{redis_prefix}:upstream:budget:acme:{int(time.time() // 86_400)}"
+    assert key.rpartition(":")[0] == f"{redis_prefix}:upstream:budget:acme"
     assert int(redis_client.get(key)) == spent
     assert 0 < redis_client.ttl(key) <= 86_400 + 60
 
@@ -291,3 +291,16 @@ async def test_an_unreachable_budget_store_falls_back_to_this_process(upstream_a
         assert stats["tenants"]["acme"] == {"handoffs": 1, "upstream_tokens": answer.tokens,
                                             "fallbacks": {"budget": 1}}
     assert len(recorder.bodies) == 1
+
+
+async def test_a_stream_the_caller_abandons_is_charged_and_is_no_failure(upstream_app):
+    url, _, _ = upstream_app
+    async with Upstream(_config(url, breaker_failures=1)) as upstream:
+        stream = upstream.stream("acme", PROMPT, **GREEDY)
+        first = await anext(stream)
+        await stream.aclose()  # e.g. the caller decided the local answer will do
+        assert first and stream.text == first and stream.tokens > 0
+        assert upstream.stats()["tenants"]["acme"] == {
+            "handoffs": 0, "upstream_tokens": stream.tokens, "fallbacks": {}}
+        assert upstream.stats()["breaker"]["state"] == "closed"
+        assert (await upstream.complete("acme", PROMPT, **GREEDY)).text.startswith(first)
