@@ -126,6 +126,11 @@ class RedisKeys:
         """``tenant|arm`` of one adaptive escalation, until its first rating rewards it."""
         return f"{self.prefix}:bandit:arm:{_part('interaction id', interaction_id)}"
 
+    def upstream_budget(self, tenant: str, window: int) -> str:
+        """Counter of upstream tokens ``tenant`` spent in budget window ``window``; it expires."""
+        return (f"{self.prefix}:upstream:budget:{_part('tenant', tenant)}:"
+                f"{_part('window', str(window))}")
+
     # -- pub/sub -------------------------------------------------------------------------
     @property
     def alias_changes_channel(self) -> str:

@@ -173,11 +173,11 @@ class ComputeRunner:
             text += rest.text
         yield {"type": "chunks", "items": [(0, Chunk(finish_reason="stop",
                                                      prompt_tokens=prompt_tokens))]}
-        upstream_tokens = len(self.engine.encode_text(text))
+        upstream_tokens = stream.tokens
         differs = [normalise(c) != normalise(text) for c in candidates]
         done = ComputeRecord(**{**record, "candidates": candidates,
                                 "samples": len(candidates), "handed_off": fallback is None,
-                                "upstream_model": self.upstream.config.model,
+                                "upstream_model": stream.model or self.upstream.config.model,
                                 "upstream_tokens": upstream_tokens, "fallback": fallback,
                                 "disagreement": sum(differs) / len(differs) if differs
                                 else None, "compute_tokens": sampler.tokens})

@@ -179,6 +179,12 @@ class Upstream:
         self._breaker = _Breaker(config.breaker_failures, config.breaker_cooldown_s)
         self._tenants: dict[str, _TenantStats] = {}
 
+    def available(self, tenant: str) -> bool:
+        """Whether a handoff for ``tenant`` may be tried now: configured, circuit not open.
+
+        (The budget is checked when the handoff starts; a spent one falls back then.)"""
+        return bool(self.config.url) and self._breaker.state != "open" and bool(tenant)
+
     # -- the handoff -----------------------------------------------------------------------
     def stream(self, tenant: str, messages: list[dict], *, max_tokens: int,
                temperature: float) -> UpstreamStream:

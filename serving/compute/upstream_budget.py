@@ -2,7 +2,7 @@
 
 A window is ``budget_window_s`` long and aligned to the epoch (window ``i`` covers
 ``[i * w, (i + 1) * w)``). With a ``redis_url`` the count is the Redis counter
-``{prefix}:upstream:budget:{tenant}:{window}`` (``INCRBY``, expiring a minute after its
+``RedisKeys.upstream_budget(tenant, window)`` (``INCRBY``, expiring a minute after its
 window ends), so every replica on the same prefix shares one budget. A Redis that does not
 answer never fails a handoff: what cannot be read or written there is counted in this
 process instead (and ``fallbacks`` says how often that happened); once Redis answers again
@@ -53,7 +53,7 @@ class UpstreamBudget:
 
     def key(self, tenant: str, window: int) -> str:
         """The Redis counter of ``tenant``'s spend in ``window``."""
-        return f"{self.prefix}:upstream:budget:{self.check_tenant(tenant)}:{window}"
+        return RedisKeys(self.prefix).upstream_budget(self.check_tenant(tenant), window)
 
     async def spent(self, tenant: str, window: int) -> int:
         """Tokens ``tenant`` spent in ``window``."""
