@@ -4,8 +4,9 @@ One worker thread owns the model. It admits waiting requests between decode
 steps (prefilled together, then merged into the running batch), decodes every
 running row in one forward pass, and hands tokens back to the asyncio side.
 Rows of one batch may use different adapters: peft routes each row through
-its own LoRA weights (``adapter_names``). Adapter loads and unloads run on the
-same thread between steps, so the model never changes under a forward pass.
+its own LoRA weights (``adapter_names``). Adapter loads and unloads, and
+scoring passes, run on the same thread between steps, so the model never
+changes under a forward pass.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from serving.engines.base import Chunk, GenerationRequest
-from serving.engines.hf_step import Row, Stepper
+from serving.engines.hf_batch import score_tokens
+from serving.engines.hf_step import Row, Stepper, forward_kwargs
 from serving.engines.model import ModelEngine, read_model_facts
 from serving.errors import EngineNotStarted, EngineUnhealthy
 
@@ -52,7 +54,9 @@ class HFEngine(ModelEngine):
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._fatal: BaseException | None = None
-        self.stats = collections.Counter()  # steps, prefills, max_batch_rows, ...
+        self._worker_gone: BaseException | None = None  # set when the worker has left
+        # steps, prefills, max_batch_rows, scores, ...
+        self.stats = collections.Counter()
 
     # -- lifecycle --------------------------------------------------------------
     async def start(self) -> None:
@@ -116,6 +120,16 @@ class HFEngine(ModelEngine):
                 ticket.leave()
                 self._wake.set()
 
+    # -- scoring (one forward pass on the worker, between steps) -------------------
+    async def _score(self, prompt: list[int], completion: list[int], name: str | None):
+        peft_names = [name or _BASE]
+        self.stats["scores"] += 1
+        return await self._on_worker(
+            lambda: score_tokens(
+                self._model, prompt, completion, forward_kwargs(self._model, peft_names)
+            )
+        )
+
     # -- adapters (loaded and dropped on the worker, between steps) ----------------
     async def _add_adapter(self, version_id: str, path: Path) -> str:
         name = await self._on_worker(lambda: self._add_on_worker(path))
@@ -156,6 +170,9 @@ class HFEngine(ModelEngine):
     async def _on_worker(self, fn: Callable[[], Any]) -> Any:
         future: concurrent.futures.Future = concurrent.futures.Future()
         with self._lock:
+            gone = self._worker_gone
+            if gone is not None:
+                raise type(gone)(*gone.args)
             self._commands.append((fn, future))
         self._wake.set()
         return await asyncio.wrap_future(future)
@@ -183,6 +200,17 @@ class HFEngine(ModelEngine):
             self._fatal = exc
             stepper.fail_all(EngineUnhealthy(f"the engine failed: {exc!r}"))
             self._fail_all(EngineUnhealthy(f"the engine failed: {exc!r}"))
+        finally:
+            # A command queued now would wait forever: refuse new ones, fail queued ones.
+            with self._lock:
+                self._worker_gone = (
+                    EngineUnhealthy(f"the engine failed: {self._fatal!r}")
+                    if self._fatal is not None
+                    else EngineNotStarted("the engine was shut down")
+                )
+                left, self._commands = list(self._commands), collections.deque()
+            for _, future in left:
+                future.set_exception(type(self._worker_gone)(*self._worker_gone.args))
 
     def _run_commands(self) -> None:
         while True:

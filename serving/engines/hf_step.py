@@ -130,11 +130,7 @@ class Stepper:
         self.batch = self.batch.select(indices) if self.batch is not None else None
 
     def _forward_kwargs(self, rows: list[Row]) -> dict:
-        from peft import PeftModel
-
-        if isinstance(self.model(), PeftModel):
-            return {"adapter_names": [row.peft_name for row in rows]}
-        return {}
+        return forward_kwargs(self.model(), [row.peft_name for row in rows])
 
     def _advance(self, row: Row, logits) -> None:
         """Choose the row's next token and hand the client what it may see."""
@@ -168,3 +164,15 @@ class Stepper:
             row.deliver(chunk)
         else:
             row.finish(chunk)
+
+
+def forward_kwargs(model, peft_names: list[str]) -> dict:
+    """Route each batch row through its own adapter (peft's ``__base__``: none).
+
+    A model without adapters is not a ``PeftModel`` and takes no routing.
+    """
+    from peft import PeftModel
+
+    if isinstance(model, PeftModel):
+        return {"adapter_names": peft_names}
+    return {}
