@@ -7,6 +7,11 @@ Rows of one batch may use different adapters: peft routes each row through
 its own LoRA weights (``adapter_names``). Adapter loads and unloads, and
 scoring passes, run on the same thread between steps, so the model never
 changes under a forward pass.
+
+Requests submitted in one event-loop iteration (the n choices of one chat
+request) reach the worker together, so that one step admits them all and the
+rows with the same prompt and adapter share one prefill (see
+:meth:`~serving.engines.hf_step.Stepper._admit`).
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ class HFEngine(ModelEngine):
         self._model = None  # the base model, or the PeftModel wrapping it
         self._peft_names = (f"v{n}" for n in itertools.count(1))
         self._waiting: collections.deque[Row] = collections.deque()
+        self._pending: list[Row] = []  # submitted this event-loop iteration (see _submit)
         self._commands: collections.deque[tuple[Callable[[], Any], concurrent.futures.Future]] = (
             collections.deque()
         )
@@ -55,7 +61,7 @@ class HFEngine(ModelEngine):
         self._thread: threading.Thread | None = None
         self._fatal: BaseException | None = None
         self._worker_gone: BaseException | None = None  # set when the worker has left
-        # steps, prefills, max_batch_rows, scores, ...
+        # steps, prefills, prefill_rows, shared_prefill_rows, max_batch_rows, scores
         self.stats = collections.Counter()
 
     # -- lifecycle --------------------------------------------------------------
@@ -103,9 +109,7 @@ class HFEngine(ModelEngine):
             ticket=ticket,
             peft_name=ticket.handle or _BASE,
         )
-        with self._lock:
-            self._waiting.append(row)
-        self._wake.set()
+        self._submit(row)
         try:
             while True:
                 item = await queue.get()
@@ -119,6 +123,27 @@ class HFEngine(ModelEngine):
                 row.cancelled = True
                 ticket.leave()
                 self._wake.set()
+
+    def _submit(self, row: Row) -> None:
+        """Queue ``row`` for the worker at the end of this event-loop iteration.
+
+        The replica starts the n choices of a request in one iteration; handing
+        them over together (one lock, one wake-up) keeps the worker from taking
+        the first before the others arrive, so they share one prefill.
+        """
+        with self._lock:
+            self._pending.append(row)
+            first = len(self._pending) == 1
+        if first:
+            asyncio.get_running_loop().call_soon(self._flush_pending)
+
+    def _flush_pending(self) -> None:
+        with self._lock:
+            self._waiting.extend(self._pending)
+            self._pending.clear()
+        if self._stopping.is_set():  # no worker will take them
+            self._fail_all(EngineNotStarted("the engine was shut down"))
+        self._wake.set()
 
     # -- scoring (one forward pass on the worker, between steps) -------------------
     async def _score(self, prompt: list[int], completion: list[int], name: str | None):
