@@ -195,10 +195,58 @@ class Engine(abc.ABC):
                 f"{self.max_context}: shorten it to at most {self.max_context - 1} tokens"
             )
 
+    def check_score(
+        self, prompt_token_ids: Sequence[int], completion_token_ids: Sequence[int]
+    ) -> None:
+        """Raise ``PromptTooLong`` unless the prompt has a token and prompt plus completion
+        fit in the model's context (what :meth:`score` needs)."""
+        from serving.errors import PromptTooLong
+
+        prompt_len, completion_len = len(prompt_token_ids), len(completion_token_ids)
+        if prompt_len == 0:
+            raise PromptTooLong("the prompt is empty: scoring needs at least one prompt token")
+        if prompt_len + completion_len > self.max_context:
+            raise PromptTooLong(
+                f"the prompt ({prompt_len} tokens) and completion ({completion_len} tokens) "
+                f"to score are {prompt_len + completion_len} tokens but the model's context "
+                f"is {self.max_context}: score at most {self.max_context} tokens"
+            )
+
+    # -- scoring (both engines: serving.engines.model.ModelEngine) --------------
+    @abc.abstractmethod
+    async def score(
+        self,
+        prompt_token_ids: Sequence[int],
+        completion_token_ids: Sequence[int],
+        adapter: str | None,
+    ) -> list[float]:
+        """The log-probability of each completion token given the prompt and the
+        completion tokens before it, under ``adapter`` (a resident version id) or the
+        base model (None). One value per completion token; ``[]`` for no completion.
+
+        Log-probabilities are raw: the model's log-softmax, no temperature or top-p.
+        ``sum(score(adapter)) - sum(score(None))`` is the adapter's implicit reward
+        (the DPO/KTO log-ratio). Raises ``AdapterNotLoaded`` if the adapter is not
+        resident, ``PromptTooLong`` if the prompt is empty or prompt plus completion
+        exceed :attr:`max_context`, and ``EngineOverloaded`` if the queue is full.
+        """
+
     # -- tokenization (both engines: serving.engines.model.ModelEngine) ---------
     @abc.abstractmethod
-    def encode_chat(self, messages: Sequence[dict[str, str]]) -> list[int]:
-        """Apply the model's chat template (with the generation prompt) and tokenize."""
+    def encode_chat(
+        self, messages: Sequence[dict[str, str]], assistant_prefix: str = ""
+    ) -> list[int]:
+        """Render the chat template (with the generation prompt) to text, append
+        ``assistant_prefix`` (what the assistant turn already says, e.g. a thinking
+        block that ends in "Wait"), and tokenize the whole text once.
+
+        Never concatenate token ids to continue a turn: the ids of a text are not
+        the ids of its parts. With an empty prefix the ids are the template's own.
+        """
+
+    @abc.abstractmethod
+    def encode_text(self, text: str) -> list[int]:
+        """Tokenize plain text, adding no special tokens (e.g. a completion to score)."""
 
     @property
     @abc.abstractmethod

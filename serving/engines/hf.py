@@ -4,8 +4,14 @@ One worker thread owns the model. It admits waiting requests between decode
 steps (prefilled together, then merged into the running batch), decodes every
 running row in one forward pass, and hands tokens back to the asyncio side.
 Rows of one batch may use different adapters: peft routes each row through
-its own LoRA weights (``adapter_names``). Adapter loads and unloads run on the
-same thread between steps, so the model never changes under a forward pass.
+its own LoRA weights (``adapter_names``). Adapter loads and unloads, and
+scoring passes, run on the same thread between steps, so the model never
+changes under a forward pass.
+
+Requests submitted in one event-loop iteration (the n choices of one chat
+request) reach the worker together, so that one step admits them all and the
+rows with the same prompt and adapter share one prefill (see
+:meth:`~serving.engines.hf_step.Stepper._admit`).
 """
 
 from __future__ import annotations
@@ -21,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from serving.engines.base import Chunk, GenerationRequest
-from serving.engines.hf_step import Row, Stepper
+from serving.engines.hf_batch import score_tokens
+from serving.engines.hf_step import Row, Stepper, forward_kwargs
 from serving.engines.model import ModelEngine, read_model_facts
 from serving.errors import EngineNotStarted, EngineUnhealthy
 
@@ -44,6 +51,7 @@ class HFEngine(ModelEngine):
         self._model = None  # the base model, or the PeftModel wrapping it
         self._peft_names = (f"v{n}" for n in itertools.count(1))
         self._waiting: collections.deque[Row] = collections.deque()
+        self._pending: list[Row] = []  # submitted this event-loop iteration (see _submit)
         self._commands: collections.deque[tuple[Callable[[], Any], concurrent.futures.Future]] = (
             collections.deque()
         )
@@ -52,7 +60,9 @@ class HFEngine(ModelEngine):
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._fatal: BaseException | None = None
-        self.stats = collections.Counter()  # steps, prefills, max_batch_rows, ...
+        self._worker_gone: BaseException | None = None  # set when the worker has left
+        # steps, prefills, prefill_rows, shared_prefill_rows, max_batch_rows, scores
+        self.stats = collections.Counter()
 
     # -- lifecycle --------------------------------------------------------------
     async def start(self) -> None:
@@ -99,9 +109,7 @@ class HFEngine(ModelEngine):
             ticket=ticket,
             peft_name=ticket.handle or _BASE,
         )
-        with self._lock:
-            self._waiting.append(row)
-        self._wake.set()
+        self._submit(row)
         try:
             while True:
                 item = await queue.get()
@@ -115,6 +123,37 @@ class HFEngine(ModelEngine):
                 row.cancelled = True
                 ticket.leave()
                 self._wake.set()
+
+    def _submit(self, row: Row) -> None:
+        """Queue ``row`` for the worker at the end of this event-loop iteration.
+
+        The replica starts the n choices of a request in one iteration; handing
+        them over together (one lock, one wake-up) keeps the worker from taking
+        the first before the others arrive, so they share one prefill.
+        """
+        with self._lock:
+            self._pending.append(row)
+            first = len(self._pending) == 1
+        if first:
+            asyncio.get_running_loop().call_soon(self._flush_pending)
+
+    def _flush_pending(self) -> None:
+        with self._lock:
+            self._waiting.extend(self._pending)
+            self._pending.clear()
+        if self._stopping.is_set():  # no worker will take them
+            self._fail_all(EngineNotStarted("the engine was shut down"))
+        self._wake.set()
+
+    # -- scoring (one forward pass on the worker, between steps) -------------------
+    async def _score(self, prompt: list[int], completion: list[int], name: str | None):
+        peft_names = [name or _BASE]
+        self.stats["scores"] += 1
+        return await self._on_worker(
+            lambda: score_tokens(
+                self._model, prompt, completion, forward_kwargs(self._model, peft_names)
+            )
+        )
 
     # -- adapters (loaded and dropped on the worker, between steps) ----------------
     async def _add_adapter(self, version_id: str, path: Path) -> str:
@@ -156,6 +195,9 @@ class HFEngine(ModelEngine):
     async def _on_worker(self, fn: Callable[[], Any]) -> Any:
         future: concurrent.futures.Future = concurrent.futures.Future()
         with self._lock:
+            gone = self._worker_gone
+            if gone is not None:
+                raise type(gone)(*gone.args)
             self._commands.append((fn, future))
         self._wake.set()
         return await asyncio.wrap_future(future)
@@ -183,6 +225,17 @@ class HFEngine(ModelEngine):
             self._fatal = exc
             stepper.fail_all(EngineUnhealthy(f"the engine failed: {exc!r}"))
             self._fail_all(EngineUnhealthy(f"the engine failed: {exc!r}"))
+        finally:
+            # A command queued now would wait forever: refuse new ones, fail queued ones.
+            with self._lock:
+                self._worker_gone = (
+                    EngineUnhealthy(f"the engine failed: {self._fatal!r}")
+                    if self._fatal is not None
+                    else EngineNotStarted("the engine was shut down")
+                )
+                left, self._commands = list(self._commands), collections.deque()
+            for _, future in left:
+                future.set_exception(type(self._worker_gone)(*self._worker_gone.args))
 
     def _run_commands(self) -> None:
         while True:

@@ -100,6 +100,25 @@ def decode(model, batch: PaddedBatch, next_tokens: Sequence[int], forward_kwargs
     return out.logits[:, -1, :], PaddedBatch(out.past_key_values, mask)
 
 
+def score_tokens(
+    model, prompt: Sequence[int], completion: Sequence[int], forward_kwargs: dict
+) -> list[float]:
+    """The log-probability of each completion token after the prompt and the tokens
+    before it: one forward pass over prompt + completion, no cache kept."""
+    ids = torch.tensor([[*prompt, *completion]], dtype=torch.long)
+    out = model(
+        input_ids=ids,
+        attention_mask=torch.ones_like(ids),
+        use_cache=False,
+        # Only the positions that predict a completion token (and the last, unused one).
+        logits_to_keep=len(completion) + 1,
+        **forward_kwargs,
+    )
+    logprobs = torch.log_softmax(out.logits[0, :-1].float(), dim=-1)
+    chosen = torch.tensor(list(completion), dtype=torch.long).unsqueeze(-1)
+    return logprobs.gather(-1, chosen).squeeze(-1).tolist()
+
+
 def _pad_left(tensor: torch.Tensor, width: int, dim: int) -> torch.Tensor:
     missing = width - tensor.shape[dim]
     if missing == 0:

@@ -97,13 +97,33 @@ class Stepper:
         self.rows, self.batch = [], None
 
     def _admit(self, new: list[Row]) -> None:
+        """Prefill the new rows and merge them into the batch.
+
+        Rows with the same prompt and adapter (the n choices of one request) share
+        one prefill: each distinct prompt runs once, then its cache and logits are
+        copied to its duplicates. A row's KV cache depends only on its own tokens
+        and adapter, so a copy is what its own prefill would have computed.
+        """
         for row in new:
             row.generator = make_generator(row.request.sampling)
             row.text = TextStream(self.facts.tokenizer, row.request.sampling.stop)
-        prompts = [row.request.prompt_token_ids for row in new]
+        unique: dict[tuple, int] = {}  # (prompt ids, peft name) -> index in `distinct`
+        distinct: list[Row] = []
+        source = []  # for each new row, the distinct row whose prefill it takes
+        for row in new:
+            key = (tuple(row.request.prompt_token_ids), row.peft_name)
+            if key not in unique:
+                unique[key] = len(distinct)
+                distinct.append(row)
+            source.append(unique[key])
+        prompts = [row.request.prompt_token_ids for row in distinct]
         pad_id = self.facts.tokenizer.pad_token_id
-        logits, batch = prefill(self.model(), prompts, pad_id, self._forward_kwargs(new))
+        logits, batch = prefill(self.model(), prompts, pad_id, self._forward_kwargs(distinct))
+        if len(distinct) < len(new):
+            logits, batch = logits[source], batch.select(source)
         self.stats["prefills"] += 1
+        self.stats["prefill_rows"] += len(distinct)
+        self.stats["shared_prefill_rows"] += len(new) - len(distinct)
         for i, row in enumerate(new):
             self._advance(row, logits[i])
         self.batch = batch if self.batch is None else self.batch.extend(batch)
@@ -130,11 +150,7 @@ class Stepper:
         self.batch = self.batch.select(indices) if self.batch is not None else None
 
     def _forward_kwargs(self, rows: list[Row]) -> dict:
-        from peft import PeftModel
-
-        if isinstance(self.model(), PeftModel):
-            return {"adapter_names": [row.peft_name for row in rows]}
-        return {}
+        return forward_kwargs(self.model(), [row.peft_name for row in rows])
 
     def _advance(self, row: Row, logits) -> None:
         """Choose the row's next token and hand the client what it may see."""
@@ -168,3 +184,15 @@ class Stepper:
             row.deliver(chunk)
         else:
             row.finish(chunk)
+
+
+def forward_kwargs(model, peft_names: list[str]) -> dict:
+    """Route each batch row through its own adapter (peft's ``__base__``: none).
+
+    A model without adapters is not a ``PeftModel`` and takes no routing.
+    """
+    from peft import PeftModel
+
+    if isinstance(model, PeftModel):
+        return {"adapter_names": peft_names}
+    return {}

@@ -42,13 +42,26 @@ class ModelFacts:
     kv_bytes_per_token: int
     _token_texts: dict[int, str] = field(default_factory=dict, compare=False, repr=False)
 
-    def encode_chat(self, messages: Sequence[dict[str, str]]) -> list[int]:
-        """Apply the model's chat template (with the generation prompt) and tokenize."""
-        return list(
-            self.tokenizer.apply_chat_template(
-                list(messages), add_generation_prompt=True, tokenize=True, return_dict=False
-            )
+    def encode_chat(
+        self, messages: Sequence[dict[str, str]], assistant_prefix: str = ""
+    ) -> list[int]:
+        """Render the chat template (with the generation prompt) to text, append
+        ``assistant_prefix``, and tokenize the whole text once.
+
+        The text is tokenized as one piece, never as the template's ids plus the
+        prefix's ids: a continuation ("...Wait") must be tokenized as the model
+        would see it had it written the prefix itself. With an empty prefix the
+        ids are the template's own (``apply_chat_template(tokenize=True)``).
+        """
+        text = self.tokenizer.apply_chat_template(
+            list(messages), add_generation_prompt=True, tokenize=False
         )
+        return self.encode_text(text + assistant_prefix)
+
+    def encode_text(self, text: str) -> list[int]:
+        """Tokenize ``text`` as it is: no special tokens are added (the chat
+        template writes its own)."""
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def token_text(self, token_id: int) -> str:
         """One token decoded alone: how both engines name log-prob tokens."""
@@ -187,8 +200,32 @@ class ModelEngine(Engine):
             )
         return self._facts
 
-    def encode_chat(self, messages: Sequence[dict[str, str]]) -> list[int]:
-        return self.facts.encode_chat(messages)
+    def encode_chat(
+        self, messages: Sequence[dict[str, str]], assistant_prefix: str = ""
+    ) -> list[int]:
+        return self.facts.encode_chat(messages, assistant_prefix)
+
+    def encode_text(self, text: str) -> list[int]:
+        return self.facts.encode_text(text)
+
+    async def score(
+        self,
+        prompt_token_ids: Sequence[int],
+        completion_token_ids: Sequence[int],
+        adapter: str | None,
+    ) -> list[float]:
+        await self.check_health()
+        prompt, completion = list(prompt_token_ids), list(completion_token_ids)
+        self.check_score(prompt, completion)
+        # Admitted like a request: it counts against the queue bound, and its claim
+        # keeps the adapter resident until the scores are back.
+        ticket = self._admission.enter(adapter)
+        try:
+            if not completion:
+                return []
+            return await self._score(prompt, completion, ticket.handle)
+        finally:
+            ticket.leave()
 
     @property
     def max_context(self) -> int:
@@ -251,3 +288,8 @@ class ModelEngine(Engine):
     @abc.abstractmethod
     async def _remove_adapter(self, version_id: str, handle: Any) -> None:
         """Free an adapter no request uses any more (it is already out of the table)."""
+
+    @abc.abstractmethod
+    async def _score(self, prompt: list[int], completion: list[int], handle: Any) -> list[float]:
+        """The log-probability of each completion token (``completion`` is not empty),
+        under the adapter with engine handle ``handle`` (None: the base model)."""

@@ -21,6 +21,12 @@ promises on top of it, the same way the ``hf`` engine does:
   scheduler holds back requests beyond it. Every adapter is checked by
   :class:`~serving.engines.model.ModelEngine` (shared with ``hf``) before vLLM
   sees it.
+- **Scoring** (:meth:`score`) is a one-token generation over the prompt and
+  all but the last completion token, asking for ``prompt_logprobs=0`` (the log-
+  probability of each actual prompt token); the last completion token is the
+  one token generated, forced with ``allowed_token_ids``, and its raw log-prob
+  comes with it. So prompt plus completion may fill the whole context, as in
+  the ``hf`` engine (vLLM refuses a prompt that leaves no room for one token).
 - **Closing the iterator early aborts the request** in vLLM (its slot and KV
   blocks are freed) before the adapter claim is released, so an unload that
   follows never races a running request.
@@ -178,6 +184,48 @@ class VLLMEngine(ModelEngine):
             detokenize=False,
             output_kind=RequestOutputKind.DELTA,
         )
+
+    async def _score(self, prompt: list[int], completion: list[int], lora: Any) -> list[float]:
+        from vllm import SamplingParams as VLLMSamplingParams
+        from vllm.inputs import tokens_input
+        from vllm.sampling_params import RequestOutputKind
+
+        head, last = completion[:-1], completion[-1]
+        params = VLLMSamplingParams(
+            max_tokens=1,
+            temperature=0.0,
+            # Raw log-probs (logprobs_mode) are taken before the allowed-token mask.
+            allowed_token_ids=[last],
+            ignore_eos=True,
+            logprobs=0,
+            prompt_logprobs=0 if head else None,
+            detokenize=False,
+            output_kind=RequestOutputKind.FINAL_ONLY,
+        )
+        vllm_id = f"score-{next(_REQUEST_IDS)}"
+        final, stream = None, None
+        try:
+            stream = self._llm.generate(
+                tokens_input(prompt + head), params, vllm_id, lora_request=lora
+            )
+            async for output in stream:
+                final = output
+        except Exception as exc:
+            if _is_engine_error(exc):
+                raise EngineUnhealthy(f"the vllm engine failed: {exc!r}") from exc
+            raise
+        finally:
+            if stream is not None:
+                await stream.aclose()
+            if final is None or not final.finished:
+                await self._abort(vllm_id)
+        if final is None or not final.outputs or not final.outputs[0].logprobs:
+            raise EngineUnhealthy(f"vLLM returned no log-probs for scoring request {vllm_id}")
+        # prompt_logprobs[i] is the log-prob of input token i given those before it.
+        entries = final.prompt_logprobs[len(prompt) :] if head else []
+        scores = [float(entry[token].logprob) for entry, token in zip(entries, head, strict=True)]
+        scores.append(float(final.outputs[0].logprobs[0][last].logprob))
+        return scores
 
     async def _abort(self, vllm_id: str) -> None:
         llm = self._llm

@@ -72,6 +72,13 @@ def engine_kwargs(config: EngineConfig, facts: ModelFacts, *, on_cpu: bool) -> d
         "max_loras": config.max_loras,
         "max_cpu_loras": cpu_lora_slots(config),
         "max_lora_rank": vllm_lora_rank(config.max_lora_rank),
+        # The n choices of a request share their prompt's KV blocks. vLLM 0.32 turns
+        # this on by default for a generating Llama-style model (EngineArgs, from
+        # ModelConfig.is_prefix_caching_supported); it is said here so a changed
+        # default cannot quietly turn it off. Only full blocks are shared: 128
+        # tokens on CPU (vllm/platforms/cpu.py), 16 on GPU. Scoring requests
+        # (prompt log-probs) never read the cache: vLLM recomputes their prompt.
+        "enable_prefix_caching": True,
         "logprobs_mode": "raw_logprobs",
         "max_logprobs": 20,
         "disable_log_stats": True,

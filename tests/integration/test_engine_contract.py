@@ -194,3 +194,47 @@ async def test_adapter_in_use_cannot_be_unloaded_until_its_requests_end(engine, 
 
     await until(unloaded, what="unloading the adapter once its request ended", every_s=0.05)
     assert "busy" not in engine.loaded_adapters()
+
+
+async def test_encode_chat_retokenizes_the_prompt_and_assistant_prefix_as_one_text(
+    engine, tiny_model_dir
+):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    messages = [{"role": "user", "content": PROMPT}]
+    template_ids = tokenizer.apply_chat_template(
+        messages, add_generation_prompt=True, tokenize=True, return_dict=False
+    )
+    assert engine.encode_chat(messages) == engine.encode_chat(messages, "") == list(template_ids)
+    rendered = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    head, tail = "The capital is Pa", "ris."
+    ids = engine.encode_chat(messages, head + tail)
+    assert tokenizer.decode(ids) == rendered + head + tail
+    # "Pa" + "ris" is not how "Paris" tokenizes: the continuation is tokenized as one text.
+    assert ids != engine.encode_chat(messages, head) + engine.encode_text(tail)
+    assert engine.encode_text(tail) == tokenizer(tail, add_special_tokens=False)["input_ids"]
+
+
+async def test_score_is_the_log_probability_of_the_tokens_the_engine_generated(engine):
+    prompt = engine.encode_chat([{"role": "user", "content": PROMPT}])
+    _, chunks = await complete(engine, prompt, max_tokens=12, logprobs=True)
+    completion = [t for c in chunks for t in c.token_ids]
+    generated = [lp.logprob for c in chunks for lp in c.logprobs]
+    scores = await engine.score(prompt, completion, None)
+    assert len(scores) == len(completion)
+    assert scores == pytest.approx(generated, abs=1e-4)
+
+
+async def test_score_refuses_what_it_cannot_score_and_scores_a_full_context(engine):
+    prompt = engine.encode_chat([{"role": "user", "content": PROMPT}])
+    with pytest.raises(AdapterNotLoaded, match="nope"):
+        await engine.score(prompt, [5, 6], "nope")
+    room = engine.max_context - len(prompt)
+    with pytest.raises(PromptTooLong, match=str(engine.max_context)):
+        await engine.score(prompt, [5] * (room + 1), None)
+    with pytest.raises(PromptTooLong, match="empty"):
+        await engine.score([], [5], None)
+    assert await engine.score(prompt, [], None) == []
+    # Prompt and completion may fill the whole context, as a generation may.
+    assert len(await engine.score(prompt, [5] * room, None)) == room

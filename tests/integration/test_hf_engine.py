@@ -108,3 +108,68 @@ async def test_concurrent_loads_of_one_version_load_it_once(hf, make_adapter):
     assert hf.loaded_adapters() == ["same"]
     await hf.unload_adapter("same")
     assert hf.loaded_adapters() == []
+
+
+def _tokens(chunks) -> list[int]:
+    return [t for c in chunks for t in c.token_ids]
+
+
+async def test_n_seeded_samples_of_one_prompt_share_one_prefill(hf):
+    # As the replica runs n choices: one prompt, seeds seed, seed + 1, ...
+    samples = {"temperature": 1.0, "max_tokens": 24}
+    alone = []
+    for seed in range(7, 11):
+        before = hf.stats.copy()
+        alone.append(_tokens((await complete(hf, "Hi", seed=seed, **samples))[1]))
+        assert hf.stats["prefill_rows"] - before["prefill_rows"] == 1
+    assert len({tuple(t) for t in alone}) > 1, "different seeds should sample differently"
+    before = hf.stats.copy()
+    together = await asyncio.gather(
+        *(complete(hf, "Hi", seed=seed, **samples) for seed in range(7, 11))
+    )
+    assert [_tokens(chunks) for _, chunks in together] == alone
+    assert hf.stats["prefills"] - before["prefills"] == 1
+    assert hf.stats["prefill_rows"] - before["prefill_rows"] == 1
+    assert hf.stats["shared_prefill_rows"] - before["shared_prefill_rows"] == 3
+
+
+async def test_only_rows_with_the_same_prompt_and_adapter_share_a_prefill(hf, make_adapter):
+    await hf.load_adapter("shared-a", make_adapter("a", seed=1))
+    try:
+        rows = [("Hi", None), ("Tell me a joke.", None), ("Hi", "shared-a"), ("Hi", None)]
+        alone = [_tokens((await complete(hf, p, adapter=a))[1]) for p, a in rows]
+        assert alone[0] != alone[2], "the adapter should change the answer"
+        before = hf.stats.copy()
+        together = await asyncio.gather(*(complete(hf, p, adapter=a) for p, a in rows))
+        assert [_tokens(chunks) for _, chunks in together] == alone
+        assert hf.stats["prefill_rows"] - before["prefill_rows"] == 3
+        assert hf.stats["shared_prefill_rows"] - before["shared_prefill_rows"] == 1
+    finally:
+        await hf.unload_adapter("shared-a")
+
+
+async def test_samples_submitted_together_are_admitted_in_one_step(hf):
+    # The first request wakes the idle worker; it must not be admitted before its
+    # siblings arrive (handed over one by one, about 1 round in 5 split here).
+    for round_ in range(30):
+        before = hf.stats.copy()
+        await asyncio.gather(
+            *(complete(hf, "Hi", temperature=1.0, seed=s, max_tokens=2) for s in range(4))
+        )
+        assert hf.stats["prefills"] - before["prefills"] == 1, f"round {round_}"
+        assert hf.stats["shared_prefill_rows"] - before["shared_prefill_rows"] == 3
+    # And while the worker is busy decoding another request.
+    ids = hf.encode_chat([{"role": "user", "content": "Hi"}])
+    busy = hf.generate(
+        GenerationRequest("busy", ids, SamplingParams(max_tokens=300, temperature=0))
+    )
+    await busy.__anext__()
+    try:
+        before = hf.stats.copy()
+        await asyncio.gather(
+            *(complete(hf, ids, temperature=1.0, seed=s, max_tokens=4) for s in range(3))
+        )
+    finally:
+        await busy.aclose()
+    assert hf.stats["prefill_rows"] - before["prefill_rows"] == 1
+    assert hf.stats["shared_prefill_rows"] - before["shared_prefill_rows"] == 2

@@ -198,3 +198,27 @@ async def test_full_queue_is_refused_with_overloaded(vllm_engine):
     await _settled(vllm_engine)
     assert vllm_engine.unfinished_requests == 0
     assert (await complete(vllm_engine, ids, max_tokens=4))[0]
+
+
+async def test_scores_match_hf_with_and_without_an_adapter(vllm_engine, hf_engine, make_adapter):
+    # The n choices of a request share their prompt's KV blocks (see vllm_setup).
+    assert vllm_engine._llm.vllm_config.cache_config.enable_prefix_caching
+    adapter = make_adapter("score", r=8, targets=("q_proj", "v_proj", "down_proj"), seed=5)
+    for engine in (vllm_engine, hf_engine):
+        await engine.load_adapter("score", adapter)
+    try:
+        prompt = hf_engine.encode_chat([{"role": "user", "content": PROMPTS[0]}])
+        completion = hf_engine.encode_text(" The capital of France is Paris.")
+        scores = {
+            (kind, name): await engine.score(prompt, completion, name)
+            for kind, engine in (("hf", hf_engine), ("vllm", vllm_engine))
+            for name in (None, "score")
+        }
+        for name in (None, "score"):
+            # float32 on both sides, different kernels (generation log-probs: ~2e-5 apart).
+            assert scores["vllm", name] == pytest.approx(scores["hf", name], abs=1e-4), name
+        assert scores["vllm", "score"] != pytest.approx(scores["vllm", None], abs=1e-2)
+    finally:
+        for engine in (vllm_engine, hf_engine):
+            await engine.unload_adapter("score")
+    await _settled(vllm_engine)
