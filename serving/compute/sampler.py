@@ -142,10 +142,13 @@ class Sampler:
 
         What KTO/DPO training optimised from the users' thumbs; 0 on the base model.
         """
-        if self.adapter is None or not sample.token_ids:
+        if self.adapter is None or not sample.text:
             return 0.0
+        # The text as the model reads it (re-tokenized), not the ids it happened to be
+        # sampled as: the reward is the answer's, and can be recomputed from the log.
         prompt = self.engine.encode_chat(messages)
-        tuned = await self.engine.score(prompt, sample.token_ids, self.adapter)
-        base = await self.engine.score(prompt, sample.token_ids, None)
-        self.tokens += 2 * len(sample.token_ids)
+        ids = self.engine.encode_text(sample.text)
+        tuned = await self.engine.score(prompt, ids, self.adapter)
+        base = await self.engine.score(prompt, ids, None)
+        self.tokens += 2 * len(ids)
         return float(sum(tuned) - sum(base))

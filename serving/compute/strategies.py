@@ -130,13 +130,15 @@ async def budget(sampler: Sampler, messages: list[dict[str, str]], plan: Plan,
                                  stop=(config.think_close,), temperature=overrides.get(
                                      "temperature", sampler.sampling.temperature))
         thinking += part.text
-        spent = len(sampler.engine.encode_text(thinking))
+        spent += len(part.token_ids)
         ended = part.finish == "stop"  # closed the section (or ended the turn) itself
         if spent >= plan.max_thinking_tokens or not ended:
             break  # the maximum: cut here, close the section properly below
         if spent >= plan.min_thinking_tokens or waits >= config.max_waits:
             break
-        thinking = thinking.rstrip() + f"\n{config.wait_word}"
+        wait = f"\n{config.wait_word}"
+        thinking = thinking.rstrip() + wait
+        spent += len(sampler.engine.encode_text(wait))
         waits += 1
     closed = opening + thinking.rstrip() + f"\n{config.think_close}{config.answer_cue}"
     answer = await sampler.one(prompt, prefix=closed, **overrides)

@@ -27,7 +27,8 @@ and the charge after it, so handoffs running at once may overspend by what they 
 together.
 
 Privacy: ``redact`` (a ``feedback.redact`` redactor's ``redact``) is applied to every
-message's content before anything leaves the process.
+message's content before anything leaves the process; without one, the default
+(regex) redactor is, so that nothing leaves unredacted by omission.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from typing import Any, Literal
 import httpx
 
 from feedback.connections import redact_url
+from feedback.redact import make_redactor
 from serving.compute.upstream_budget import UpstreamBudget
 from serving.compute.upstream_config import UpstreamConfig
 from serving.errors import ServingError
@@ -172,7 +174,8 @@ class Upstream:
     def __init__(self, config: UpstreamConfig, *, redis_url: str = "",
                  prefix: str = "loraloop", redact: Callable[[str], str] | None = None) -> None:
         self.config = config
-        self.redact = redact
+        # Nothing leaves unredacted unless the operator chose the "none" redactor.
+        self.redact = redact if redact is not None else make_redactor("regex").redact
         self.budget = UpstreamBudget(config.budget_window_s, redis_url=redis_url,
                                      prefix=prefix)
         self._http: httpx.AsyncClient | None = None

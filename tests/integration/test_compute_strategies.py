@@ -42,9 +42,7 @@ async def _record(redis_url: str, keys, interaction_id: str) -> Interaction:
 
     client = async_client(redis_url)
     try:
-        raw = await client.hget(keys.interaction(interaction_id), "event")
-        if raw is None:
-            raw = await client.get(keys.interaction(interaction_id))
+        raw = await client.get(keys.interaction(interaction_id))
     finally:
         await client.aclose()
     return Interaction.from_json(raw)
@@ -94,8 +92,7 @@ async def test_the_reasoning_budget_cuts_at_the_maximum_and_answers(app, redis_u
     assert r.status_code == 200, r.text
     message = r.json()["choices"][0]["message"]
     record = (await _record(redis_url, keys, r.json()["id"])).compute
-    tokens = len(stack.replica.engine.encode_text(message["reasoning_content"]))
-    assert 0 < record.thinking_tokens <= 12 + 2 and tokens <= 12 + 2
+    assert 0 < record.thinking_tokens <= 12 and message["reasoning_content"]
     assert message["content"]  # an answer follows the closed section
     assert r.json()["loraloop"]["compute_tokens"] >= record.thinking_tokens
 
@@ -170,21 +167,17 @@ async def test_the_scorer_serves_the_candidate_with_the_highest_implicit_reward(
                   for text in record.candidates]
     assert record.chosen == max(range(len(record.scores)), key=record.scores.__getitem__)
     assert r.json()["choices"][0]["message"]["content"] == record.candidates[record.chosen]
-    checked = [(s, d) for s, d in zip(record.scores, direct, strict=True) if d is not None]
-    assert checked, "no candidate re-tokenized to the ids it was generated as"
-    for reported, computed in checked:
-        assert reported == pytest.approx(computed, abs=1e-3)
+    assert record.scores == pytest.approx(direct, abs=1e-3)
+    assert len(set(round(d, 3) for d in direct)) > 1  # the choice was a real one
 
 
-def _direct_reward(model_dir, adapter_dir, engine, text: str) -> float | None:
+def _direct_reward(model_dir, adapter_dir, engine, text: str) -> float:
     """log p_adapter(text) - log p_base(text) after the prompt, with transformers and peft."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
     prompt = engine.encode_chat(QUESTION)
     ids = engine.encode_text(text)
-    if engine.facts.tokenizer.decode(ids) != text or not ids:
-        return None
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     tuned = PeftModel.from_pretrained(model, adapter_dir)
     full = torch.tensor([prompt + ids])
