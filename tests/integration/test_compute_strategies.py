@@ -51,9 +51,9 @@ async def _record(redis_url: str, keys, interaction_id: str) -> Interaction:
 @pytest.fixture
 async def app(tiny_model_dir, redis_url, keys):
     options = {"compute": _runner(max_waits=40)}
-    async with chat_stack(tiny_model_dir, redis_url, keys, replica_options=options) as stack:
-        async with served_app(stack.app) as url, httpx.AsyncClient(timeout=300) as http:
-            yield http, url, stack
+    async with (chat_stack(tiny_model_dir, redis_url, keys, replica_options=options) as stack,
+                served_app(stack.app) as url, httpx.AsyncClient(timeout=300) as http):
+        yield http, url, stack
 
 
 async def test_best_of_n_vote_serves_the_most_frequent_normalised_answer(app, redis_url, keys):
