@@ -87,7 +87,7 @@ async def test_a_strategy_refuses_more_than_the_cap_with_a_400(app):
 
 
 async def test_the_reasoning_budget_cuts_at_the_maximum_and_answers(app, redis_url, keys):
-    http, url, stack = app
+    http, url, _ = app
     r = await _ask(http, url, {"strategy": "budget", "max_thinking_tokens": 12}, max_tokens=3)
     assert r.status_code == 200, r.text
     message = r.json()["choices"][0]["message"]
@@ -101,12 +101,14 @@ async def test_the_reasoning_budget_waits_until_the_minimum(tiny_model_dir, redi
     # A close marker the random model writes almost at once: without budget forcing the
     # thinking would end after a token or two.
     options = {"compute": _runner(think_close=" ", max_waits=60)}
-    async with chat_stack(tiny_model_dir, redis_url, keys, replica_options=options) as stack:
-        async with served_app(stack.app) as url, httpx.AsyncClient(timeout=300) as http:
-            r = await _ask(http, url, {"strategy": "budget", "min_thinking_tokens": 24,
-                                       "max_thinking_tokens": 200}, max_tokens=2, seed=3)
-            assert r.status_code == 200, r.text
-            record = (await _record(redis_url, keys, r.json()["id"])).compute
+    async with (
+        chat_stack(tiny_model_dir, redis_url, keys, replica_options=options) as stack,
+        served_app(stack.app) as url, httpx.AsyncClient(timeout=300) as http,
+    ):
+        r = await _ask(http, url, {"strategy": "budget", "min_thinking_tokens": 24,
+                                   "max_thinking_tokens": 200}, max_tokens=2, seed=3)
+        assert r.status_code == 200, r.text
+        record = (await _record(redis_url, keys, r.json()["id"])).compute
     assert record.thinking_tokens >= 24
     assert "Wait" in r.json()["choices"][0]["message"]["reasoning_content"]
 

@@ -53,10 +53,11 @@ async def upstream(tiny_model_dir, redis_url, tmp_path):
     from tests.support.redis_support import delete_prefix, new_prefix
 
     prefix = new_prefix("upstream")
-    async with chat_stack(tiny_model_dir, redis_url, RedisKeys(prefix),
-                          tenants=("oracle",)) as stack:
-        async with served_app(stack.app) as url:
-            yield url
+    async with (
+        chat_stack(tiny_model_dir, redis_url, RedisKeys(prefix), tenants=("oracle",)) as stack,
+        served_app(stack.app) as url,
+    ):
+        yield url
     delete_prefix(redis_url, prefix)
 
 
@@ -70,41 +71,43 @@ async def _direct(http, upstream_url: str, messages, max_tokens: int) -> str:
 async def test_a_handed_off_request_gets_the_upstream_answer(tiny_model_dir, redis_url, keys,
                                                              upstream):
     options = {"compute": _handing_off(f"{upstream}/v1")}
-    async with chat_stack(tiny_model_dir, redis_url, keys, replica_options=options) as stack:
-        async with served_app(stack.app) as url, httpx.AsyncClient(timeout=300) as http:
-            body = {"model": "acme", "messages": QUESTION, "max_tokens": 6, "temperature": 0,
-                    "user": "ann", "loraloop": {"strategy": "handoff"}}
-            r = await http.post(f"{url}/v1/chat/completions", json=body)
-            assert r.status_code == 200, r.text
-            assert r.headers["x-loraloop-strategy"] == "handoff"
-            answer = r.json()
-            # What the upstream answers to the redacted question, asked directly.
-            redacted = [{"role": "user", "content": stack.service.redactor.redact(
-                QUESTION[0]["content"])}]
-            assert redacted != QUESTION
-            expected = await _direct(http, upstream, redacted, 6)
-            assert answer["choices"][0]["message"]["content"] == expected
-            assert answer["loraloop"]["handed_off"] is True
-            assert answer["loraloop"]["upstream_model"] == "oracle"
-            stored = await _stored(redis_url, keys, answer["id"])
-            assert stored.mode == "handoff" and stored.compute.handed_off
-            assert stored.compute.upstream_tokens > 0 and stored.completion == expected
+    async with (
+        chat_stack(tiny_model_dir, redis_url, keys, replica_options=options) as stack,
+        served_app(stack.app) as url, httpx.AsyncClient(timeout=300) as http,
+    ):
+        body = {"model": "acme", "messages": QUESTION, "max_tokens": 6, "temperature": 0,
+                "user": "ann", "loraloop": {"strategy": "handoff"}}
+        r = await http.post(f"{url}/v1/chat/completions", json=body)
+        assert r.status_code == 200, r.text
+        assert r.headers["x-loraloop-strategy"] == "handoff"
+        answer = r.json()
+        # What the upstream answers to the redacted question, asked directly.
+        redacted = [{"role": "user", "content": stack.service.redactor.redact(
+            QUESTION[0]["content"])}]
+        assert redacted != QUESTION
+        expected = await _direct(http, upstream, redacted, 6)
+        assert answer["choices"][0]["message"]["content"] == expected
+        assert answer["loraloop"]["handed_off"] is True
+        assert answer["loraloop"]["upstream_model"] == "oracle"
+        stored = await _stored(redis_url, keys, answer["id"])
+        assert stored.mode == "handoff" and stored.compute.handed_off
+        assert stored.compute.upstream_tokens > 0 and stored.completion == expected
 
-            # Streamed when the client streams.
-            deltas = []
-            async with http.stream("POST", f"{url}/v1/chat/completions",
-                                   json={**body, "stream": True}) as s:
-                assert s.status_code == 200
-                async for line in s.aiter_lines():
-                    if line.startswith("data: {"):
-                        chunk = json.loads(line[6:])
-                        if chunk["choices"]:
-                            deltas.append(chunk["choices"][0]["delta"].get("content", ""))
-                        else:
-                            summary = chunk.get("loraloop")
-            assert "".join(deltas) == expected and summary["handed_off"] is True
-            metrics = (await http.get(f"{url}/metrics")).text
-            assert 'loraloop_handoffs_total{adapter_version="base",tenant="acme"} 2.0' in metrics
+        # Streamed when the client streams.
+        deltas = []
+        async with http.stream("POST", f"{url}/v1/chat/completions",
+                               json={**body, "stream": True}) as s:
+            assert s.status_code == 200
+            async for line in s.aiter_lines():
+                if line.startswith("data: {"):
+                    chunk = json.loads(line[6:])
+                    if chunk["choices"]:
+                        deltas.append(chunk["choices"][0]["delta"].get("content", ""))
+                    else:
+                        summary = chunk.get("loraloop")
+        assert "".join(deltas) == expected and summary["handed_off"] is True
+        metrics = (await http.get(f"{url}/metrics")).text
+        assert 'loraloop_handoffs_total{adapter_version="base",tenant="acme"} 2.0' in metrics
 
 
 @pytest.mark.parametrize("how", ["down", "silent"])
@@ -118,16 +121,18 @@ async def test_with_the_upstream_down_or_silent_every_request_succeeds_locally(
     options = {"compute": _handing_off(url_of, first_token_timeout_s=1.0, total_timeout_s=5.0,
                                        breaker_failures=2, breaker_cooldown_s=600)}
     try:
-        async with chat_stack(tiny_model_dir, redis_url, keys, replica_options=options) as stack:
-            async with served_app(stack.app) as url, httpx.AsyncClient(timeout=300) as http:
-                results = []
-                for _ in range(4):
-                    started = time.monotonic()
-                    r = await http.post(f"{url}/v1/chat/completions", json={
-                        "model": "acme", "messages": QUESTION, "max_tokens": 3, "user": "ann",
-                        "loraloop": {"strategy": "handoff"}})
-                    results.append((r, time.monotonic() - started))
-                stats = stack.replica.compute.upstream.stats()
+        async with (
+            chat_stack(tiny_model_dir, redis_url, keys, replica_options=options) as stack,
+            served_app(stack.app) as url, httpx.AsyncClient(timeout=300) as http,
+        ):
+            results = []
+            for _ in range(4):
+                started = time.monotonic()
+                r = await http.post(f"{url}/v1/chat/completions", json={
+                    "model": "acme", "messages": QUESTION, "max_tokens": 3, "user": "ann",
+                    "loraloop": {"strategy": "handoff"}})
+                results.append((r, time.monotonic() - started))
+            stats = stack.replica.compute.upstream.stats()
     finally:
         if listener is not None:
             listener.close()
