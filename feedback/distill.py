@@ -17,6 +17,9 @@ the local candidates), so it does not depend on the interaction's key still bein
 there when the learner reads it.
 
 Readers of *ratings* (``feedback.ratings``) skip these entries: they rate nothing.
+An entry copies the stored (bounded) interaction's texts, so with the default
+``StoredBounds`` it stays well below ``SourceConfig.max_entry_bytes``; bounds raised far
+past those defaults can make entries the reader dead-letters as poison.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from pydantic import Field
 
 from feedback.connections import field, text
 from feedback.errors import InvalidEvent
-from feedback.events import (
+from feedback.events import (  # _Event: the schema-version contract every event shares
     _HEX128,
     ANONYMOUS_USER,
     BASE_VERSION,
