@@ -5,7 +5,11 @@ and the interaction log keeps up to a million of them for days in a Redis
 with a memory limit. So every stored text field is capped here, and each cut
 is recorded in the interaction's ``truncated`` list (the learner and an
 operator can tell a cut field from a short one). ``stop`` strings are also
-redacted: they are user text like the messages.
+redacted: they are user text like the messages. The test-time compute record
+(``compute``) keeps at most ``max_candidates`` local candidates (and as many scores
+and votes), each cut to ``max_candidate_chars``: a best-of-64 request must not store
+64 answers, and a handed-off one copies its candidates into a distillation entry
+(feedback.distill). ``compute.chosen`` keeps indexing the candidates as generated.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from feedback.events import Interaction, Message
+from feedback.events import ComputeRecord, Interaction, Message
 
 
 class StoredBounds(BaseModel):
@@ -32,6 +36,11 @@ class StoredBounds(BaseModel):
                                  "less than this anyway).")
     max_stop: int = Field(4, ge=0, description="Stop strings kept (OpenAI allows 4).")
     max_stop_chars: int = Field(256, ge=1, description="Characters kept of each stop string.")
+    max_candidates: int = Field(8, ge=0, description="Local candidate answers kept in the "
+                                "compute record (the first ones), with their scores and at "
+                                "most as many votes.")
+    max_candidate_chars: int = Field(4_096, ge=1, description="Characters kept of each "
+                                     "candidate answer and each vote's answer.")
 
 
 def bound_interaction(interaction: Interaction, bounds: StoredBounds,
@@ -69,10 +78,39 @@ def bound_interaction(interaction: Interaction, bounds: StoredBounds,
         sampling["stop"], stop_cut = _bound_stop(stop, bounds, redact)
         if stop_cut:
             cut.append("sampling.stop")
+    compute = interaction.compute
+    if compute is not None:
+        compute, compute_cut = _bound_compute(compute, bounds)
+        cut.extend(compute_cut)
     return interaction.model_copy(update={
         "messages": messages, "completions": completions, "sampling": sampling,
-        "truncated": list(dict.fromkeys(cut)),
+        "compute": compute, "truncated": list(dict.fromkeys(cut)),
     })
+
+
+def _bound_compute(compute: ComputeRecord,
+                   bounds: StoredBounds) -> tuple[ComputeRecord, list[str]]:
+    """``compute`` within ``bounds``, and the names of what was cut."""
+    keep, chars = bounds.max_candidates, bounds.max_candidate_chars
+    cut: list[str] = []
+    candidates = compute.candidates
+    if len(candidates) > keep or any(len(c) > chars for c in candidates):
+        candidates = [c[:chars] for c in candidates[:keep]]
+        cut.append("compute.candidates")
+    votes = compute.votes
+    if len(votes) > keep or any(len(answer) > chars for answer in votes):
+        top = sorted(votes.items(), key=lambda kv: -kv[1])[:keep]  # the most voted stay
+        votes = {}
+        for answer, count in top:
+            votes[answer[:chars]] = votes.get(answer[:chars], 0) + count
+        cut.append("compute.votes")
+    scores = compute.scores[:keep]
+    if len(scores) < len(compute.scores):
+        cut.append("compute.scores")
+    if not cut:
+        return compute, cut
+    return compute.model_copy(update={"candidates": candidates, "votes": votes,
+                                      "scores": scores}), cut
 
 
 def _bound_stop(stop: Any, bounds: StoredBounds,

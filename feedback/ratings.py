@@ -7,6 +7,7 @@ import logging
 import redis
 
 from feedback.connections import field, stream_id
+from feedback.distill import is_distill
 from feedback.errors import InvalidEvent
 from feedback.events import Feedback
 from feedback.keys import RedisKeys
@@ -20,13 +21,16 @@ def feedback_since(
     """Feedback events recorded at or after ``since_ms`` (unix ms), oldest first.
 
     Stream ids start with their time in ms, so this is a range read; malformed
-    entries are skipped (the learner's reader dead-letters them).
+    entries are skipped (the learner's reader dead-letters them), and so are the
+    distillation entries of handed-off answers (they rate nothing).
     """
     events: list[Feedback] = []
     start = f"{max(0, since_ms)}-0"
     while True:
         entries = client.xrange(keys.feedback_stream, min=start, max="+", count=page)
         for entry_id, fields in entries:
+            if is_distill(fields):
+                continue
             raw = field(fields, "event")
             try:
                 events.append(Feedback.from_json(raw))

@@ -8,7 +8,8 @@
   ``SET <interaction key> <json> NX EX <ttl>`` and, only if that created the
   key, ``XADD <stream> MAXLEN ~ <maxlen>``; a retry after a lost reply never
   adds a second stream entry, so every event kept in the buffer appears in the
-  stream exactly once.
+  stream exactly once. A handed-off answer also gets its distillation entry in the
+  feedback stream (:mod:`feedback.distill`) in the same script: both land or neither.
 * While Redis is unreachable, events stay buffered; the writer retries with
   capped exponential backoff and writes them when Redis returns (``delayed``).
   :meth:`InteractionSink.close` flushes what it can in the time it is given.
@@ -35,6 +36,7 @@ from redis.exceptions import NoScriptError
 
 from feedback.bounds import StoredBounds, bound_interaction
 from feedback.connections import async_client, redact_url
+from feedback.distill import Distillation
 from feedback.events import Interaction
 from feedback.interactions import get_interaction, read_interactions
 from feedback.keys import RedisKeys
@@ -45,14 +47,16 @@ __all__ = ["InteractionSink", "SinkConfig", "SinkStats", "async_client", "get_in
 
 log = logging.getLogger(__name__)
 
-# KEYS[1] interaction key, KEYS[2] interactions stream;
-# ARGV[1] event JSON, ARGV[2] TTL seconds, ARGV[3] stream MAXLEN (approximate), ARGV[4] id.
-# Returns the new stream entry id, or nil when the interaction was already stored.
+# KEYS[1] interaction key, KEYS[2] interactions stream, KEYS[3] feedback stream; ARGV[1]
+# event JSON, ARGV[2] TTL s, ARGV[3] stream MAXLEN (approximate), ARGV[4] id, ARGV[5..] the
+# distillation entry's fields and values (handed off only). Returns the new entry id, or nil
+# when the interaction was already stored. Scripts are not rolled back: check, then write.
 WRITE_INTERACTION_LUA = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
-  return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'id', ARGV[4], 'event', ARGV[1])
-end
-return false
+local kind = #ARGV > 4 and redis.call('TYPE', KEYS[3])['ok'] or 'none'
+if kind ~= 'stream' and kind ~= 'none' then return redis.error_reply('WRONGTYPE ' .. KEYS[3]) end
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return false end
+if #ARGV > 4 then redis.call('XADD', KEYS[3], '*', unpack(ARGV, 5)) end
+return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'id', ARGV[4], 'event', ARGV[1])
 """
 
 
@@ -91,6 +95,7 @@ class SinkStats:
 
     submitted: int  #: events given to submit()
     written: int  #: events this sink added to the stream
+    distilled: int  #: of those, handed-off answers written with their distillation entry
     duplicates: int  #: events found already stored (same id again, or a retry of a lost reply)
     dropped: int  #: events refused because the buffer was full (or the sink was closed)
     delayed: int  #: written or duplicates that waited for Redis: submitted while it was
@@ -112,6 +117,7 @@ class _Pending:
     #            makes the event "delayed"
     json: str | None = None
     key: str | None = None
+    distill: list[str] | None = None  # the distillation entry's fields (handed off only)
     errors: int = 0
 
 
@@ -148,7 +154,7 @@ class InteractionSink:
         self._closed = False
         self._sha: str | None = None
         self._connected = False
-        self._submitted = self._written = self._duplicates = self._dropped = 0
+        self._submitted = self._written = self._duplicates = self._dropped = self._distilled = 0
         self._delayed = self._failed = self._invalid = self._write_errors = 0
 
     # -- lifecycle --------------------------------------------------------------------
@@ -257,8 +263,9 @@ class InteractionSink:
     def stats(self) -> SinkStats:
         """The counters now (cheap; safe to call from a /metrics handler)."""
         return SinkStats(
-            submitted=self._submitted, written=self._written, duplicates=self._duplicates,
-            dropped=self._dropped, delayed=self._delayed, failed=self._failed,
+            submitted=self._submitted, written=self._written, distilled=self._distilled,
+            duplicates=self._duplicates, dropped=self._dropped, delayed=self._delayed,
+            failed=self._failed,
             invalid=self._invalid, write_errors=self._write_errors,
             buffered=len(self._buffer) + self._inflight, connected=self._connected,
         )
@@ -332,6 +339,8 @@ class InteractionSink:
                                                   self._redact)
                 pending.json = pending.event.to_json()
                 pending.key = self.keys.interaction(pending.event.id)
+                distill = Distillation.of(pending.event)
+                pending.distill = distill.stream_fields() if distill else None
             except Exception:
                 log.exception("interaction sink: cannot build or serialise event %r; "
                               "skipped", getattr(pending.event, "id", pending.event))
@@ -346,7 +355,8 @@ class InteractionSink:
         pipe = self._client.pipeline(transaction=False)
         stream, ttl, maxlen = self.keys.interactions_stream, self.config.ttl_s, self.config.maxlen
         for p in batch:
-            pipe.evalsha(self._sha, 2, p.key, stream, p.json, ttl, maxlen, p.event.id)
+            pipe.evalsha(self._sha, 3, p.key, stream, self.keys.feedback_stream, p.json, ttl,
+                         maxlen, p.event.id, *(p.distill or ()))
         return await pipe.execute(raise_on_error=False)
 
     def _record_failure(self, exc: BaseException, size: int) -> None:
@@ -381,6 +391,7 @@ class InteractionSink:
                     self._duplicates += 1
                 else:
                     self._written += 1
+                    self._distilled += pending.distill is not None
                 if self._write_errors > pending.mark:
                     self._delayed += 1
         return retry, not error_replies

@@ -18,6 +18,9 @@ Protocol for a consumer (one :class:`FeedbackSource` per consumer name)::
   Entries that do not parse (bad JSON, another schema version, over
   ``max_entry_bytes``) are not returned and stay pending, so they take this path;
   the reader goes on with the other entries.
+* **Two kinds of entry.** Users' ratings arrive as :class:`FeedbackEntry`; handed-off
+  answers the sink logged (``source=distill``, :mod:`feedback.distill`) as
+  :class:`~feedback.distill.DistillEntry`. Both share everything above and below.
 * **Trimming** (:meth:`FeedbackSource.trim`) removes only entries that every
   consumer group has acknowledged: ``XTRIM MINID`` up to the oldest pending entry,
   or past the last delivered one when nothing is pending.
@@ -42,6 +45,7 @@ from redis.exceptions import ResponseError
 
 from feedback.connections import field as entry_field
 from feedback.connections import stream_id, text
+from feedback.distill import Distillation, DistillEntry, is_distill, parse_distill
 from feedback.errors import InvalidEvent
 from feedback.events import Feedback, FeedbackEntry
 from feedback.interactions import join_interactions
@@ -50,10 +54,13 @@ from feedback.rounds import RoundSelection, select_for_round
 
 # Re-exported: the learner's helpers were defined here before feedback.interactions and
 # feedback.rounds, and FeedbackEntry before feedback.events.
-__all__ = ["FeedbackEntry", "FeedbackSource", "RoundSelection", "SourceConfig", "SourceStats",
-           "join_interactions", "select_for_round"]
+__all__ = ["DistillEntry", "FeedbackEntry", "FeedbackSource", "RoundSelection", "SourceConfig",
+           "SourceEntry", "SourceStats", "join_interactions", "select_for_round"]
 
 log = logging.getLogger(__name__)
+
+#: What the reader delivers: a user's rating, or a handed-off answer to distil.
+SourceEntry = FeedbackEntry | DistillEntry
 
 # KEYS[1] feedback stream, KEYS[2] dead-letter stream; ARGV[1] group, ARGV[2] entry id,
 # ARGV[3] dead-letter MAXLEN (approximate), ARGV[4..] the dead letter's field/value pairs.
@@ -158,7 +165,7 @@ class FeedbackSource:
 
     # -- reading ----------------------------------------------------------------------
     async def read(self, count: int | None = None,
-                   block_ms: int | None = None) -> list[FeedbackEntry]:
+                   block_ms: int | None = None) -> list[SourceEntry]:
         """Up to ``count`` entries: stale pending ones first (reclaimed), then new ones.
 
         Waits up to ``block_ms`` (default ``config.block_ms``) for new entries only
@@ -187,7 +194,7 @@ class FeedbackSource:
                     entries.append(parsed)
         return entries
 
-    async def reclaim(self, count: int | None = None) -> list[FeedbackEntry]:
+    async def reclaim(self, count: int | None = None) -> list[SourceEntry]:
         """Take over entries idle for ``claim_idle_ms`` (any consumer's, this one's too).
 
         Entries past ``max_deliveries`` are dead-lettered instead of returned.
@@ -212,7 +219,7 @@ class FeedbackSource:
             pipe.xpending_range(self.stream, self.config.group, min=entry_id, max=entry_id,
                                 count=1)
         counts = await pipe.execute()
-        entries: list[FeedbackEntry] = []
+        entries: list[SourceEntry] = []
         for (entry_id, fields), pending in zip(claimed, counts, strict=True):
             deliveries = int(pending[0]["times_delivered"]) if pending else 1
             if deliveries > self.config.max_deliveries:
@@ -238,9 +245,12 @@ class FeedbackSource:
             log.info("acknowledged %d deleted pending entries of %s", len(gone), self.stream)
 
     def _parse(self, entry_id: str, fields: dict[Any, Any],
-               deliveries: int) -> FeedbackEntry | None:
+               deliveries: int) -> SourceEntry | None:
         try:
-            return FeedbackEntry(entry_id, self.parse_fields(fields), deliveries)
+            event = self.parse_fields(fields)
+            if isinstance(event, Distillation):
+                return DistillEntry(entry_id, event, deliveries)
+            return FeedbackEntry(entry_id, event, deliveries)
         except InvalidEvent as exc:
             self.stats.invalid += 1
             name = type(exc).__name__
@@ -249,13 +259,15 @@ class FeedbackSource:
                         "pending: %.300s", entry_id, deliveries, self.config.max_deliveries, exc)
             return None
 
-    def parse_fields(self, fields: dict[Any, Any]) -> Feedback:
-        """The Feedback in a stream entry's fields; ``InvalidEvent`` if it is poison."""
+    def parse_fields(self, fields: dict[Any, Any]) -> Feedback | Distillation:
+        """The event in a stream entry's fields; ``InvalidEvent`` if it is poison."""
         size = sum(len(k) + len(v) for k, v in fields.items())
         if size > self.config.max_entry_bytes:
             raise InvalidEvent(f"feedback entry is {size} bytes; the limit is "
                                f"{self.config.max_entry_bytes} (SourceConfig.max_entry_bytes)")
         event = entry_field(fields, "event")
+        if is_distill(fields):
+            return parse_distill(event)
         if event is None:
             raise InvalidEvent("feedback entry has no `event` field")
         return Feedback.from_json(event)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from learner.canary import CanaryPolicy
+from learner.distill import DistillConfig
 from learner.gate import GateConfig
 from learner.train import TrainConfig
 
@@ -67,6 +68,9 @@ class LearnerConfig(BaseModel):
         "anchor weight, 3/4 of the learning rate) when only the regression set failed its gate.",
     )
     train: TrainConfig = Field(default_factory=TrainConfig)
+    distill: DistillConfig = Field(
+        default_factory=DistillConfig, description="How much of a round handed-off answers "
+        "(the upstream model's, logged by serving) may teach (learner.distill).")
     gate: GateConfig = Field(default_factory=GateConfig)
     canary_fraction: float = Field(
         default=0.1,

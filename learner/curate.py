@@ -21,16 +21,24 @@ returns:
    (``source="correction"`` for both).
 5. **Duplicate examples** (same prompt, completion and label, e.g. two users
    liking the same answer) are kept once.
+5b. **Handed-off answers** (``distill``: :class:`~feedback.distill.DistillEntry`) become
+   units of ``source="distill"`` examples under their own rules and bound
+   (:func:`learner.distill.select_distill`): none of the user rules above applies to
+   them; a thumbs-down of the interaction by its user drops them; the ones over
+   ``distill_share`` wait (``deferred``: neither trained nor consumed).
 6. **Held-out slice.** A seeded choice of feedback entries (a correction's two
    examples stay together) is kept out of training for the gate:
    ``round(holdout_fraction * n)`` of the ``n`` entries that produced examples,
    but at least 1 when ``holdout_fraction > 0`` and ``n >= 2``, and never all of
    them (training keeps at least one). Desirable and undesirable entries are
-   taken alternately, so a small slice still has both kinds when it can.
+   taken alternately, so a small slice still has both kinds when it can. The
+   handed-off units are split apart the same way: their held-out ones are the
+   gate's handoff slice (learner.agreement).
 7. **Carried.** Examples an earlier round of this tenant used but that are not live
    yet (its candidate was not promoted, or they were held out) join the train set
    as they are: data accumulates until it reaches users. A new example equal to a
-   carried one is kept once.
+   carried one is kept once; a carried distillation example whose interaction its
+   user has voted down since is left out.
 8. **Replay.** ``round(replay_fraction * len(train))`` examples the live version
    was trained on (at most all of ``replay``), drawn with the seed, of this tenant
    only and not duplicating another, join the train set with ``source="replay"``.
@@ -49,8 +57,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from feedback.distill import DistillEntry
 from feedback.events import FeedbackEntry, Interaction
 from feedback.rounds import select_for_round
+from learner.distill import Ratings, select_distill, without_voted_down
 from learner.errors import TenantMismatch
 from learner.examples import Example
 
@@ -72,6 +82,7 @@ class CuratedRound:
     counts: dict[str, int] = field(default_factory=dict)  #: for the status report
     dropped: dict[str, str] = field(default_factory=dict)  #: stream id -> why it was dropped
     waiting: str | None = None  #: why the round must wait for more feedback (too few users)
+    deferred: list[str] = field(default_factory=list)  #: handed-off entries left for later
 
     @property
     def new_examples(self) -> int:
@@ -90,6 +101,10 @@ def curate(
     replay_fraction: float = 0.0,
     carried: Sequence[Example] = (),
     seed: int = 0,
+    distill: Sequence[DistillEntry] = (),
+    distill_share: float = 1.0,
+    distill_max_waiting: int = 1024,
+    ratings: Ratings | None = None,
 ) -> CuratedRound:
     """Apply the module's rules to joined feedback of one tenant; see the module docstring.
 
@@ -97,8 +112,12 @@ def curate(
     ``min_users`` are ``LearnerConfig.max_user_share`` and ``min_round_users``
     (when fewer users gave feedback, :attr:`CuratedRound.waiting` says so and the
     round trains on nothing and consumes nothing); ``replay`` holds earlier accepted
-    examples (the caller draws them from earlier dataset snapshots). The result
-    depends only on the inputs and ``seed``.
+    examples (the caller draws them from earlier dataset snapshots). ``distill`` are
+    the batch's handed-off answers, bounded by ``distill_share`` and
+    ``distill_max_waiting`` (``LearnerConfig.distill``); ``ratings`` the users' latest
+    ratings of their interactions known from before this batch
+    (:func:`feedback.distill.current_ratings`). The result depends only on the inputs
+    and ``seed``.
     """
     if per_user_cap < 1:
         raise ValueError(f"per_user_cap must be >= 1, got {per_user_cap}")
@@ -161,11 +180,23 @@ def curate(
         else:
             dropped[entry.stream_id] = "duplicate of an example already in this round"
 
+    latest = {(e.feedback.interaction_id, e.feedback.user): e.feedback.rating
+              for e in sorted(usable, key=lambda e: _id_tuple(e.stream_id))}
+    latest.update(ratings or {})  # the current ratings are at least as new as the batch
+    chosen = select_distill(distill, tenant=tenant, ratings=latest, known=known,
+                            user_examples=sum(len(unit) for unit in units),
+                            share=distill_share, max_waiting=distill_max_waiting)
+    dropped.update(chosen.dropped)
+    users.update(chosen.users)
+    counts.update(chosen.counts)
     holdout_units, train_units = _split_holdout(units, holdout_fraction, seed)
-    holdout = [e for unit in holdout_units for e in unit]
-    train = [e for unit in train_units for e in unit]
+    held_distill, train_distill = _split_holdout(chosen.units, holdout_fraction, seed)
+    holdout = [e for unit in holdout_units + held_distill for e in unit]
+    train = [e for unit in train_units + train_distill for e in unit]
     carried_kept = []
-    for example in carried:
+    kept_carried = without_voted_down(carried, latest)
+    counts["carried_voted_down"] = len(carried) - len(kept_carried)
+    for example in kept_carried:
         if example.tenant == tenant and example.key not in known:
             known.add(example.key)
             carried_kept.append(example)
@@ -174,12 +205,13 @@ def curate(
                               seed, counts)
     train.extend(replayed)
 
-    consumed = sorted({*(e.stream_id for e in selection.kept), *dropped}, key=_id_tuple)
+    consumed = sorted({*(e.stream_id for e in selection.kept), *dropped,
+                       *(unit[0].stream_id for unit in chosen.units)}, key=_id_tuple)
     members = {sid: users[sid] for sid in consumed}
     members.update({e.stream_id: e.user for e in carried_kept})
     _check_tenant(tenant, train, holdout)
 
-    new = [e for unit in units for e in unit]
+    new = [e for unit in units + chosen.units for e in unit]
     counts.update({
         "examples_new": len(new),
         "desirable": sum(e.desirable for e in new),
@@ -197,7 +229,7 @@ def curate(
         log.info("round for %s: per-user cap %d dropped %d entries of %d users", tenant,
                  per_user_cap, len(selection.over_cap), len(capped))
     return CuratedRound(tenant, train, holdout, consumed, members, dict(capped), dict(counts),
-                        dropped)
+                        dropped, deferred=chosen.deferred)
 
 
 def _share_cap(entries: Sequence[FeedbackEntry], share: float) -> int:

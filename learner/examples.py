@@ -23,7 +23,7 @@ from learner.errors import InvalidExample
 
 log = logging.getLogger(__name__)
 
-Source = Literal["thumbs", "correction", "replay"]
+Source = Literal["thumbs", "correction", "distill", "replay"]
 SOURCES: tuple[str, ...] = get_args(Source)
 _FIELDS = ("tenant", "user", "interaction_id", "stream_id", "prompt", "completion",
            "desirable", "source")
@@ -37,8 +37,10 @@ class Example:
     completion is the assistant answer that follows it, ``desirable`` its label
     (thumbs up or a user's correction: ``True``; thumbs down or the answer a
     correction replaced: ``False``). ``source`` says how it was made:
-    ``"thumbs"``, ``"correction"`` (both halves of a correction) or ``"replay"``
-    (an earlier round's example mixed in again).
+    ``"thumbs"``, ``"correction"`` (both halves of a correction), ``"distill"`` (a
+    handed-off request: the upstream model's answer desirable, the local candidates
+    that disagreed with it undesirable; ``user`` is the user who asked) or
+    ``"replay"`` (an earlier round's example mixed in again).
     """
 
     tenant: str

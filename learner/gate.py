@@ -27,6 +27,11 @@ Three checks, each a decision with its evidence recorded:
    "regex"}``. The candidate must match at least as many rows as the
    reference minus ``regression_tolerance``. The reference's answers are
    cached per reference and set (they do not change between rounds).
+4. **Handoff slice** — the held-out prompts of handed-off requests
+   (:func:`learner.agreement.handoff_slice`): the candidate's greedy answers must
+   agree with the upstream's more often than the reference's do
+   (:func:`learner.agreement.handoff_metrics`; both rates are in the metrics). On
+   fewer than ``handoff_min_slice`` prompts the check is skipped, and says so.
 
 ``evidence`` in the metrics is ``taught_confidence`` of a candidate that passed
 every check: the canary controller may promote on it (learner.canary).
@@ -51,6 +56,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from learner.agreement import handoff_metrics, handoff_reason, handoff_slice
 from learner.errors import InvalidRegressionSet
 from learner.examples import Example
 from learner.scoring import (
@@ -92,6 +98,11 @@ class GateConfig(BaseModel):
     max_length: int = Field(1024, ge=16, description="Longest scored sequence in tokens.")
     threads: int | None = Field(None, ge=1, le=256, description="torch threads; None: "
                                 "learner.scoring.default_threads().")
+    handoff_min_slice: int = Field(4, ge=1, description="Held-out handed-off prompts the "
+                                   "handoff check needs; on fewer it is skipped (the "
+                                   "agreement rates are still reported).")
+    handoff_max_slice: int = Field(64, ge=1, description="Most held-out handed-off prompts "
+                                   "answered for the handoff check (the newest).")
 
 
 @dataclass(frozen=True)
@@ -193,10 +204,11 @@ def evaluate(*, base_model: str, candidate_dir: str | Path, reference_dir: str |
 
             return [c - r for c, r in zip(score("candidate"), score(reference), strict=True)]
 
-        def answers(adapter: str | None) -> list[str]:
+        def answers(adapter: str | None, chats: Sequence[Any] | None = None) -> list[str]:
+            chats = [row.messages for row in rows] if chats is None else chats
             return _with_adapter(model, adapter, lambda m: greedy_answers(
-                m, tokenizer, [row.messages for row in rows],
-                max_new_tokens=config.max_new_tokens, batch_size=config.batch_size))
+                m, tokenizer, chats, max_new_tokens=config.max_new_tokens,
+                batch_size=config.batch_size))
 
         metrics: dict[str, Any] = {"reference": "live" if reference else "base"}
         metrics.update(_counted("taught", taught, rewards(taught) if taught else []))
@@ -216,6 +228,12 @@ def evaluate(*, base_model: str, candidate_dir: str | Path, reference_dir: str |
                 r.messages[-1]["content"] for r, c, ref in zip(rows, got_candidate, got_reference,
                                                               strict=True)
                 if r.matches(ref, config.match) and not r.matches(c, config.match)][:10]
+        handed_off = handoff_slice(holdout, config.handoff_max_slice)
+        chats = [e.prompt for e in handed_off]
+        metrics.update(handoff_metrics(
+            handed_off, answers("candidate", chats) if chats else [],
+            answers(reference, chats) if chats else [], how=config.match,
+            min_slice=config.handoff_min_slice))
     reasons = _verdict(metrics, config)
     passed = not reasons or not config.enforce
     metrics["evidence"] = metrics["taught_confidence"] if not reasons else 0.0
@@ -305,6 +323,8 @@ def _verdict(metrics: dict[str, Any], config: GateConfig) -> list[str]:
                 f"{metrics['regression_rows']} rows, the reference "
                 f"{metrics['regression_reference']} (tolerance {config.regression_tolerance}); "
                 f"lost: {metrics['regression_lost']}")
+    if handoff := handoff_reason(metrics):
+        reasons.append(handoff)
     return reasons
 
 
@@ -319,6 +339,10 @@ def _summary(metrics: dict[str, Any], config: GateConfig) -> str:
     if "regression_rows" in metrics:
         parts.append(f"regression {metrics['regression_candidate']}/{metrics['regression_rows']}"
                      f" vs reference {metrics['regression_reference']}")
+    if metrics["handoff_slice"]:
+        parts.append(f"handoff {metrics['handoff_agree_candidate']}/{metrics['handoff_slice']}"
+                     f" vs reference {metrics['handoff_agree_reference']} "
+                     f"({metrics['handoff_check']})")
     return "; ".join(parts)
 
 

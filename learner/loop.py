@@ -6,7 +6,8 @@ and acknowledged in Redis only after that commit. After a crash anywhere,
 pending entries are reclaimed; ids already in a committed snapshot are
 acknowledged without training. So each feedback event trains at most one
 version and none is lost. Entries a round drops on purpose (superseded,
-capped, unusable) have no training effect and are acknowledged with it.
+capped, unusable) have no training effect and are acknowledged with it; handed-off
+answers over the round's distillation bound stay pending for a later round.
 
 :class:`Learner` has no Ray in it; :mod:`learner.actor` runs it as a detached
 Ray actor and ``loraloop learner run`` runs it in the foreground.
@@ -26,12 +27,13 @@ from collections import defaultdict
 from pathlib import Path
 
 from feedback.connections import async_client
-from feedback.events import FeedbackEntry
+from feedback.distill import current_ratings
 from feedback.interactions import join_interactions
 from feedback.keys import RedisKeys
-from feedback.source import FeedbackSource, SourceConfig
+from feedback.source import FeedbackSource, SourceConfig, SourceEntry
 from learner.config import CRASH_POINTS, LearnerConfig
 from learner.curate import curate
+from learner.distill import rating_pairs, split_entries, tenant_of
 from learner.errors import IncompatibleParent, NothingToTrain
 from learner.examples import Example, load_from_adapter, save_with_adapter
 from learner.forgetting import without_forgotten
@@ -78,7 +80,7 @@ class Learner:
         )
         self._touch_every_s = config.claim_idle_ms / 3000
         self._touched_at = time.monotonic()
-        self.waiting: dict[str, FeedbackEntry] = {}  # stream id -> entry, read, not yet acked
+        self.waiting: dict[str, SourceEntry] = {}  # stream id -> entry, read, not yet acked
         self.last_round_at = time.monotonic()
         self.last_arrival_at = time.monotonic()  # when the newest waiting entry was read
         self._deferred = 0  # entries a round could not use yet (see due())
@@ -133,9 +135,9 @@ class Learner:
         if not self.due():
             return []
         self._crash("after_read")
-        by_tenant: dict[str, list[FeedbackEntry]] = defaultdict(list)
+        by_tenant: dict[str, list[SourceEntry]] = defaultdict(list)
         for entry in self.waiting.values():
-            by_tenant[entry.feedback.tenant].append(entry)
+            by_tenant[tenant_of(entry)].append(entry)
         self._deferred = 0
         reports = [await self.run_round(t, entries) for t, entries in sorted(by_tenant.items())]
         self.last_round_at = time.monotonic()
@@ -155,13 +157,13 @@ class Learner:
             except Exception:  # progress reports are a side channel
                 logger.debug("could not publish the learner's progress", exc_info=True)
 
-    async def run_round(self, tenant: str, entries: list[FeedbackEntry]) -> dict:
+    async def run_round(self, tenant: str, entries: list[SourceEntry]) -> dict:
         try:
             return await self._run_round(tenant, entries)
         finally:
             await self._progress(tenant, None)
 
-    async def _run_round(self, tenant: str, entries: list[FeedbackEntry]) -> dict:
+    async def _run_round(self, tenant: str, entries: list[SourceEntry]) -> dict:
         await self._progress(tenant, "reading", events=len(entries))
         timings: dict[str, float] = {}
         clock = time.perf_counter()
@@ -171,7 +173,8 @@ class Learner:
             self.waiting.pop(entry.stream_id, None)  # forget deleted and acked it in Redis
         entries = [e for e in entries if e.stream_id not in forgotten]
         await self.source.touch([e.stream_id for e in entries])  # keep them ours while we work
-        joined = await join_interactions(self.client, self.keys, entries)
+        rated, distilled = split_entries(entries)
+        joined = await join_interactions(self.client, self.keys, rated)
 
         parent = live_version(self.sessions, tenant)
         parent_dir = None
@@ -183,21 +186,20 @@ class Learner:
             carried_examples, self.sessions, self.artifacts, tenant, parent,
             limit=self.config.max_carried)
         carried = without_forgotten(carried, forgotten)
+        ratings = await current_ratings(self.client, self.keys, rating_pairs(distilled, carried))
         timings["read_s"] = time.perf_counter() - clock
 
         clock = time.perf_counter()
+        config = self.config
         curated = curate(
-            joined,
-            tenant=tenant,
-            per_user_cap=self.config.per_user_cap,
-            max_user_share=self.config.max_user_share,
-            min_users=self.config.min_round_users,
-            holdout_fraction=self.config.holdout_fraction,
+            joined, tenant=tenant, per_user_cap=config.per_user_cap,
+            max_user_share=config.max_user_share, min_users=config.min_round_users,
+            holdout_fraction=config.holdout_fraction,
             replay=without_forgotten(self._replay(parent_dir), forgotten),
-            replay_fraction=self.config.replay_fraction,
-            carried=carried,
-            seed=int(time.time()) & 0xFFFF,
-        )
+            replay_fraction=config.replay_fraction, carried=carried,
+            seed=int(time.time()) & 0xFFFF, distill=distilled, ratings=ratings,
+            distill_share=config.distill.max_share,
+            distill_max_waiting=config.distill.max_waiting)
         timings["curate_s"] = time.perf_counter() - clock
         report: dict = {
             "tenant": tenant,
@@ -208,13 +210,14 @@ class Learner:
         if carried_from:
             report["carried_from"] = carried_from
         consumed = set(curated.consumed_stream_ids)
+        self._deferred += len(curated.deferred)  # handed-off answers waiting for room
         if curated.waiting:  # too few users so far: keep every entry for a later round
             report["outcome"] = f"waiting for more feedback: {curated.waiting}"
             self._deferred += len(entries)
             return self._finish(report)
         if not curated.train:
             report["outcome"] = "nothing to train"
-            await self._ack(consumed | {e.stream_id for e in entries})
+            await self._ack(consumed | {e.stream_id for e in entries} - set(curated.deferred))
             return self._finish(report)
 
         scratch = self.work_dir / f"round-{time.time_ns()}"
@@ -225,7 +228,7 @@ class Learner:
             report.update(published)
         except NothingToTrain as exc:  # e.g. only thumbs-down so far: keep them for later
             report["outcome"] = f"waiting for more feedback: {exc.reason}"
-            self._deferred += len(entries)  # this tenant's; other tenants' rounds go on
+            self._deferred += len(entries) - len(curated.deferred)  # this tenant's; others go on
             return self._finish(report)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)

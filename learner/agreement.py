@@ -1,0 +1,87 @@
+"""Agreement with the upstream model: when two answers say the same thing.
+
+Used twice. Curation labels the local candidates of a handed-off request that disagree
+with the upstream's answer as undesirable (:mod:`learner.distill`), and the gate counts
+how often the candidate and the live version agree with the upstream on held-out
+handed-off prompts (:func:`handoff_metrics`): the candidate must agree more often.
+
+Two answers agree when their normalised words (lowercased, punctuation and whitespace
+dropped) are equal or, with ``how="prefix"`` (``GateConfig.match``'s default, as for the
+regression set's rows), when one's words start with the other's: "Paris." agrees with
+"paris", with "Paris is the capital of France.", and a greedy answer cut at the token
+limit agrees with the full answer it begins. An empty answer agrees with nothing.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from learner.examples import Example
+
+Match = Literal["prefix", "exact"]
+_WORD = re.compile(r"[^\W_]+")
+
+
+def words(text: str) -> list[str]:
+    """The normalised words of an answer: lowercased runs of letters and digits."""
+    return _WORD.findall(text.lower())
+
+
+def agrees(answer: str, upstream: str, how: Match = "prefix") -> bool:
+    """Whether ``answer`` says what ``upstream`` says (see the module docstring)."""
+    mine, theirs = words(answer), words(upstream)
+    if not mine or not theirs:
+        return False
+    if how == "exact":
+        return mine == theirs
+    n = min(len(mine), len(theirs))
+    return mine[:n] == theirs[:n]
+
+
+def handoff_slice(holdout: Sequence[Example], limit: int) -> list[Example]:
+    """The held-out handed-off prompts, each with the upstream's answer as its completion:
+    the desirable distillation examples of the held-out slice, one per interaction, the
+    newest ``limit``."""
+    rows: dict[str, Example] = {}
+    for example in holdout:
+        if example.source == "distill" and example.desirable:
+            rows.setdefault(example.interaction_id, example)
+    return list(rows.values())[-limit:] if limit else []
+
+
+def handoff_metrics(rows: Sequence[Example], candidate: Sequence[str],
+                    reference: Sequence[str], *, how: Match, min_slice: int) -> dict[str, Any]:
+    """Agreement of the candidate's and the reference's greedy answers with the upstream's
+    on ``rows`` (from :func:`handoff_slice`), and the check's outcome ``handoff_check``:
+    ``passed`` when the candidate agrees on more rows than the reference (or on all of
+    them: a reference that already agrees everywhere cannot be beaten), ``failed``
+    otherwise, ``skipped: ...`` on fewer than ``min_slice`` rows."""
+    n = len(rows)
+    ours = sum(agrees(a, r.completion, how) for a, r in zip(candidate, rows, strict=True))
+    theirs = sum(agrees(a, r.completion, how) for a, r in zip(reference, rows, strict=True))
+    metrics: dict[str, Any] = {
+        "handoff_slice": n, "handoff_agree_candidate": ours, "handoff_agree_reference": theirs,
+        "handoff_agreement_candidate": round(ours / n, 4) if n else None,
+        "handoff_agreement_reference": round(theirs / n, 4) if n else None,
+    }
+    if n == 0:
+        metrics["handoff_check"] = "skipped: no handed-off prompts were held out"
+    elif n < min_slice:
+        metrics["handoff_check"] = (f"skipped: {n} held-out handed-off prompts, fewer than "
+                                    f"GateConfig.handoff_min_slice ({min_slice})")
+    else:
+        metrics["handoff_check"] = "passed" if ours > theirs or ours == n else "failed"
+    return metrics
+
+
+def handoff_reason(metrics: dict[str, Any]) -> str | None:
+    """Why the handoff check failed the candidate, or ``None`` when it did not."""
+    if metrics.get("handoff_check") != "failed":
+        return None
+    return (f"handoff slice: the candidate agrees with the upstream model on "
+            f"{metrics['handoff_agree_candidate']} of {metrics['handoff_slice']} held-out "
+            f"handed-off prompts, the {metrics['reference']} version on "
+            f"{metrics['handoff_agree_reference']}; it must agree on more to need the "
+            "handoff less")
