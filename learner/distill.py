@@ -47,10 +47,11 @@ class DistillConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_share: float = Field(0.5, ge=0, le=1, description="Largest share of a round's new "
-                             "examples that distillation examples may take: at 0.5, as many "
-                             "as users taught; 1: no bound (rounds of handed-off answers "
-                             "alone); 0: none.")
+    max_share: float = Field(1.0, ge=0, le=1, description="Largest share of a round's new "
+                             "examples that distillation examples may take. 1 (default): no "
+                             "bound, so handed-off answers train even when nobody rates (the "
+                             "upstream, not a user, wrote them; its budget bounds them); 0.5: "
+                             "at most as many as users taught; 0: none.")
     max_waiting: int = Field(1024, ge=0, description="Most handed-off entries of a tenant "
                              "that wait for room in a later round; beyond it the oldest are "
                              "dropped (acknowledged untrained), so a tenant whose users "

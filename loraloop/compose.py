@@ -35,7 +35,9 @@ def serve_config(settings: Settings, *, redis_url: str, replicas: int | None = N
         ingress=IngressConfig(
             tenants=settings.tenants, api_keys=settings.api_keys,
             feedback=settings.feedback_config, pinnable_statuses=settings.pinnable_statuses,
+            compute=settings.compute_config,
         ),
+        upstream=settings.upstream_config,
         num_replicas=replicas or settings.replicas,
         replica_gpus=settings.replica_gpus,
         admin_token=settings.admin_token,

@@ -34,6 +34,8 @@ from pydantic_settings import (
 from feedback.store import FeedbackConfig
 from learner.config import LearnerConfig
 from serving.auth import ApiKey
+from serving.compute.spec import ComputeConfig
+from serving.compute.upstream_config import UpstreamConfig
 from serving.engines.base import EngineConfig
 
 BUILTIN_SMOLLM2 = "builtin:smollm2"
@@ -57,6 +59,11 @@ ALIASES: dict[str, str] = {
     "learner_learning_rate": "learner_config.train.learning_rate",
     "learner_epochs": "learner_config.train.epochs",
     "learner_rank": "learner_config.train.rank",
+    "upstream_url": "upstream_config.url",
+    "upstream_model": "upstream_config.model",
+    "upstream_api_key": "upstream_config.api_key",
+    "upstream_budget_tokens": "upstream_config.budget_tokens",
+    "target_handoff_rate": "compute_config.adaptive.target_handoff_rate",
 }
 #: Nested fields the composition root derives from a setting that has more choices.
 _DERIVED = {
@@ -180,6 +187,15 @@ class Settings(BaseSettings):
         default_factory=FeedbackConfig,
         description="Limits and durability of feedback (feedback.store.FeedbackConfig).",
     )
+    compute_config: ComputeConfig = Field(
+        default_factory=ComputeConfig, description="Test-time compute "
+        "(serving.compute.spec.ComputeConfig): caps on samples, rounds and thinking tokens, "
+        "what each reasoning_effort means, per-tenant defaults, the adaptive policy.")
+    upstream_config: UpstreamConfig = Field(
+        default_factory=UpstreamConfig, description="The stronger OpenAI-compatible model hard "
+        "requests are handed to (serving.compute.upstream_config.UpstreamConfig): url, "
+        "model, api_key, timeouts, circuit breaker, per-tenant token budget. No url: no "
+        "handoff (a handoff falls back to the local answer).")
     learner: bool = Field(default=True, description="`loraloop up` starts the learner.")
     learner_config: LearnerConfig = Field(
         default_factory=LearnerConfig,

@@ -20,6 +20,8 @@ from ray.serve.handle import DeploymentHandle
 
 from serving.adapters import AdapterManager, run_reconciler
 from serving.api import ChatService, IngressConfig, build_api
+from serving.compute.runner import ComputeRunner
+from serving.compute.upstream_config import UpstreamConfig
 from serving.engines import choose_engine, engine_class
 from serving.engines.base import EngineConfig
 from serving.errors import EngineUnhealthy, ReplicasBusy
@@ -97,6 +99,8 @@ class ServeConfig(BaseModel):
     admin_tokens: dict[str, str] = Field(
         default_factory=dict, description="Named admins of /admin (name -> bearer token), "
         "beside admin_token; an admin action is audited under its token's name.")
+    upstream: UpstreamConfig = Field(default_factory=UpstreamConfig, description="Where "
+                                     "hard requests are handed off (no url: nowhere).")
     gate_override_approvals: Literal[0, 1] = Field(
         default=0, description="1: passing a gate by hand through /admin needs a second "
         "admin's token in X-Approving-Admin-Token.")
@@ -119,6 +123,7 @@ class LLMServer(LLMReplica):
             engine_config=config.engine_config,
             adapters=factory,
             stall_after_s=config.stall_after_s,
+            compute=compute_factory(config),
         )
         self.replica_id = serve.get_replica_context().replica_id.unique_id
         await self.start()
@@ -155,6 +160,28 @@ def adapter_factory(config: ServeConfig, name: str):
     def factory(engine):
         # Bounded by the engine's adapter_capacity: hf max_loras, vLLM max_cpu_loras.
         return AdapterManager(engine, registry, name=name)
+
+    return factory
+
+
+def compute_factory(config: ServeConfig):
+    """The replica's test-time compute runner: its strategies, adaptive policy and upstream."""
+    from feedback.keys import RedisKeys
+    from feedback.redact import make_redactor
+    from serving.compute.bandit import Bandit
+    from serving.compute.upstream import Upstream
+
+    compute = config.ingress.compute
+
+    def factory(engine):
+        upstream = None
+        if config.upstream.url:
+            upstream = Upstream(config.upstream, redis_url=config.redis_url,
+                                prefix=config.redis_prefix,
+                                redact=make_redactor(config.ingress.feedback.redactor).redact)
+        bandit = Bandit(config.redis_url, RedisKeys(config.redis_prefix),
+                        cost_weight=compute.adaptive.cost_weight)
+        return ComputeRunner(engine, compute, upstream=upstream, bandit=bandit)
 
     return factory
 
@@ -208,7 +235,13 @@ class Ingress:
             sampler = RedisSampler(config.redis_url, keys,
                                    interval_s=config.redis_sample_interval_s)
             self._sampler_task = asyncio.get_running_loop().create_task(sampler.run())
+        ledger = None
+        if config.redis_url:
+            from serving.compute.ledger import ComputeLedger
+
+            ledger = ComputeLedger(config.redis_url, keys)
         self.service = ChatService(
+            ledger=ledger,
             generate=self._generate,
             config=config.ingress,
             sink=self._sink,

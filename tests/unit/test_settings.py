@@ -6,11 +6,12 @@ import re
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from loraloop.settings import ALIASES, Settings, setting_path, variable_for
 
-SECTIONS = {"engine_config", "feedback_config", "learner_config"}
+SECTIONS = {"engine_config", "feedback_config", "learner_config", "compute_config",
+            "upstream_config"}
 
 
 @pytest.fixture(autouse=True)
@@ -140,6 +141,12 @@ README_NAMES = {
     "LORALOOP_LEARNER_REGRESSION_SET": ("none", "learner_regression_set", "none"),
     "LORALOOP_HTTP_HOST": ("0.0.0.0", "http_host", "0.0.0.0"),
     "LORALOOP_HTTP_PORT": ("9000", "http_port", 9000),
+    "LORALOOP_TARGET_HANDOFF_RATE": ("0.2", "compute_config.adaptive.target_handoff_rate", 0.2),
+    "LORALOOP_UPSTREAM_URL": ("http://big:8000/v1", "upstream_config.url",
+                              "http://big:8000/v1", {"LORALOOP_UPSTREAM_MODEL": "big"}),
+    "LORALOOP_UPSTREAM_API_KEY": ("sk-1", "upstream_config.api_key", SecretStr("sk-1")),
+    "LORALOOP_UPSTREAM_MODEL": ("big", "upstream_config.model", "big"),
+    "LORALOOP_UPSTREAM_BUDGET_TOKENS": ("5000", "upstream_config.budget_tokens", 5000),
 }
 
 
@@ -159,13 +166,15 @@ def test_every_name_in_the_readme_table_is_tested():
 @pytest.mark.parametrize("where", ["environment", ".env"])
 @pytest.mark.parametrize("name", sorted(README_NAMES))
 def test_every_readme_name_sets_its_field(monkeypatch, tmp_path, name, where):
-    text, path, expected = README_NAMES[name]
+    text, path, expected, *also = README_NAMES[name]
     # The value differs from the default, so what the name set is what is seen below.
     assert path.startswith("api_keys") or _at(Settings(), path) != expected
+    needed = {name: text, **(also[0] if also else {})}  # a setting that needs another
     if where == "environment":
-        monkeypatch.setenv(name, text)
+        for variable, value in needed.items():
+            monkeypatch.setenv(variable, value)
     else:
-        (tmp_path / ".env").write_text(f"{name}='{text}'\n")
+        (tmp_path / ".env").write_text("".join(f"{k}='{v}'\n" for k, v in needed.items()))
     assert _at(Settings(), path) == expected
     assert setting_path(name) == path.removesuffix(".k.user")
 
