@@ -61,13 +61,18 @@ class ComputeRunner:
             if plan.strategy == "adaptive":
                 outcome, arm = await self._adaptive(plan, sampler, messages, tenant, version,
                                                     max_tokens, extra)
+                if arm == "handoff":
+                    upstream_tokens = 0
+                    async for event in self._handoff(payload, sampler, outcome, extra, version):
+                        if isinstance(event, dict) and event.get("type") == "compute":
+                            upstream_tokens = event["record"]["upstream_tokens"]
+                        yield event
+                    await self.bandit.pulled(tenant, arm, payload["request_id"],
+                                             self._cost(sampler.tokens + upstream_tokens))
+                    return
                 if arm is not None:
                     await self.bandit.pulled(tenant, arm, payload["request_id"],
                                              self._cost(sampler.tokens))
-                if arm == "handoff":
-                    async for event in self._handoff(payload, sampler, outcome, extra, version):
-                        yield event
-                    return
             elif plan.strategy == "best_of_n":
                 outcome = await best_of_n(sampler, messages, plan)
             elif plan.strategy == "refine":
@@ -99,9 +104,8 @@ class ComputeRunner:
             answer = await complete(sampler, messages, first.candidates[first.chosen],
                                     max_tokens)
             return Outcome(answer, record), None
-        arms = ["stop", "more", "budget"]
-        if self.upstream is not None and self.upstream.available(tenant):
-            arms.append("handoff")
+        arms = [a for a in adaptive.arms if a != "handoff" or (
+            self.upstream is not None and self.upstream.available(tenant))] or ["stop"]
         arm = await self.bandit.choose(tenant, tuple(arms))
         extra["decision"] = arm
         if arm in ("stop", "handoff"):

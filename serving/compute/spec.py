@@ -85,6 +85,11 @@ class AdaptiveConfig(BaseModel):
                                        "one adaptive request may spend.")
     cost_weight: float = Field(default=0.5, ge=0, description="How much a unit of relative "
                                "cost weighs against a thumbs-up in the bandit.")
+    arms: list[Literal["stop", "more", "budget", "handoff"]] = Field(
+        default_factory=lambda: ["stop", "more", "budget", "handoff"], min_length=1,
+        description="The escalations the bandit may choose below the threshold (handoff "
+        "only while an upstream is configured and its circuit is not open; without any "
+        "other arm the answer stops).")
 
 
 class ComputeConfig(BaseModel):

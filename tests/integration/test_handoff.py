@@ -146,3 +146,66 @@ async def test_with_the_upstream_down_or_silent_every_request_succeeds_locally(
     # Two failures open the circuit; later requests do not even try.
     assert reasons == [expected, expected, "breaker_open", "breaker_open"]
     assert stats["breaker"]["state"] == "open"
+
+
+def _adaptive(url: str, keys, redis_url: str, **adaptive):
+    from serving.compute.bandit import Bandit
+    from serving.compute.spec import AdaptiveConfig
+
+    def factory(engine):
+        config = ComputeConfig(adaptive=AdaptiveConfig(**adaptive))
+        return ComputeRunner(engine, config, bandit=Bandit(redis_url, keys, refresh_s=0),
+                             upstream=Upstream(UpstreamConfig(url=url, model="oracle")))
+
+    return factory
+
+
+async def test_adaptive_hands_off_below_its_threshold_and_learns_from_the_thumbs(
+        tiny_model_dir, redis_url, keys, upstream, redis_client):
+    # A threshold above any confidence: every answer escalates, and handoff is the only arm.
+    options = {"compute": _adaptive(f"{upstream}/v1", keys, redis_url,
+                                    confidence_threshold=1.0, arms=["handoff"],
+                                    probe_n=2, probe_max_tokens=3)}
+    async with (
+        chat_stack(tiny_model_dir, redis_url, keys, replica_options=options) as stack,
+        served_app(stack.app) as url, httpx.AsyncClient(timeout=300) as http,
+    ):
+        r = await http.post(f"{url}/v1/chat/completions", json={
+            "model": "acme", "messages": QUESTION, "max_tokens": 4, "user": "ann",
+            "temperature": 0, "loraloop": {"strategy": "adaptive"}})
+        assert r.status_code == 200, r.text
+        assert r.headers["x-loraloop-strategy"] == "adaptive"
+        summary = r.json()["loraloop"]
+        assert summary["handed_off"] is True and summary["decision"] == "handoff"
+        stored = await _stored(redis_url, keys, r.json()["id"])
+        assert stored.compute.samples == 2 and len(stored.compute.candidates) == 2
+        assert 0 <= stored.compute.confidence < 1.0
+        assert stored.compute.disagreement is not None
+        pulls = redis_client.hgetall(keys.bandit("acme"))
+        assert pulls[b"handoff:pulls"] == b"1" and float(pulls[b"handoff:cost"]) > 0
+        f = await http.post(f"{url}/v1/feedback", json={"interaction_id": r.json()["id"],
+                                                        "user": "ann", "rating": "up"})
+        assert f.status_code == 202
+        from tests.support.waiting import until
+
+        await until(lambda: redis_client.hget(keys.bandit("acme"), "handoff:ups") == b"1",
+                    what="the thumbs-up rewards the handoff arm")
+
+
+async def test_adaptive_stops_at_its_probe_when_confident(tiny_model_dir, redis_url, keys,
+                                                          upstream, redis_client):
+    options = {"compute": _adaptive(f"{upstream}/v1", keys, redis_url,
+                                    confidence_threshold=0.0, probe_n=2, probe_max_tokens=2)}
+    async with (
+        chat_stack(tiny_model_dir, redis_url, keys, replica_options=options) as stack,
+        served_app(stack.app) as url, httpx.AsyncClient(timeout=300) as http,
+    ):
+        r = await http.post(f"{url}/v1/chat/completions", json={
+            "model": "acme", "messages": QUESTION, "max_tokens": 5, "user": "ann",
+            "loraloop": {"strategy": "adaptive"}})
+        assert r.status_code == 200, r.text
+        summary = r.json()["loraloop"]
+        assert summary["decision"] == "stop" and summary["handed_off"] is False
+        # The probe's 2-token answer is carried on to the request's max_tokens.
+        assert r.json()["usage"]["completion_tokens"] in range(1, 6)
+    assert not redis_client.exists(keys.bandit("acme"))  # a confident stop is no escalation
