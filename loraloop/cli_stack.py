@@ -123,11 +123,32 @@ def status(
         ray_address=state.ray_address,
     )
     report["waiting_for_operator"] = waiting_for_operator(settings)
+    report["compute"] = compute_outcomes(settings, state.redis_url)
     if as_json:
         typer.echo(json.dumps(report, indent=2))
     else:
         render.stack_status(report)
     raise typer.Exit(EXIT_OK if report["ready"] else EXIT_ERROR)
+
+
+def compute_outcomes(settings, redis_url: str) -> dict:
+    """Per tenant, version and strategy: requests, compute, handoffs, thumbs-up rate."""
+    import asyncio
+
+    from feedback.keys import RedisKeys
+    from serving.compute.ledger import ComputeLedger
+
+    async def read() -> dict:
+        ledger = ComputeLedger(redis_url, RedisKeys(settings.redis_prefix))
+        try:
+            return {t: await ledger.summary(t) for t in settings.tenants}
+        finally:
+            await ledger.close()
+
+    try:
+        return asyncio.run(read())
+    except Exception as exc:  # status reports what it cannot read; it never fails on it
+        return {"error": f"unreadable from Redis: {exc!r}"}
 
 
 @app.command()

@@ -198,6 +198,7 @@ def stack_status(report: dict) -> None:
     """``loraloop status``'s report: the stack, what waits for an operator, each replica."""
     replicas = report.pop("replica_status")
     waiting = report.pop("waiting_for_operator")
+    compute = report.pop("compute", {})
     for key, value in report.items():
         typer.echo(f"{key:13} {value}")
     for line in waiting:
@@ -226,6 +227,31 @@ def stack_status(report: dict) -> None:
                        f"next in {r['retry_in_s']} s): {r['error']}")
         if manager.get("load_errors"):
             typer.echo(f"    load errors {manager['load_errors']}")
+        upstream = (replica.get("compute") or {}).get("upstream")
+        if upstream:
+            typer.echo(f"    upstream circuit {upstream['breaker']['state']}, "
+                       f"{json.dumps(upstream['tenants'])}")
+    compute_outcomes(compute)
+
+
+def compute_outcomes(compute: dict) -> None:
+    """Per tenant, version and strategy: what answers cost and how users rated them."""
+    if "error" in compute:
+        typer.echo(f"compute       {compute['error']}")
+        return
+    rows = []
+    for tenant, versions in compute.items():
+        for version, strategies in versions.items():
+            for strategy, s in strategies.items():
+                rate = s.get("thumbs_up_rate")
+                rows.append([tenant, short(version), strategy, s.get("requests", 0),
+                             s.get("compute_tokens_per_request", "-"),
+                             s.get("handoffs_per_request", "-"), s.get("upstream_tokens", 0),
+                             s.get("fallbacks", 0), "-" if rate is None else rate])
+    if rows:
+        table("test-time compute", ["tenant", "version", "strategy", "requests",
+                                    "compute/req", "handoff rate", "upstream tokens",
+                                    "fallbacks", "thumbs-up rate"], rows)
 
 
 def learner_status(status: dict, waiting: list[str]) -> None:

@@ -89,6 +89,7 @@ class LLMReplica:
             "adapters": self.engine.loaded_adapters(),
             "queue_depth": getattr(self.engine, "queue_depth", 0),
             "adapter_manager": self.adapters.status() if self.adapters else None,
+            "compute": self.compute.status(),
         }
 
     async def generate(self, payload: dict) -> AsyncIterator[dict | ServingError]:

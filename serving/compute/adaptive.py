@@ -56,6 +56,12 @@ class Calibrator:
         # Escalate the lowest `target` share: confidences strictly below the cut.
         return ranked[index] + 1e-9 if target > 0 else 0.0
 
+    def status(self) -> dict[str, dict]:
+        """``tenant -> {version, observed, threshold}``."""
+        return {tenant: {"version": version, "observed": len(history),
+                         "threshold": round(self.threshold(tenant, version), 4)}
+                for tenant, (version, history) in self._seen.items()}
+
     def observe(self, tenant: str, version: str, confidence: float) -> None:
         self._history(tenant, version).append(confidence)
 

@@ -85,6 +85,15 @@ class ComputeRunner:
         for event in self._served(outcome, sampler, messages, extra, version):
             yield event
 
+    def status(self) -> dict:
+        """For ``/status``: the upstream's breaker and per-tenant counts, and each tenant's
+        current adaptive threshold and live version it was calibrated on."""
+        return {
+            "upstream": self.upstream.stats() if self.upstream is not None else None,
+            "thresholds": self.calibrator.status(),
+            "bandit_errors": self.bandit.errors,
+        }
+
     def _cost(self, tokens: float) -> float:
         return tokens / self.config.adaptive.compute_budget_tokens
 
