@@ -173,8 +173,11 @@ class ChatService:
                             interaction_id=answer.id, model=request.model, index=index, chunk=chunk
                         )
                     )
-            yield _sse(compute_chunk_body(interaction_id=answer.id, model=request.model,
-                                          loraloop=answer.summary(), reasoning=answer.reasoning))
+            if answer.record is not None:  # only a client that asked for compute gets it:
+                # a chunk without choices could trip one that did not ask for usage either
+                yield _sse(compute_chunk_body(interaction_id=answer.id, model=request.model,
+                                              loraloop=answer.summary(),
+                                              reasoning=answer.reasoning))
             if request.include_usage:
                 yield _sse(
                     usage_chunk_body(

@@ -198,3 +198,28 @@ def test_full_replica_queue_gets_503_with_retry_after(serve_url, tiny_model_dir)
         assert refused.json()["error"]["code"] == "replicas_busy"
     finally:
         serve.delete("tight")
+
+
+def test_openai_client_asks_for_test_time_compute(client):
+    """`reasoning_effort` and the `loraloop` object (extra_body) through Ray Serve."""
+    raw = client.chat.completions.with_raw_response.create(
+        model="acme", messages=PROMPT, max_tokens=4,
+        extra_body={"loraloop": {"strategy": "best_of_n", "n": 3, "aggregator": "vote"}})
+    assert raw.headers["x-loraloop-strategy"] == "best_of_n"
+    done = raw.parse()
+    assert done.model_extra["loraloop"]["strategy"] == "best_of_n"
+    assert 2 <= done.model_extra["loraloop"]["samples"] <= 3
+    effort = client.chat.completions.create(model="acme", messages=PROMPT, max_tokens=4,
+                                            reasoning_effort="medium")
+    assert effort.model_extra["loraloop"]["strategy"] == "best_of_n"
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(model="acme", messages=PROMPT, max_tokens=4,
+                                       extra_body={"loraloop": {"strategy": "best_of_n",
+                                                                "n": 500}})
+    assert refused.value.body["param"] == "loraloop.n"
+    stream = client.chat.completions.create(
+        model="acme", messages=PROMPT, max_tokens=4, stream=True,
+        extra_body={"loraloop": {"strategy": "refine", "rounds": 1}})
+    chunks = list(stream)
+    summary = [c.model_extra["loraloop"] for c in chunks if "loraloop" in (c.model_extra or {})]
+    assert len(summary) == 1 and summary[0]["strategy"] == "refine"
