@@ -81,15 +81,18 @@ class Distillation(_Event):
 
     @classmethod
     def of(cls, interaction: Interaction) -> Distillation | None:
-        """The distillation of a handed-off interaction; ``None`` for any other."""
+        """The distillation of a handed-off interaction, or of a pseudo-labelled one (a
+        settled majority of a tenant that opted in: ``upstream_model`` is
+        ``majority-vote``); ``None`` for any other."""
         compute = interaction.compute
-        if compute is None or not compute.handed_off:
+        if compute is None or not (compute.handed_off or compute.pseudo_label):
             return None
         return cls(interaction_id=interaction.id, tenant=interaction.tenant,
                    user=interaction.user, adapter_version=interaction.adapter_version,
                    messages=interaction.messages, answer=interaction.completion,
                    candidates=compute.candidates, disagreement=compute.disagreement,
-                   upstream_model=compute.upstream_model, strategy=compute.strategy,
+                   upstream_model=compute.upstream_model if compute.handed_off
+                   else "majority-vote", strategy=compute.strategy,
                    created_at=interaction.created_at)
 
     def stream_fields(self) -> list[str]:

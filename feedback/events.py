@@ -171,6 +171,9 @@ class ComputeRecord(BaseModel):
                                  "not_configured.")
     confidence: float | None = Field(default=None, description="adaptive: the confidence "
                                      "signal its decision compared with the threshold.")
+    pseudo_label: bool = Field(default=False, description="The served answer is a settled "
+                               "majority of the samples of a tenant that opted in: the "
+                               "learner distils it like a handed-off answer.")
 
 
 class Interaction(_Event):

@@ -60,6 +60,7 @@ from typing import Any
 from feedback.distill import DistillEntry
 from feedback.events import FeedbackEntry, Interaction
 from feedback.rounds import select_for_round
+from learner.agreement import agrees, words
 from learner.distill import Ratings, select_distill, without_voted_down
 from learner.errors import TenantMismatch
 from learner.examples import Example
@@ -270,9 +271,32 @@ def _examples_of(entry: FeedbackEntry, interaction: Interaction) -> list[Example
     answer = interaction.completion
     correction = (fb.correction or "").strip()
     if correction and correction != answer.strip():
-        return [Example(**base, completion=correction, desirable=True, source="correction"),
+        unit = [Example(**base, completion=correction, desirable=True, source="correction"),
                 Example(**base, completion=answer, desirable=False, source="correction")]
-    return [Example(**base, completion=answer, desirable=fb.rating == 1, source="thumbs")]
+        return unit + _rejected(base, interaction, correction, "correction")
+    unit = [Example(**base, completion=answer, desirable=fb.rating == 1, source="thumbs")]
+    return unit + (_rejected(base, interaction, answer, "thumbs") if fb.rating == 1 else [])
+
+
+#: Most rejected samples of one answer kept as undesirable examples.
+MAX_REJECTED = 3
+
+
+def _rejected(base: dict[str, Any], interaction: Interaction, endorsed: str,
+              source: str) -> list[Example]:
+    """The local samples test-time compute drew and did not serve, which disagree with the
+    answer the user endorsed: undesirable examples (at most :data:`MAX_REJECTED`)."""
+    compute = interaction.compute
+    if compute is None or compute.handed_off:  # a handed-off one is distilled instead
+        return []
+    seen = {tuple(words(endorsed)), tuple(words(interaction.completion))}  # labelled already
+    found = []
+    for candidate in compute.candidates:
+        said = tuple(words(candidate))
+        if said and said not in seen and not agrees(candidate, endorsed):
+            seen.add(said)
+            found.append(Example(**base, completion=candidate, desirable=False, source=source))
+    return found[:MAX_REJECTED]
 
 
 def _split_holdout(units: list[list[Example]], fraction: float,

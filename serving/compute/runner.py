@@ -82,7 +82,7 @@ class ComputeRunner:
         except ServingError as exc:
             yield exc
             return
-        for event in self._served(outcome, sampler, messages, extra, version):
+        for event in self._served(outcome, sampler, messages, extra, version, tenant):
             yield event
 
     def status(self) -> dict:
@@ -124,12 +124,19 @@ class ComputeRunner:
             return Outcome(answer, record), arm
         return await escalate(arm, sampler, messages, first, self.config, max_tokens), arm
 
+    def _pseudo_label(self, record: dict, tenant: str) -> bool:
+        """Whether the tenant opted in and the samples settled on the answer by a margin."""
+        votes = record.get("votes") or {}
+        counted = sum(votes.values())
+        return (tenant in self.config.pseudo_label_tenants and counted >= 3
+                and max(votes.values()) / counted >= self.config.pseudo_label_margin)
+
     def _served(self, outcome: Outcome, sampler: Sampler, messages, extra: dict,
-                version: str) -> list[dict]:
+                version: str, tenant: str = "") -> list[dict]:
         answer = outcome.answer
         prompt_tokens = len(self.engine.encode_chat(messages))
-        record = ComputeRecord(**{**outcome.record, **extra,
-                                  "compute_tokens": sampler.tokens})
+        record = ComputeRecord(**{**outcome.record, **extra, "compute_tokens": sampler.tokens,
+                                  "pseudo_label": self._pseudo_label(outcome.record, tenant)})
         chunk = Chunk(token_ids=list(answer.token_ids), text=answer.text,
                       finish_reason=answer.finish or "stop", prompt_tokens=prompt_tokens,
                       completion_tokens=len(answer.token_ids))

@@ -116,7 +116,9 @@ class ComputeConfig(BaseModel):
         "for none (otherwise single).")
     pseudo_label_tenants: list[str] = Field(
         default_factory=list, description="Tenants whose settled majority answers are "
-        "logged as pseudo-labels for the learner.")
+        "pseudo-labels the learner distils (opt-in: a confident majority can be wrong).")
+    pseudo_label_margin: float = Field(default=0.75, gt=0.5, le=1, description="Share of "
+                                       "at least 3 samples the majority needs to be one.")
     adaptive: AdaptiveConfig = Field(default_factory=AdaptiveConfig)
 
 

@@ -218,3 +218,28 @@ async def test_thumbs_are_credited_to_the_strategy_that_answered(app, redis_url,
         in metrics
     assert 'loraloop_compute_requests_total{adapter_version="base",strategy="best_of_n"' \
         in metrics
+
+
+@pytest.mark.parametrize("opted_in", [True, False])
+async def test_a_settled_majority_is_a_pseudo_label_only_where_the_tenant_opts_in(
+        tiny_model_dir, redis_url, keys, redis_client, opted_in):
+    config = {"pseudo_label_tenants": ["acme"] if opted_in else [], "pseudo_label_margin": 0.6}
+    options = {"compute": _runner(**config)}
+    async with (
+        chat_stack(tiny_model_dir, redis_url, keys, replica_options=options) as stack,
+        served_app(stack.app) as url, httpx.AsyncClient(timeout=300) as http,
+    ):
+        # Nearly greedy: the four samples agree, so the vote settles unanimously.
+        r = await _ask(http, url, {"strategy": "best_of_n", "n": 4}, temperature=0.01,
+                       max_tokens=2)
+        assert r.status_code == 200, r.text
+        record = (await _record(redis_url, keys, r.json()["id"])).compute
+    assert max(record.votes.values()) / sum(record.votes.values()) >= 0.6
+    assert record.pseudo_label is opted_in
+    entries = redis_client.xrange(keys.feedback_stream)
+    distilled = [f for _, f in entries if f.get(b"source") == b"distill"]
+    assert len(distilled) == (1 if opted_in else 0)
+    if opted_in:
+        event = json.loads(distilled[0][b"event"])
+        assert event["upstream_model"] == "majority-vote"
+        assert event["answer"] == r.json()["choices"][0]["message"]["content"]

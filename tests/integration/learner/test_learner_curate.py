@@ -178,3 +178,22 @@ def test_examples_round_trip_through_jsonl(tmp_path):
         Example(tenant="a", user="u", interaction_id="i", stream_id="1-0",
                 prompt=[{"role": "user", "content": "q"}], completion="c", desirable=True,
                 source="bogus")
+
+
+@pytest.mark.parametrize(("rating", "correction", "rejected"), [
+    (1, None, ["Lyon.", "Marseille."]),   # the samples it did not serve, each once
+    (1, "Nice.", ["Lyon.", "Marseille."]),  # ... and a correction's answer is the target
+    (-1, None, []),  # a thumbs-down endorses nothing: no sample is known to be worse
+])
+def test_samples_test_time_compute_rejected_are_undesirable(rating, correction, rejected):
+    from feedback.events import ComputeRecord
+
+    served = "Paris."
+    inter = interaction("Capital of France?", served).model_copy(update={
+        "compute": ComputeRecord(strategy="best_of_n", samples=5, chosen=0, candidates=[
+            served, "Lyon.", "paris", "Marseille.", "Lyon."])})
+    result = run([rate(inter, rating, correction=correction)])
+    undesirable = [e.completion for e in result.train if not e.desirable]
+    assert undesirable == ([served] if correction or rating == -1 else []) + rejected
+    desirable = [e.completion for e in result.train if e.desirable]
+    assert desirable == ([correction] if correction else [served] if rating == 1 else [])
