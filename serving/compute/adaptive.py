@@ -117,9 +117,9 @@ async def complete(sampler: Sampler, messages: list[dict[str, str]], sample: Sam
 
 
 async def escalate(arm: str, sampler: Sampler, messages: list[dict[str, str]], first: Probe,
-                   config: ComputeConfig, max_tokens: int) -> Outcome:
-    """Spend more as ``arm`` says (``more`` or ``budget``) within the compute budget."""
-    left = config.adaptive.compute_budget_tokens - sampler.tokens
+                   config: ComputeConfig, max_tokens: int, tenant: str = "") -> Outcome:
+    """Spend more as ``arm`` says (``more`` or ``budget``) within the tenant's budget."""
+    left = config.adaptive.budget_for(tenant) - sampler.tokens
     if arm == "more":
         extra = min(config.adaptive.more_n - len(first.candidates), left // max(max_tokens, 1))
         vote = Vote(len(first.candidates) + max(extra, 0))

@@ -68,11 +68,11 @@ class ComputeRunner:
                             upstream_tokens = event["record"]["upstream_tokens"]
                         yield event
                     await self.bandit.pulled(tenant, arm, payload["request_id"],
-                                             self._cost(sampler.tokens + upstream_tokens))
+                                             self._cost(sampler.tokens + upstream_tokens, tenant))
                     return
                 if arm is not None:
                     await self.bandit.pulled(tenant, arm, payload["request_id"],
-                                             self._cost(sampler.tokens))
+                                             self._cost(sampler.tokens, tenant))
             elif plan.strategy == "best_of_n":
                 outcome = await best_of_n(sampler, messages, plan)
             elif plan.strategy == "refine":
@@ -94,8 +94,8 @@ class ComputeRunner:
             "bandit_errors": self.bandit.errors,
         }
 
-    def _cost(self, tokens: float) -> float:
-        return tokens / self.config.adaptive.compute_budget_tokens
+    def _cost(self, tokens: float, tenant: str = "") -> float:
+        return tokens / self.config.adaptive.budget_for(tenant)
 
     async def _adaptive(self, plan: Plan, sampler: Sampler, messages, tenant: str, version: str,
                         max_tokens: int, extra: dict) -> tuple[Outcome, str | None]:
@@ -122,7 +122,8 @@ class ComputeRunner:
             if arm == "stop":
                 answer = await complete(sampler, messages, answer, max_tokens)
             return Outcome(answer, record), arm
-        return await escalate(arm, sampler, messages, first, self.config, max_tokens), arm
+        return await escalate(arm, sampler, messages, first, self.config, max_tokens,
+                              tenant), arm
 
     def _pseudo_label(self, record: dict, tenant: str) -> bool:
         """Whether the tenant opted in and the samples settled on the answer by a margin."""

@@ -83,6 +83,8 @@ class AdaptiveConfig(BaseModel):
                                  "threshold leaves its starting value (after a promotion too).")
     compute_budget_tokens: int = Field(default=2048, ge=1, description="Most local tokens "
                                        "one adaptive request may spend.")
+    tenant_compute_budget_tokens: dict[str, int] = Field(
+        default_factory=dict, description="Per tenant: a different compute_budget_tokens.")
     cost_weight: float = Field(default=0.5, ge=0, description="How much a unit of relative "
                                "cost weighs against a thumbs-up in the bandit.")
     arms: list[Literal["stop", "more", "budget", "handoff"]] = Field(
@@ -90,6 +92,11 @@ class AdaptiveConfig(BaseModel):
         description="The escalations the bandit may choose below the threshold (handoff "
         "only while an upstream is configured and its circuit is not open; without any "
         "other arm the answer stops).")
+
+
+    def budget_for(self, tenant: str) -> int:
+        """The most local tokens one of ``tenant``'s adaptive requests may spend."""
+        return self.tenant_compute_budget_tokens.get(tenant, self.compute_budget_tokens)
 
 
 class ComputeConfig(BaseModel):
