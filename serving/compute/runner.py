@@ -181,9 +181,9 @@ class ComputeRunner:
         yield {"type": "start", "prompt_tokens": prompt_tokens, "adapter_version": version,
                "strategy": extra["strategy"], "handed_off": True}
         text = first
-        yield _text_event(first)
         fallback = None
         try:
+            yield _text_event(first)
             async for delta in stream:
                 text += delta
                 yield _text_event(delta)
@@ -192,8 +192,13 @@ class ComputeRunner:
             rest = await sampler.one(messages, prefix=text)
             yield _text_event(rest.text)
             text += rest.text
-        yield {"type": "chunks", "items": [(0, Chunk(finish_reason="stop",
-                                                     prompt_tokens=prompt_tokens))]}
+        finally:  # the client may have gone: the upstream's connection goes too
+            await stream.aclose()
+        # usage counts the served answer in this model's tokens, like a local one
+        served = self.engine.encode_text(text)
+        yield {"type": "chunks", "items": [(0, Chunk(token_ids=served, finish_reason="stop",
+                                                     prompt_tokens=prompt_tokens,
+                                                     completion_tokens=len(served)))]}
         upstream_tokens = stream.tokens
         differs = [normalise(c) != normalise(text) for c in candidates]
         done = ComputeRecord(**{**record, "candidates": candidates,

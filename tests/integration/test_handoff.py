@@ -89,6 +89,8 @@ async def test_a_handed_off_request_gets_the_upstream_answer(tiny_model_dir, red
         assert answer["choices"][0]["message"]["content"] == expected
         assert answer["loraloop"]["handed_off"] is True
         assert answer["loraloop"]["upstream_model"] == "oracle"
+        served = stack.replica.engine.encode_text(expected)
+        assert answer["usage"]["completion_tokens"] == len(served) > 0
         stored = await _stored(redis_url, keys, answer["id"])
         assert stored.mode == "handoff" and stored.compute.handed_off
         assert stored.compute.upstream_tokens > 0 and stored.completion == expected
