@@ -211,3 +211,36 @@ async def test_adaptive_stops_at_its_probe_when_confident(tiny_model_dir, redis_
         # The probe's 2-token answer is carried on to the request's max_tokens.
         assert r.json()["usage"]["completion_tokens"] in range(1, 6)
     assert not redis_client.exists(keys.bandit("acme"))  # a confident stop is no escalation
+
+
+async def test_an_upstream_lost_mid_answer_is_finished_by_the_local_model(
+        tiny_model_dir, redis_url, keys, tmp_path):
+    from feedback.keys import RedisKeys
+    from tests.support.redis_support import delete_prefix, new_prefix
+    from tests.support.upstream_recorder import Recorder
+
+    prefix = new_prefix("upstream")
+    try:
+        async with chat_stack(tiny_model_dir, redis_url, RedisKeys(prefix),
+                              tenants=("oracle",)) as upstream_stack:
+            recorder = Recorder(upstream_stack.app)
+            recorder.drop_after = 2
+            async with served_app(recorder) as upstream_url:
+                options = {"compute": _handing_off(f"{upstream_url}/v1")}
+                async with (
+                    chat_stack(tiny_model_dir, redis_url, keys,
+                               replica_options=options) as stack,
+                    served_app(stack.app) as url, httpx.AsyncClient(timeout=300) as http,
+                ):
+                    r = await http.post(f"{url}/v1/chat/completions", json={
+                        "model": "acme", "messages": QUESTION, "max_tokens": 8,
+                        "temperature": 0, "user": "ann", "loraloop": {"strategy": "handoff"}})
+    finally:
+        delete_prefix(redis_url, prefix)
+    assert r.status_code == 200, r.text
+    summary = r.json()["loraloop"]
+    assert summary["fallback"] == "error" and summary["handed_off"] is False
+    text = r.json()["choices"][0]["message"]["content"]
+    # The two upstream chunks that arrived, then the local model's continuation.
+    partial = "".join(recorder.sent)
+    assert partial and text.startswith(partial) and len(text) > len(partial)
