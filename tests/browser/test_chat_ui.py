@@ -1,0 +1,117 @@
+"""Chat in the web UI: answers stream in with their version, and the thumbs and corrections
+a person gives reach the feedback stream the learner reads (and its curation)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("playwright", reason="the playwright package is not installed")
+
+from playwright.async_api import expect
+
+from feedback.events import hash_user
+from tests.browser.ui_steps import MAX_TOKENS, ask, open_chat
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+#: Text lengths the answer showed, recorded in the page as the DOM changes.
+RECORD_LENGTHS = """() => {
+  window.lengths = [];
+  new MutationObserver(() => {
+    const text = document.querySelector('#transcript > li.assistant:last-child .text');
+    if (text) window.lengths.push(text.textContent.length);
+  }).observe(document.getElementById('transcript'),
+             {subtree: true, childList: true, characterData: true});
+}"""
+
+
+def feedback_events(redis_client, keys, interaction_id: str) -> list[dict]:
+    """The feedback stream's events about ``interaction_id``, as the learner reads them."""
+    found = []
+    for _, fields in redis_client.xrange(keys.feedback_stream):
+        if fields.get(b"interaction_id", b"").decode() == interaction_id:
+            found.append(json.loads(fields[b"event"]))
+    return found
+
+
+async def test_an_answer_streams_in_and_names_its_version(ui, page_for, shots):
+    page = await open_chat(await page_for(), ui.url)
+    # A slow link, as on a phone: the answer's chunks arrive over a few seconds, so the
+    # page must show each as it comes (one that waited for the whole body shows one step).
+    cdp = await page.context.new_cdp_session(page)
+    await cdp.send("Network.enable")
+    await cdp.send("Network.emulateNetworkConditions", {
+        "offline": False, "latency": 20, "downloadThroughput": 4000, "uploadThroughput": -1})
+    await page.evaluate(RECORD_LENGTHS)
+    answer = await ask(page, "What is the capital of France?")
+    await page.screenshot(path=shots / "chat-answer.png", full_page=True)
+
+    lengths = [n for n in await page.evaluate("window.lengths") if n > 0]
+    final = await answer.locator(".text").text_content()
+    assert final and lengths[-1] == len(final)
+    assert len(set(lengths)) >= 3, f"the answer appeared in {len(set(lengths))} step(s)"
+    assert lengths == sorted(lengths), "the shown answer shrank while streaming"
+    assert int(await answer.get_attribute("data-chunks")) >= MAX_TOKENS // 2
+
+    live = ui.versions["a1"]
+    assert await answer.get_attribute("data-version") == live
+    meta = answer.locator(".meta")
+    await expect(meta).to_contain_text(f"version {live[:12]}")
+    await expect(meta).to_contain_text("strategy single")
+    await expect(meta.locator("code")).to_have_attribute("title", live)
+
+
+async def test_a_thumbs_up_reaches_the_feedback_stream(ui, page_for, redis_client):
+    page = await open_chat(await page_for(), ui.url, user="bea")
+    answer = await ask(page, "Name a prime number.")
+    interaction_id = await answer.get_attribute("data-interaction")
+    assert interaction_id
+    await answer.get_by_role("button", name="Thumbs up").press("Enter")  # by keyboard
+    await expect(answer.locator(".feedback-status")).to_contain_text("thumbs up recorded")
+    await expect(answer.get_by_role("button", name="Thumbs up")).to_have_attribute(
+        "aria-pressed", "true")
+
+    events = feedback_events(redis_client, ui.keys, interaction_id)
+    assert [(e["rating"], e["user"], e["tenant"]) for e in events] == [
+        (1, hash_user("bea"), "acme")]
+
+
+async def test_a_correction_becomes_a_training_example(ui, page_for, redis_client, redis_url,
+                                                       shots):
+    from feedback.connections import async_client
+    from feedback.interactions import join_interactions
+    from feedback.source import FeedbackSource, SourceConfig
+    from learner.curate import curate
+    from learner.distill import split_entries
+
+    better = "The capital of Veltrania is Oskarra."
+    page = await open_chat(await page_for(), ui.url, user="cyd")
+    answer = await ask(page, "What is the capital of Veltrania?")
+    interaction_id = await answer.get_attribute("data-interaction")
+    served = await answer.locator(".text").text_content()
+    await answer.get_by_role("button", name="Suggest a better answer").click()
+    await answer.get_by_label("A better answer").fill(better)
+    await answer.get_by_role("button", name="Send correction").click()
+    await expect(answer.locator(".feedback-status")).to_contain_text("Correction recorded")
+    await page.screenshot(path=shots / "chat-correction.png", full_page=True)
+
+    [event] = feedback_events(redis_client, ui.keys, interaction_id)
+    assert (event["rating"], event["correction"]) == (-1, better)
+
+    # What the learner's next round makes of it: its consumer group reads the stream,
+    # joins each rating to its interaction, and curation labels the examples.
+    client = async_client(redis_url)
+    try:
+        source = FeedbackSource(client, ui.keys, "ui-test", SourceConfig(block_ms=0))
+        rated, _ = split_entries(await source.read())
+        joined = await join_interactions(client, ui.keys, rated)
+    finally:
+        await client.aclose()
+    curated = curate(joined, tenant="acme", per_user_cap=50, holdout_fraction=0.0)
+    made = {(e.completion, e.desirable, e.source) for e in curated.train
+            if e.interaction_id == interaction_id}
+    assert made == {(better, True, "correction"), (served, False, "correction")}
+    [example] = [e for e in curated.train if e.completion == better]
+    assert example.prompt[-1] == {"role": "user", "content": "What is the capital of Veltrania?"}
+    assert example.user == hash_user("cyd")
