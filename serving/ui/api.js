@@ -41,6 +41,7 @@ function refusal(status, text) {
   }
   const error = body && body.error;
   if (error && error.message) return new ApiError(status, error.message, error.code || null);
+  if (body && typeof body.detail === "string") return new ApiError(status, body.detail);
   return new ApiError(status, text ? text.slice(0, 300) : `no body (status ${status})`);
 }
 

@@ -21,7 +21,12 @@ function settings() {
   if (temperature !== "") body.temperature = Number(temperature);
   const user = $("user").value.trim();
   if (user) body.user = user;
-  if ($("strategy").value) body.loraloop = { strategy: $("strategy").value };
+  const strategy = $("strategy").value;
+  if (strategy) body.loraloop = { strategy };
+  const samples = parseInt($("samples").value, 10);
+  if ((strategy === "best_of_n" || strategy === "adaptive") && samples > 0) {
+    body.loraloop.n = samples;
+  }
   if ($("effort").value) body.reasoning_effort = $("effort").value;
   return body;
 }

@@ -49,7 +49,9 @@ export async function refresh({ keepError = false } = {}) {
   ]);
   const failed = [aliases, versions, audit].find((r) => r.status === "rejected");
   if (failed) {
-    const problem = `Could not read the registry: ${failed.reason.describe()}`;
+    const problem = failed.reason.status === 404 && !failed.reason.code
+      ? "This server has no admin API: it is served with a registry (loraloop up serves one)."
+      : `Could not read the registry: ${failed.reason.describe()}`;
     const shown = $("ops-message").textContent;
     setText($("ops-message"), keepError && shown ? `${shown} — ${problem}` : problem, "error");
   }

@@ -4,6 +4,7 @@ a person gives reach the feedback stream the learner reads (and its curation).""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -115,3 +116,19 @@ async def test_a_correction_becomes_a_training_example(ui, page_for, redis_clien
     [example] = [e for e in curated.train if e.completion == better]
     assert example.prompt[-1] == {"role": "user", "content": "What is the capital of Veltrania?"}
     assert example.user == hash_user("cyd")
+
+
+async def test_the_strategy_picked_is_shown_with_its_compute(ui, page_for):
+    page = await open_chat(await page_for(), ui.url)
+    await page.locator("#chat").get_by_label("Strategy").select_option("best_of_n")
+    answer = await ask(page, "What is 17 + 25?")
+    meta = answer.locator(".meta")
+    await expect(meta).to_contain_text("strategy best_of_n")
+    await expect(meta).to_contain_text("answered locally")
+    await expect(meta.locator(".compute")).to_have_text(re.compile(r"^[1-9]\d* compute tokens$"))
+    assert int(await answer.get_attribute("data-samples")) > 1
+
+    await page.locator("#chat").get_by_label("Strategy").select_option("")
+    await page.locator("#chat").get_by_label("Reasoning effort").select_option("medium")
+    answer = await ask(page, "And 18 + 25?")  # medium: best of 4 by vote (the defaults)
+    await expect(answer.locator(".meta")).to_contain_text("strategy best_of_n")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from playwright.async_api import Locator, Page, expect
 
 from tests.browser.conftest import ADMIN_TOKEN
@@ -28,7 +30,9 @@ async def ask(page: Page, prompt: str) -> Locator:
     await page.get_by_label("Message").fill(prompt)
     await page.get_by_role("button", name="Send", exact=True).click()
     answer = page.locator("li.turn.assistant").nth(before)
-    await expect(answer).to_have_attribute("data-state", "done")
+    await expect(answer).to_have_attribute("data-state", re.compile("^(done|error)$"))
+    if await answer.get_attribute("data-state") == "error":
+        raise AssertionError(f"no answer: {await answer.get_by_role('alert').text_content()}")
     return answer
 
 
