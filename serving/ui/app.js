@@ -17,7 +17,10 @@ function select(name, { focus = false } = {}) {
     $(other).hidden = !selected;
     if (selected && focus) tab.focus();
   }
-  if (window.location.hash !== `#${name}`) history.replaceState(null, "", `#${name}`);
+  const hash = name === "chat" ? "" : `#${name}`; // a link to the view, without a scroll
+  if (window.location.hash !== hash) {
+    history.replaceState(null, "", hash || window.location.pathname);
+  }
   if (name === "ops") showOps();
   else hideOps();
 }

@@ -139,6 +139,7 @@ async function send(event) {
   body.messages = state.messages.slice();
   $("transcript").append(el("li", { class: "turn user" }, el("p", { class: "text" }, prompt)));
   $("prompt").value = "";
+  $("prompt").focus(); // Send is disabled while the answer streams: keep focus in reach
   const text = el("p", { class: "text" });
   const turn = el("li", { class: "turn assistant", "aria-busy": "true", "data-state": "waiting" },
     el("div", { class: "meta" }, "waiting for the model…"), text);

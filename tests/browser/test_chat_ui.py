@@ -132,3 +132,33 @@ async def test_the_strategy_picked_is_shown_with_its_compute(ui, page_for):
     await page.locator("#chat").get_by_label("Reasoning effort").select_option("medium")
     answer = await ask(page, "And 18 + 25?")  # medium: best of 4 by vote (the defaults)
     await expect(answer.locator(".meta")).to_contain_text("strategy best_of_n")
+
+
+async def test_a_keyboard_alone_can_ask_and_rate(ui, page_for):
+    page = await page_for()
+    await page.goto(ui.url + "/")
+    await expect(page.locator("#model option[value='acme']")).to_have_count(1)
+    order = []
+    for _ in range(12):
+        await page.keyboard.press("Tab")
+        order.append(await page.evaluate("document.activeElement.id || document.activeElement"
+                                         ".textContent"))
+    assert order == ["Skip to content", "tab-chat", "model", "strategy", "samples", "effort",
+                     "max-tokens", "temperature", "user", "user-key", "prompt", "send"], order
+    await page.keyboard.press("Shift+Tab")  # back to the message
+    await page.keyboard.type("Hello from the keyboard")
+    await page.keyboard.press("Control+Enter")
+    answer = page.locator("li.turn.assistant").first
+    await expect(answer).to_have_attribute("data-state", "done")
+    await expect(page.locator("#prompt")).to_be_focused()
+    for name in ("Suggest a better answer", "Thumbs down", "Thumbs up"):  # backwards
+        await page.keyboard.press("Shift+Tab")
+        await expect(answer.get_by_role("button", name=name)).to_be_focused()
+    await page.keyboard.press("Enter")
+    await expect(answer.locator(".feedback-status")).to_contain_text("thumbs up recorded")
+
+    await page.keyboard.press("ArrowRight")  # no effect off the tabs
+    await page.locator("#tab-chat").focus()
+    await page.keyboard.press("ArrowRight")  # tabs move with the arrow keys
+    await expect(page.locator("#tab-ops")).to_be_focused()
+    await expect(page.locator("#ops")).to_be_visible()
