@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ADMIN_TOKEN = "ui-admin-token"
 #: How long the browser side waits for a condition (a hang guard under load, not a measure).
 PATIENCE_MS = 60_000
+_STARTED = time.time()
 CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "/usr/lib/chromium/chromium")
 
 
@@ -48,7 +50,8 @@ def artifacts_dir() -> Path:
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
-    shots = sorted(artifacts_dir().glob("*.png")) if artifacts_dir().is_dir() else []
+    found = artifacts_dir().glob("*.png") if artifacts_dir().is_dir() else ()
+    shots = [p for p in found if p.stat().st_mtime >= _STARTED]  # this run's
     if shots:
         terminalreporter.write_line(
             f"browser screenshots: {len(shots)} in {artifacts_dir()}")
@@ -82,9 +85,11 @@ def chromium() -> str:
 
 @pytest.fixture(scope="session")
 def shots() -> Path:
-    """Where screenshots are saved: ``shots / "name.png"``."""
+    """Where screenshots are saved: ``shots / "name.png"`` (a previous run's are removed)."""
     path = artifacts_dir()
     path.mkdir(parents=True, exist_ok=True)
+    for old in path.glob("*.png"):
+        old.unlink()
     return path
 
 
