@@ -10,7 +10,8 @@ instead of hanging.
 The learner publishes its status as JSON to ``RedisKeys.learner_status`` (with an
 expiry) after every step; here it is read back with how old it is and a ``state``:
 ``running``, ``failing`` (its steps keep failing), ``stale`` (it has not reported for
-``learner_stale_after_s``: stopped or stuck), ``missing`` (no learner has reported,
+``learner_stale_after_s``, or ``learner_round_stale_after_s`` within a round: stopped or
+stuck), ``missing`` (no learner has reported,
 or its report expired), ``unreachable`` (Redis did not answer) or ``unavailable``
 (this deployment has no Redis).
 
@@ -43,8 +44,12 @@ class OpsConfig(BaseModel):
     """How the ops readings judge the learner and bound their Redis reads."""
 
     learner_stale_after_s: float = Field(
-        default=120.0, gt=0, description="A learner status older than this is shown as "
-        "stale (the learner publishes after every step, and during a round at each phase).")
+        default=120.0, gt=0, description="Between rounds, a learner status older than this "
+        "is shown as stale (the learner publishes after every step, a fraction of a second).")
+    learner_round_stale_after_s: float = Field(
+        default=1800.0, gt=0, description="During a round, a status older than this is "
+        "stale: a round publishes only as each phase starts, and training alone can take "
+        "minutes on a CPU.")
     redis_timeout_s: float = Field(default=2.0, gt=0, description="Longest a reading waits "
                                    "for Redis before it reports it unreachable.")
 
@@ -79,10 +84,9 @@ class OpsReadings:
         except json.JSONDecodeError as exc:
             return _learner("missing", error=f"the learner's status is not JSON: {exc}")
         age = max(0.0, time.time() - float(status.get("updated_at") or 0))
-        if age > self.config.learner_stale_after_s:
-            state = "stale"
-        else:
-            state = "failing" if status.get("failing") else "running"
+        limit = (self.config.learner_round_stale_after_s if status.get("round")
+                 else self.config.learner_stale_after_s)
+        state = "stale" if age > limit else "failing" if status.get("failing") else "running"
         return _learner(state, status=status, age_s=round(age, 1))
 
     # -- statistics ----------------------------------------------------------------------

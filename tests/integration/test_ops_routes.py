@@ -83,6 +83,11 @@ async def test_the_learner_status_says_how_old_it_is(tiny_model_dir, redis_url, 
             publish(backlog=4, updated_at=time.time() - 600)
             stale = await reading()
             assert stale["state"] == "stale" and stale["age_s"] >= 600
+            training = {"tenant": "acme", "phase": "training", "started_at": time.time() - 600}
+            publish(round=training, updated_at=time.time() - 600)  # a long training phase
+            assert (await reading())["state"] == "running"
+            publish(round=training, updated_at=time.time() - 4000)  # stuck in it
+            assert (await reading())["state"] == "stale"
 
 
 async def test_an_unreachable_redis_is_reported_not_waited_on(tiny_model_dir, redis_url, keys,
