@@ -11,7 +11,7 @@ TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 PIP := $(BIN)/python -m pip
 PYTEST_ARGS ?=
 
-.PHONY: run chat test install install-dev bench lint clean
+.PHONY: run chat test install install-dev chromium bench lint clean
 
 # The whole stack in the foreground on the defaults (the real model, embedded Redis,
 # SQLite, local Ray, the learner); Ctrl-C stops everything. HOST/PORT override the
@@ -23,11 +23,23 @@ run: $(VENV)/.installed-run
 chat: $(VENV)/.installed-run
 	$(BIN)/loraloop chat "$(PROMPT)"
 
-test: $(VENV)/.installed-dev
+test: $(VENV)/.installed-dev chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 install: $(VENV)/.installed-run
-install-dev: $(VENV)/.installed-dev
+install-dev: $(VENV)/.installed-dev chromium
+
+# The browser tests (tests/browser) drive the system's Chromium with Playwright, whose own
+# browser download is never used. Installed with apt when missing and apt is usable (root);
+# elsewhere those tests skip and say why.
+chromium:
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing chromium for the browser tests (apt-get)"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	else \
+		echo "no chromium, and apt-get needs root: tests/browser will skip (apt-get install chromium)"; \
+	fi
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/engine_throughput.py --engine hf

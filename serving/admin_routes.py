@@ -20,6 +20,12 @@ Passing a gate by hand is an override of the evaluation gate, audited as such
 needs a second, different admin's token in the ``X-Approving-Admin-Token``
 header (403 ``not_admin`` otherwise); the approver is named in the audit.
 
+With the ingress's ``service``, two read-only routes serve the ops view (the web UI):
+``GET /admin/learner/status`` (the learner's last published status, with its age and a
+state: running, failing, stale, missing, unreachable) and ``GET /admin/stats``
+(per-version requests, thumbs-up rate, handoff rate and compute per request from the
+compute ledger, and this ingress's request counters); see :mod:`serving.ops_readings`.
+
 Alias moves accept ``expected_live`` in the body (a version id, or ``null``
 for "no live version"); when it is given and another change won, the answer
 is 409. Without it the move is unconditional (still serialized).
@@ -40,6 +46,7 @@ from serving.auth import (
     admin_tokens,
 )
 from serving.http_errors import guard_bodies, install_error_handlers, limit_bodies
+from serving.ops_readings import OpsConfig, OpsReadings
 
 APPROVER_HEADER = "x-approving-admin-token"
 Limit = Query(default=None, ge=1, le=1000, description="Newest entries (default: 100).")
@@ -90,6 +97,8 @@ def build_admin_router(
     notifier: Callable[[Any], Any] | None = None,
     admin_tokens_by_name: Mapping[str, str] | None = None,
     gate_override_approvals: Literal[0, 1] = 0,
+    service: Any = None,
+    ops_config: OpsConfig | None = None,
 ) -> APIRouter:
     """The ``/admin`` router over a registry session factory.
 
@@ -98,7 +107,9 @@ def build_admin_router(
     alias change (e.g. a ``storage.alias_events.AliasChangePublisher``).
     ``admin_tokens_by_name`` adds named admins (name -> token) beside
     ``admin_token``; ``gate_override_approvals=1`` makes a manual gate pass need
-    a second admin's token (see the module doc).
+    a second admin's token (see the module doc). ``service`` (the ingress's
+    ``ChatService``) adds the learner status and statistics routes, read as
+    ``ops_config`` says.
     """
     from storage.ops import RegistryOps
 
@@ -217,6 +228,17 @@ def build_admin_router(
     @router.get("/audit")
     def audit(request: Request, tenant: str | None = None, limit: int = Limit) -> Any:
         return _json(ops(request).history(tenant=tenant, limit=limit))
+
+    if service is not None:
+        readings = OpsReadings(service, ops_config)
+
+        @router.get("/learner/status")
+        async def learner_status() -> Any:
+            return await readings.learner_status()
+
+        @router.get("/stats")
+        async def stats() -> Any:
+            return await readings.stats()
 
     return router
 

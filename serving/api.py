@@ -41,6 +41,7 @@ from serving.schema import (
     compute_chunk_body,
     usage_chunk_body,
 )
+from serving.ui_routes import register_ui_routes
 
 ADAPTER_HEADER = "X-Adapter-Version"
 STRATEGY_HEADER = "X-Loraloop-Strategy"
@@ -296,4 +297,5 @@ def build_api(service: ChatService) -> FastAPI:
     async def metrics() -> PlainTextResponse:
         return PlainTextResponse(service.metrics.render(), media_type="text/plain; version=0.0.4")
 
+    register_ui_routes(api)  # the web UI at / and /ui, on the API's port
     return api

@@ -265,7 +265,7 @@ class Ingress:
         if self._admin is not None:
             from serving.admin_routes import include_admin
 
-            include_admin(api, **self._admin)
+            include_admin(api, service=self.service, **self._admin)
         return api
 
     async def _generate(self, payload: dict) -> AsyncIterator[dict]:

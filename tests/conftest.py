@@ -2,7 +2,7 @@
 
 Tests are tiered by folder, and each test is marked with its tier
 (:func:`pytest_collection_modifyitems`): ``pytest -m unit``, ``-m integration``,
-``-m e2e``. Plain ``pytest`` (``make test``) still runs every tier.
+``-m e2e``, ``-m browser``. Plain ``pytest`` (``make test``) still runs every tier.
 
 Redis: ``redis_url`` is one server for the session (the machine's, or an
 embedded one when that does not answer); ``redis_prefix`` / ``keys`` give a
@@ -24,7 +24,7 @@ from tests.support.redis_support import delete_prefix, new_prefix, reachable_red
 
 __all__ = ["save_random_adapter"]  # re-exported: it was defined here
 
-TIERS = ("unit", "integration", "e2e", "gpu")
+TIERS = ("unit", "integration", "e2e", "gpu", "browser")
 TESTS = Path(__file__).parent
 
 
