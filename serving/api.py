@@ -211,7 +211,8 @@ class ChatService:
             self.metrics.abandoned.labels(*labels).inc()
         self.metrics.compute(*labels, answer.record, answer.completion_tokens)
         if self.ledger is not None:
-            self.ledger.served(answer.id, answer.route.tenant, answer.version, answer.record)
+            self.ledger.served(answer.id, answer.route.tenant, answer.version, answer.record,
+                               answer.completion_tokens)
         if self.sink is not None:
             # Built and redacted by the sink off the request path: a bad event is
             # counted, never raised.

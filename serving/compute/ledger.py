@@ -43,11 +43,14 @@ class ComputeLedger:
         return self.keys.compute_stats(tenant)
 
     def served(self, interaction_id: str, tenant: str, version: str,
-               record: dict | None) -> None:
-        """Note how ``interaction_id`` was answered (returns at once; written in a task)."""
+               record: dict | None, completion_tokens: int = 0) -> None:
+        """Note how ``interaction_id`` was answered (returns at once; written in a task).
+
+        A single answer (``record`` None) cost its ``completion_tokens``."""
         record = record or {}
         strategy = record.get("strategy", "single")
-        counts = {"requests": 1, "compute_tokens": record.get("compute_tokens", 0),
+        counts = {"requests": 1,
+                  "compute_tokens": record.get("compute_tokens", completion_tokens),
                   "handoffs": int(bool(record.get("handed_off"))),
                   "upstream_tokens": record.get("upstream_tokens", 0),
                   "fallbacks": int(bool(record.get("fallback")))}

@@ -211,6 +211,15 @@ async def test_thumbs_are_credited_to_the_strategy_that_answered(app, redis_url,
         return summary.get("base", {}).get("best_of_n", {}).get("ups") == 1
 
     await until(credited, what="the thumbs-up credited to best_of_n")
+    single = await http.post(f"{url}/v1/chat/completions", json={
+        "model": "acme", "messages": QUESTION, "max_tokens": 3, "user": "ann"})
+    spent = single.json()["usage"]["completion_tokens"]
+
+    async def single_counted():
+        got = (await ledger.summary("acme")).get("base", {}).get("single", {})
+        return got.get("compute_tokens") == spent > 0
+
+    await until(single_counted, what="a single answer's tokens counted as its compute")
     summary = (await ledger.summary("acme"))["base"]["best_of_n"]
     assert summary["thumbs_up_rate"] == 1.0 and summary["requests"] >= 1
     metrics = (await http.get(f"{url}/metrics")).text
