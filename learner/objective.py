@@ -82,8 +82,14 @@ def fit(model: Any, tokenizer: Any, examples: Sequence[Example], anchors: Sequen
             rows[example.desirable].append(_Row(ids, start))
     kept = [_Row(a.prompt_ids + a.answer_ids, len(a.prompt_ids))
             for a in anchors if len(a.prompt_ids) + len(a.answer_ids) <= config.max_length]
-    autocast = torch.autocast("cpu" if _device(model).type == "cpu" else "cuda",
-                              dtype=torch.bfloat16, enabled=bf16)
+    device = "cpu" if _device(model).type == "cpu" else "cuda"
+
+    def autocast() -> Any:
+        # A fresh context each time: one torch.autocast entered again inside itself loses
+        # the state it restores, and left bf16 autocast on for everything after training
+        # in this thread (the gate's evaluation, a test's own forward passes).
+        return torch.autocast(device, dtype=torch.bfloat16, enabled=bf16)
+
     head = _Head(model, autocast, pad=tokenizer.pad_token_id or 0)
     with torch.no_grad():
         reference = [x for i in range(0, len(rows[False]), config.batch_size)
@@ -124,7 +130,7 @@ def fit(model: Any, tokenizer: Any, examples: Sequence[Example], anchors: Sequen
                 picked.append(anchor_order[next_anchor % len(kept)])
                 next_anchor += 1
             loss = 0.0
-            with autocast:
+            with autocast():
                 if good:
                     ce = head.mean_nll(good)
                     loss = loss + ce
@@ -188,7 +194,7 @@ class _Head:
 
     def _logits(self, rows: Sequence[_Row]):
         ids, mask, scored, targets = self._batch(rows)
-        with self.autocast:
+        with self.autocast():
             if self.plain:
                 hidden = self.decoder(input_ids=ids, attention_mask=mask).last_hidden_state
                 logits = self.lm_head(hidden[scored])

@@ -91,3 +91,13 @@ def test_anchors_keep_the_base_models_answers_elsewhere(tiny_model_dir, anchored
 
     kept, lost = drift(anchored.adapter_dir), drift(unanchored.adapter_dir)
     assert kept < factor * lost, (kept, lost)
+
+
+def test_training_leaves_autocast_as_it_found_it(tiny_model_dir, tmp_path):
+    """bf16 autocast is for the training step only: a context entered again inside itself
+    once left it on for the rest of the thread (the gate's and tests' forward passes)."""
+    import torch
+
+    assert not torch.is_autocast_enabled("cpu")
+    train(tiny_model_dir, tmp_path / "adapter", precision="bf16")
+    assert not torch.is_autocast_enabled("cpu")
