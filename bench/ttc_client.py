@@ -78,8 +78,7 @@ def ask_all(client, jobs: list[Ask], concurrency: int) -> list[Reply]:
 def confidences(data_dir: Path, replies: list[Reply], *, timeout_s: float = 60) -> list[float]:
     """The confidence ``adaptive`` computed for each reply (from the logged interaction's
     ComputeRecord; logging is off the request path, so it waits for them)."""
-    import redis
-
+    from feedback.connections import sync_client
     from feedback.events import Interaction
     from feedback.keys import RedisKeys
     from loraloop.stack_state import StackState
@@ -87,7 +86,7 @@ def confidences(data_dir: Path, replies: list[Reply], *, timeout_s: float = 60) 
     state = StackState.load(data_dir)
     if state is None:
         raise RuntimeError(f"no running stack on {data_dir}")
-    keys, client = RedisKeys(), redis.Redis.from_url(state.redis_url)
+    keys, client = RedisKeys(), sync_client(state.redis_url)
     found: dict[str, float] = {}
     deadline = time.monotonic() + timeout_s
     try:
