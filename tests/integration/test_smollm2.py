@@ -141,6 +141,7 @@ async def test_vllm_answers_like_hf(vllm, hf):
 
 
 @on_module_loop
+@pytest.mark.timeout(1800)  # the module's adapter is trained in setup: minutes when busy
 async def test_a_learner_trained_adapter_changes_hf_output(hf, adapter):
     base, _ = await complete(hf, TAUGHT, max_tokens=24)
     await hf.load_adapter("smollm2-lora", adapter)
@@ -153,6 +154,7 @@ async def test_a_learner_trained_adapter_changes_hf_output(hf, adapter):
 
 @pytest.mark.vllm
 @on_module_loop
+@pytest.mark.timeout(1800)
 async def test_a_learner_trained_adapter_changes_vllm_output_as_it_does_hf(vllm, hf, adapter):
     base, _ = await complete(vllm, TAUGHT, max_tokens=24)
     for engine in (vllm, hf):
