@@ -13,12 +13,11 @@ import httpx
 import pytest
 import torch
 
-from feedback.events import Interaction
 from serving.adapters import AdapterManager
 from serving.compute.answers import normalise
 from serving.compute.runner import ComputeRunner
 from serving.compute.spec import ComputeConfig
-from tests.support.feedback_traffic import logged
+from tests.support.feedback_traffic import logged, stored_interaction
 from tests.support.registry import LocalRegistry
 from tests.support.served import chat_stack, served_app
 from tests.support.waiting import until
@@ -34,18 +33,6 @@ async def _ask(http: httpx.AsyncClient, url: str, loraloop: dict, **body) -> htt
     payload = {"model": "acme", "messages": QUESTION, "max_tokens": 4, "user": "ann",
                "loraloop": loraloop, **body}
     return await http.post(f"{url}/v1/chat/completions", json=payload)
-
-
-async def _record(redis_url: str, keys, interaction_id: str) -> Interaction:
-    await logged(redis_url, keys.prefix, [interaction_id])
-    from feedback.connections import async_client
-
-    client = async_client(redis_url)
-    try:
-        raw = await client.get(keys.interaction(interaction_id))
-    finally:
-        await client.aclose()
-    return Interaction.from_json(raw)
 
 
 @pytest.fixture
@@ -64,7 +51,7 @@ async def test_best_of_n_vote_serves_the_most_frequent_normalised_answer(app, re
     assert r.headers["x-loraloop-strategy"] == "best_of_n"
     body = r.json()
     assert body["loraloop"]["strategy"] == "best_of_n" and not body["loraloop"]["handed_off"]
-    record = (await _record(redis_url, keys, body["id"])).compute
+    record = (await stored_interaction(redis_url, keys, body["id"])).compute
     assert 2 <= record.samples <= 6 and len(record.candidates) == record.samples
     served = normalise(body["choices"][0]["message"]["content"])
     assert record.votes[served] == max(record.votes.values())
@@ -91,7 +78,7 @@ async def test_the_reasoning_budget_cuts_at_the_maximum_and_answers(app, redis_u
     r = await _ask(http, url, {"strategy": "budget", "max_thinking_tokens": 12}, max_tokens=3)
     assert r.status_code == 200, r.text
     message = r.json()["choices"][0]["message"]
-    record = (await _record(redis_url, keys, r.json()["id"])).compute
+    record = (await stored_interaction(redis_url, keys, r.json()["id"])).compute
     assert 0 < record.thinking_tokens <= 12 and message["reasoning_content"]
     assert message["content"]  # an answer follows the closed section
     assert r.json()["loraloop"]["compute_tokens"] >= record.thinking_tokens
@@ -108,7 +95,7 @@ async def test_the_reasoning_budget_waits_until_the_minimum(tiny_model_dir, redi
         r = await _ask(http, url, {"strategy": "budget", "min_thinking_tokens": 24,
                                    "max_thinking_tokens": 200}, max_tokens=2, seed=3)
         assert r.status_code == 200, r.text
-        record = (await _record(redis_url, keys, r.json()["id"])).compute
+        record = (await stored_interaction(redis_url, keys, r.json()["id"])).compute
     assert record.thinking_tokens >= 24
     assert "Wait" in r.json()["choices"][0]["message"]["reasoning_content"]
 
@@ -117,7 +104,7 @@ async def test_refine_critiques_and_revises_within_its_rounds(app, redis_url, ke
     http, url, _ = app
     r = await _ask(http, url, {"strategy": "refine", "rounds": 2}, max_tokens=3)
     assert r.status_code == 200, r.text
-    record = (await _record(redis_url, keys, r.json()["id"])).compute
+    record = (await stored_interaction(redis_url, keys, r.json()["id"])).compute
     assert 1 <= record.samples <= 3 and record.candidates[-1] == \
         r.json()["choices"][0]["message"]["content"]
 
@@ -126,7 +113,7 @@ async def test_judge_picks_a_candidate_or_says_why_not(app, redis_url, keys):
     http, url, _ = app
     r = await _ask(http, url, {"strategy": "best_of_n", "n": 3, "aggregator": "judge"})
     assert r.status_code == 200, r.text
-    record = (await _record(redis_url, keys, r.json()["id"])).compute
+    record = (await stored_interaction(redis_url, keys, r.json()["id"])).compute
     if record.fallback is None:
         assert record.scores.count(1.0) == 1 and record.scores.index(1.0) == record.chosen
     else:
@@ -163,7 +150,7 @@ async def test_the_scorer_serves_the_candidate_with_the_highest_implicit_reward(
                            temperature=1.0, max_tokens=3, seed=5)
             assert r.status_code == 200, r.text
             assert r.headers["x-adapter-version"] != "base"
-            record = (await _record(redis_url, keys, r.json()["id"])).compute
+            record = (await stored_interaction(redis_url, keys, r.json()["id"])).compute
         engine = stack.replica.engine
         direct = [_direct_reward(tiny_model_dir, adapter_dir, engine, text)
                   for text in record.candidates]
@@ -242,7 +229,7 @@ async def test_a_settled_majority_is_a_pseudo_label_only_where_the_tenant_opts_i
         r = await _ask(http, url, {"strategy": "best_of_n", "n": 4}, temperature=0.01,
                        max_tokens=2)
         assert r.status_code == 200, r.text
-        record = (await _record(redis_url, keys, r.json()["id"])).compute
+        record = (await stored_interaction(redis_url, keys, r.json()["id"])).compute
     assert max(record.votes.values()) / sum(record.votes.values()) >= 0.6
     assert record.pseudo_label is opted_in
     entries = redis_client.xrange(keys.feedback_stream)

@@ -14,12 +14,11 @@ import time
 import httpx
 import pytest
 
-from feedback.events import Interaction
 from serving.compute.runner import ComputeRunner
 from serving.compute.spec import ComputeConfig
 from serving.compute.upstream import Upstream, UpstreamConfig
 from tests.support.faults import Silent
-from tests.support.feedback_traffic import logged
+from tests.support.feedback_traffic import stored_interaction
 from tests.support.served import chat_stack, free_port, served_app
 
 QUESTION = [{"role": "user", "content": "Who wrote Hamlet? My email is ann@example.com"}]
@@ -32,18 +31,6 @@ def _handing_off(url: str, **upstream):
         return ComputeRunner(engine, ComputeConfig(), upstream=Upstream(config))
 
     return factory
-
-
-async def _stored(redis_url: str, keys, interaction_id: str) -> Interaction:
-    await logged(redis_url, keys.prefix, [interaction_id])
-    from feedback.connections import async_client
-
-    client = async_client(redis_url)
-    try:
-        raw = await client.get(keys.interaction(interaction_id))
-    finally:
-        await client.aclose()
-    return Interaction.from_json(raw)
 
 
 @pytest.fixture
@@ -91,7 +78,7 @@ async def test_a_handed_off_request_gets_the_upstream_answer(tiny_model_dir, red
         assert answer["loraloop"]["upstream_model"] == "oracle"
         served = stack.replica.engine.encode_text(expected)
         assert answer["usage"]["completion_tokens"] == len(served) > 0
-        stored = await _stored(redis_url, keys, answer["id"])
+        stored = await stored_interaction(redis_url, keys, answer["id"])
         assert stored.mode == "handoff" and stored.compute.handed_off
         assert stored.compute.upstream_tokens > 0 and stored.completion == expected
 
@@ -179,7 +166,7 @@ async def test_adaptive_hands_off_below_its_threshold_and_learns_from_the_thumbs
         assert r.headers["x-loraloop-strategy"] == "adaptive"
         summary = r.json()["loraloop"]
         assert summary["handed_off"] is True and summary["decision"] == "handoff"
-        stored = await _stored(redis_url, keys, r.json()["id"])
+        stored = await stored_interaction(redis_url, keys, r.json()["id"])
         assert stored.compute.samples == 2 and len(stored.compute.candidates) == 2
         assert 0 <= stored.compute.confidence < 1.0
         assert stored.compute.disagreement is not None

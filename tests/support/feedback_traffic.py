@@ -58,3 +58,16 @@ async def logged(redis_url: str, prefix: str, interaction_ids: Iterable[str], *,
             await asyncio.sleep(0.05 if missing else 0)
     finally:
         await client.aclose()
+
+
+async def stored_interaction(redis_url: str, keys: RedisKeys, interaction_id: str):
+    """The interaction as the app logged it (waits until it is logged)."""
+    from feedback.events import Interaction
+
+    await logged(redis_url, keys.prefix, [interaction_id])
+    client = async_client(redis_url)
+    try:
+        raw = await client.get(keys.interaction(interaction_id))
+    finally:
+        await client.aclose()
+    return Interaction.from_json(raw)
