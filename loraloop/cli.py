@@ -3,8 +3,8 @@ they print is drawn by :mod:`loraloop.render`, which also holds the exit codes.
 
 This module has the single-shot commands (chat, model build, config, users
 forget) and mounts the others: the running stack (``up``, ``status``,
-``down``: :mod:`loraloop.cli_stack`), ``learner`` (:mod:`loraloop.cli_learner`)
-and ``adapters`` (:mod:`loraloop.cli_adapters`).
+``down``: :mod:`loraloop.cli_stack`), ``demo`` (:mod:`loraloop.cli_demo`),
+``learner`` (:mod:`loraloop.cli_learner`) and ``adapters`` (:mod:`loraloop.cli_adapters`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from loraloop import cli_adapters, cli_learner, cli_stack, render
+from loraloop import cli_adapters, cli_demo, cli_learner, cli_stack, render
 from loraloop.render import EXIT_CODES_HELP, fail, load_settings
 
 app = typer.Typer(
@@ -32,6 +32,7 @@ users_app = typer.Typer(help="Users' data.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
 app.add_typer(cli_learner.app, name="learner")
 app.add_typer(cli_stack.app)  # up, status, down: commands of their own, merged in
+app.add_typer(cli_demo.app)  # demo
 app.add_typer(
     cli_adapters.app,
     name="adapters",

@@ -14,11 +14,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
+from loraloop.demo.client import StackClient
+from loraloop.demo.story import NOT_LIVE_ENDS
 from tests.support.cli import cli_env
 
 ADMIN_TOKEN = "support-admin-token"
@@ -62,24 +63,13 @@ def running_stack(data_dir: Path, *, env: dict[str, str] | None = None, admin: b
                 child.wait()
 
 
-@dataclass
-class Answer:
-    id: str
-    text: str
-    version: str
-
-
-class Client:
-    """The public API of a running stack."""
+class Client(StackClient):
+    """The public API of a running stack (:class:`loraloop.demo.client.StackClient`), with
+    the admin token the tests' stacks get, and the stack's log."""
 
     def __init__(self, base_url: str, log: Path) -> None:
-        self.base_url = base_url
+        super().__init__(base_url, admin_token=ADMIN_TOKEN)
         self.log = log
-        self.http = httpx.Client(base_url=base_url, timeout=300)
-        self.admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-
-    def close(self) -> None:
-        self.http.close()
 
     def wait_ready(self, timeout_s: float, child: subprocess.Popen) -> None:
         deadline = time.monotonic() + timeout_s
@@ -92,39 +82,6 @@ class Client:
             time.sleep(1)
         raise TimeoutError(f"loraloop up was not ready in {timeout_s} s; see {self.log}")
 
-    def ask(self, question: str, *, user: str, model: str = "default",
-            max_tokens: int = 32) -> Answer:
-        reply = self.http.post("/v1/chat/completions", json={
-            "model": model, "messages": [{"role": "user", "content": question}],
-            "max_tokens": max_tokens, "temperature": 0, "user": user})
-        reply.raise_for_status()
-        body = reply.json()
-        return Answer(body["id"], body["choices"][0]["message"]["content"],
-                      reply.headers["x-adapter-version"])
-
-    def rate(self, answer: Answer, *, user: str, up: bool, correction: str | None = None) -> None:
-        body = {"interaction_id": answer.id, "rating": "up" if up else "down", "user": user}
-        if correction:
-            body["correction"] = correction
-        reply = self.http.post("/v1/feedback", json=body)
-        reply.raise_for_status()
-
-    def live(self, tenant: str = "default") -> str | None:
-        reply = self.http.get(f"/admin/tenants/{tenant}/aliases", headers=self.admin)
-        reply.raise_for_status()
-        return next((a["version_id"] for a in reply.json() if a["name"] == "live"), None)
-
-    def versions(self, tenant: str = "default") -> list[dict]:
-        reply = self.http.get("/admin/adapters", params={"tenant": tenant}, headers=self.admin)
-        reply.raise_for_status()
-        return reply.json()
-
-    def audit(self, tenant: str = "default") -> list[dict]:
-        reply = self.http.get("/admin/audit", params={"tenant": tenant, "limit": 500},
-                              headers=self.admin)
-        reply.raise_for_status()
-        return reply.json()
-
     def wait_for_round(self, previous: str | None, seen: set[str], *, timeout_s: float,
                        tenant: str = "default") -> tuple[str, str] | None:
         """How the learner's next round ended: ``("live", id)`` once the live version
@@ -133,8 +90,6 @@ class Client:
         return wait_for_round(lambda: self.live(tenant), lambda: self.versions(tenant),
                               previous, seen, timeout_s=timeout_s)
 
-
-NOT_LIVE_ENDS = ("rejected", "rolled_back", "failed")
 
 
 def wait_for_round(live, versions, previous: str | None, seen: set[str], *,
