@@ -12,6 +12,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import BaseModel, Field
@@ -90,16 +91,27 @@ def build_canary_controller(spec: LearnerSpec, learner: Learner):
     )
 
 
-async def run_forever(spec: LearnerSpec, stop: threading.Event, holder: dict) -> None:
+async def run_forever(spec: LearnerSpec, stop: threading.Event, holder: dict,
+                      on_status: Callable[[dict], None] | None = None) -> None:
     """Poll and run rounds until ``stop`` is set, decide on running canaries every
     ``canary_interval_s`` and trim acknowledged feedback. A failed step is counted in the
-    status (``step_failures_total``, ``failing``) and retried with exponential backoff."""
+    status (``step_failures_total``, ``failing``) and retried with exponential backoff.
+    ``on_status(status)`` is called (on the loop, best effort) at each published status:
+    after every step and as a round progresses (`loraloop learner run` shows it)."""
     learner = build_learner(spec)
     holder["learner"] = learner
     health = StepHealth(max_delay_s=spec.max_backoff_s)
     learner.status.update(health.report())
 
-    async def publish(_status: dict) -> None:  # progress within a round, as it happens
+    def show(status: dict) -> None:
+        if on_status is not None:
+            try:
+                on_status(status)
+            except Exception:  # a display never stops the learner
+                logger.warning("showing the learner's status failed", exc_info=True)
+
+    async def publish(status: dict) -> None:  # progress within a round, as it happens
+        show(status)
         await learner.publish_status(learner.write_status(spec.status_path))
 
     learner.on_status = publish
@@ -141,6 +153,7 @@ async def run_forever(spec: LearnerSpec, stop: threading.Event, holder: dict) ->
             if check_live:
                 next_live_check = time.monotonic() + spec.live_check_interval_s
                 await _resolve_live(learner)
+            show(learner.status)
             text = learner.write_status(spec.status_path)
             with contextlib.suppress(Exception):  # Redis down: the step above logged it
                 await learner.publish_status(text)
