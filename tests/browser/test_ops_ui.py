@@ -132,8 +132,8 @@ async def test_the_next_trigger_and_feedback_to_live_follow_the_learner_without_
     # The canary went live; the learner found when, and its next round waits for feedback.
     publish(next_trigger={**trigger, "reason": "waiting_for_feedback", "backlog": 0,
                           "in_s": None, "at": None},
-            recent_rounds=[{**made, "feedback_to_live_s": 142.5, "settled": True}])
-    await expect(legend).to_have_text(f"{a1[:12]}: 142.5 s", timeout=60_000)  # the next poll
+            recent_rounds=[{**made, "feedback_to_live_s": 42.5, "settled": True}])
+    await expect(legend).to_have_text(f"{a1[:12]}: 42.5 s", timeout=60_000)  # the next poll
     await expect(shown).to_have_text("On new feedback: 16 event(s) start one at once, "
                                      "4 after a 10 s pause")
     assert await ops.evaluate("window.sameDocument") is True  # no reload happened
