@@ -12,12 +12,14 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import BaseModel, Field
 
 from learner.health import StepHealth
 from learner.loop import Learner, LearnerConfig
+from learner.round_log import pending, resolve_live
 
 logger = logging.getLogger(__name__)
 ACTOR_NAME = "loraloop-learner"
@@ -40,6 +42,10 @@ class LearnerSpec(BaseModel):
     trim_interval_s: float = Field(300.0, gt=0)
     #: A failing step is retried after 1, 2, 4 ... seconds, at most this long.
     max_backoff_s: float = Field(300.0, ge=1)
+    #: How often rounds whose version is not live yet are looked up in the registry's
+    #: audit trail for their feedback-to-live time (also at once after a round or a
+    #: canary decision; :mod:`learner.round_log`).
+    live_check_interval_s: float = Field(5.0, gt=0)
 
     @property
     def artifact_cache(self) -> Path:
@@ -85,16 +91,27 @@ def build_canary_controller(spec: LearnerSpec, learner: Learner):
     )
 
 
-async def run_forever(spec: LearnerSpec, stop: threading.Event, holder: dict) -> None:
+async def run_forever(spec: LearnerSpec, stop: threading.Event, holder: dict,
+                      on_status: Callable[[dict], None] | None = None) -> None:
     """Poll and run rounds until ``stop`` is set, decide on running canaries every
     ``canary_interval_s`` and trim acknowledged feedback. A failed step is counted in the
-    status (``step_failures_total``, ``failing``) and retried with exponential backoff."""
+    status (``step_failures_total``, ``failing``) and retried with exponential backoff.
+    ``on_status(status)`` is called (on the loop, best effort) at each published status:
+    after every step and as a round progresses (`loraloop learner run` shows it)."""
     learner = build_learner(spec)
     holder["learner"] = learner
     health = StepHealth(max_delay_s=spec.max_backoff_s)
     learner.status.update(health.report())
 
-    async def publish(_status: dict) -> None:  # progress within a round, as it happens
+    def show(status: dict) -> None:
+        if on_status is not None:
+            try:
+                on_status(status)
+            except Exception:  # a display never stops the learner
+                logger.warning("showing the learner's status failed", exc_info=True)
+
+    async def publish(status: dict) -> None:  # progress within a round, as it happens
+        show(status)
         await learner.publish_status(learner.write_status(spec.status_path))
 
     learner.on_status = publish
@@ -102,6 +119,7 @@ async def run_forever(spec: LearnerSpec, stop: threading.Event, holder: dict) ->
     canaries = build_canary_controller(spec, learner) if spec.config.canary.enabled else None
     next_canary_check = time.monotonic()
     next_trim = time.monotonic()
+    next_live_check = time.monotonic()
     try:
         while not stop.is_set():
             delay = 0.0
@@ -112,6 +130,7 @@ async def run_forever(spec: LearnerSpec, stop: threading.Event, holder: dict) ->
                 reports = []
                 delay = health.failed(exc)
             learner.status.update(health.report())
+            check_live = bool(reports) or time.monotonic() >= next_live_check
             if reports or time.monotonic() >= next_trim:
                 next_trim = time.monotonic() + spec.trim_interval_s
                 await _trim(learner)
@@ -123,6 +142,7 @@ async def run_forever(spec: LearnerSpec, stop: threading.Event, holder: dict) ->
                 try:
                     reports = await asyncio.to_thread(canaries.evaluate)
                     acted = [r for r in reports if r["verdict"] != "wait"]
+                    check_live = check_live or bool(acted)
                     learner.status["canaries"] = reports  # the canaries running now
                     learner.status["canary_actions"] = [
                         *learner.status.get("canary_actions", []), *acted
@@ -130,6 +150,10 @@ async def run_forever(spec: LearnerSpec, stop: threading.Event, holder: dict) ->
                 except Exception:
                     logger.exception("canary check failed; retrying in %.0f s",
                                      spec.config.canary_interval_s)
+            if check_live:
+                next_live_check = time.monotonic() + spec.live_check_interval_s
+                await _resolve_live(learner)
+            show(learner.status)
             text = learner.write_status(spec.status_path)
             with contextlib.suppress(Exception):  # Redis down: the step above logged it
                 await learner.publish_status(text)
@@ -150,6 +174,18 @@ async def _trim(learner: Learner) -> None:
         return
     learner.status["trimmed_total"] = learner.status.get("trimmed_total", 0) + removed
     learner.status["last_trim_at"] = time.time()
+
+
+async def _resolve_live(learner: Learner) -> None:
+    """Feedback-to-live of recent rounds whose version may still go live (best effort)."""
+    rows = pending(learner.status.get("recent_rounds", []))
+    if not rows:
+        return
+    try:
+        await asyncio.to_thread(resolve_live, learner.sessions, rows)
+    except Exception:
+        logger.warning("reading when versions went live failed; trying again later",
+                       exc_info=True)
 
 
 def _actor_class():

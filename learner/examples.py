@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -166,3 +167,14 @@ def load_from_adapter(adapter_dir: str | Path, part: str = "examples") -> list[E
     except (ValueError, AttributeError, TypeError) as exc:
         raise InvalidExample(f"{path} is not a training-data file: {exc}") from exc
     return [Example.from_dict(row) for row in rows]
+
+
+def replay_pool(parent_dir: str | Path | None) -> list[Example]:
+    """Earlier accepted examples: the live version's training set, which holds the
+    examples it replayed in turn, so older rounds stay in the pool by ancestry (shuffled
+    by the version's directory name, so the same version gives the same order)."""
+    if parent_dir is None:
+        return []
+    examples = load_from_adapter(parent_dir)
+    random.Random(Path(parent_dir).name).shuffle(examples)
+    return examples

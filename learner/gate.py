@@ -377,3 +377,8 @@ def _with_adapter(model: Any, adapter: str | None, fn: Any) -> Any:
             return fn(model)
     model.set_adapter(adapter)
     return fn(model)
+
+
+def only_regression_failed(verdict: GateResult) -> bool:
+    """Whether the regression set is all that failed (a gentler retrain may pass)."""
+    return bool(verdict.reasons) and all(r.startswith("regression set") for r in verdict.reasons)

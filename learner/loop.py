@@ -20,7 +20,6 @@ import functools
 import json
 import logging
 import os
-import random
 import shutil
 import time
 from collections import defaultdict
@@ -35,10 +34,13 @@ from learner.config import CRASH_POINTS, LearnerConfig
 from learner.curate import curate
 from learner.distill import rating_pairs, split_entries, tenant_of
 from learner.errors import IncompatibleParent, NothingToTrain
-from learner.examples import Example, load_from_adapter, save_with_adapter
+from learner.examples import Example, replay_pool, save_with_adapter
 from learner.forgetting import without_forgotten
-from learner.gate import evaluate
+from learner.gate import evaluate, only_regression_failed
+from learner.progress import StepReporter
+from learner.round_log import remember, round_row
 from learner.train import TrainConfig, preload, train_adapter
+from learner.triggers import is_due, next_trigger
 from learner.versions import auto_promote, carried_examples, live_version
 from storage import ArtifactStore, record_gate, register_candidate, trained_stream_ids
 from storage.forget_queries import forgotten_stream_ids
@@ -115,19 +117,23 @@ class Learner:
                     self.waiting[entry.stream_id] = entry
                     self.last_arrival_at = time.monotonic()
         self.status["backlog"] = len(self.waiting)
+        self.status["next_trigger"] = self.next_trigger()
         return len(fresh)
 
     def due(self) -> bool:
         """A round is due on a burst of feedback, on a pause after enough of it, or when
-        feedback has waited ``max_interval_s``."""
-        waiting = len(self.waiting)
+        feedback has waited ``max_interval_s`` (:mod:`learner.triggers`)."""
+        return is_due(self.config, **self._clock())
+
+    def next_trigger(self) -> dict:
+        """What starts the next round, and when (:func:`learner.triggers.next_trigger`)."""
+        return next_trigger(self.config, **self._clock(), now=time.time())
+
+    def _clock(self) -> dict:
         now = time.monotonic()
-        overdue = now - self.last_round_at >= self.config.max_interval_s
-        if waiting <= self._deferred and not overdue:
-            return False  # the last round could not train on these; wait for new ones
-        settled = (waiting >= self.config.min_round_examples
-                   and now - self.last_arrival_at >= self.config.settle_s)
-        return waiting >= self.config.min_new_examples or settled or (waiting > 0 and overdue)
+        return {"waiting": len(self.waiting), "deferred": self._deferred,
+                "since_round_s": now - self.last_round_at,
+                "since_arrival_s": now - self.last_arrival_at}
 
     async def step(self) -> list[dict]:
         """Poll once and run a round per tenant if one is due."""
@@ -141,6 +147,7 @@ class Learner:
         self._deferred = 0
         reports = [await self.run_round(t, entries) for t, entries in sorted(by_tenant.items())]
         self.last_round_at = time.monotonic()
+        self.status["next_trigger"] = self.next_trigger()
         return reports
 
     # -- a round -----------------------------------------------------------------------
@@ -159,9 +166,11 @@ class Learner:
 
     async def run_round(self, tenant: str, entries: list[SourceEntry]) -> dict:
         try:
-            return await self._run_round(tenant, entries)
+            report = await self._run_round(tenant, entries)
         finally:
             await self._progress(tenant, None)
+        remember(self.status, round_row(report, [e.stream_id for e in entries]))
+        return report
 
     async def _run_round(self, tenant: str, entries: list[SourceEntry]) -> dict:
         await self._progress(tenant, "reading", events=len(entries))
@@ -195,7 +204,7 @@ class Learner:
             joined, tenant=tenant, per_user_cap=config.per_user_cap,
             max_user_share=config.max_user_share, min_users=config.min_round_users,
             holdout_fraction=config.holdout_fraction,
-            replay=without_forgotten(self._replay(parent_dir), forgotten),
+            replay=without_forgotten(replay_pool(parent_dir), forgotten),
             replay_fraction=config.replay_fraction, carried=carried,
             seed=int(time.time()) & 0xFFFF, distill=distilled, ratings=ratings,
             distill_share=config.distill.max_share,
@@ -247,8 +256,10 @@ class Learner:
             await self._progress(tenant, "training", attempt=attempt + 1,
                                  examples=len(curated.train))
             clock = time.perf_counter()
+            steps = StepReporter(lambda step, total: self._progress(
+                tenant, "training", step=step, steps=total))
             trained, warm_start_note = await self._train(
-                curated.train, parent_dir, scratch / f"attempt-{attempt}", train_config)
+                curated.train, parent_dir, scratch / f"attempt-{attempt}", train_config, steps)
             timings["train_s"] = timings.get("train_s", 0.0) + time.perf_counter() - clock
             self._crash("after_train")
 
@@ -267,7 +278,7 @@ class Learner:
             )
             timings["evaluate_s"] = timings.get("evaluate_s", 0.0) + time.perf_counter() - clock
             verdicts.append(verdict.metrics["gate"])
-            if verdict.passed or not _only_regression_failed(verdict) \
+            if verdict.passed or not only_regression_failed(verdict) \
                     or attempt == self.config.retries:
                 break
             # Training drifted on general knowledge: hold it closer to the base model and
@@ -336,7 +347,7 @@ class Learner:
             self.waiting.pop(stream_id, None)
 
     async def _train(self, examples: list[Example], parent_dir, scratch: Path,
-                     config: TrainConfig):
+                     config: TrainConfig, progress=None):
         """Train warm-started from ``parent_dir``; fresh if its LoRA shape no longer fits.
 
         Returns the result and, for a fresh adapter that had a parent, why it was not
@@ -349,22 +360,13 @@ class Learner:
             examples=examples,
             output_dir=scratch / "adapter",
             config=config,
+            progress=progress,
         )
         try:
             return await asyncio.to_thread(train, parent_adapter=parent_dir), ""
         except IncompatibleParent as exc:  # raised before any training
             logger.warning("%s; training a fresh adapter (replay keeps earlier examples)", exc)
             return await asyncio.to_thread(train, parent_adapter=None), str(exc)
-
-    @staticmethod
-    def _replay(parent_dir) -> list[Example]:
-        """Earlier accepted examples: the live version's training set, which holds the
-        examples it replayed in turn, so older rounds stay in the pool by ancestry."""
-        if parent_dir is None:
-            return []
-        examples = load_from_adapter(parent_dir)
-        random.Random(Path(parent_dir).name).shuffle(examples)
-        return examples
 
     def _forgotten(self) -> set[str]:
         with self.sessions() as session:
@@ -394,7 +396,3 @@ class Learner:
     async def publish_status(self, text: str, ttl_s: int = 3600) -> None:
         """Put the status in Redis too, for `loraloop learner status` on any host."""
         await self.client.set(self.keys.learner_status, text, ex=ttl_s)
-
-
-def _only_regression_failed(verdict) -> bool:
-    return bool(verdict.reasons) and all(r.startswith("regression set") for r in verdict.reasons)

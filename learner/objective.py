@@ -52,12 +52,13 @@ class _Row:
 
 
 def fit(model: Any, tokenizer: Any, examples: Sequence[Example], anchors: Sequence[Anchor],
-        config: Any, *, bf16: bool) -> dict[str, Any]:
+        config: Any, *, bf16: bool, progress: Any = None) -> dict[str, Any]:
     """Train ``model``'s trainable LoRA weights in place; returns the metrics.
 
     ``config`` is a :class:`learner.train.TrainConfig`. ``model`` is a peft model
     whose active adapter is the one to train; the base model is reached with
-    ``model.disable_adapter()``.
+    ``model.disable_adapter()``. ``progress(step, total)``, if given, is called after
+    every optimizer step.
     """
     import torch
 
@@ -152,6 +153,8 @@ def fit(model: Any, tokenizer: Any, examples: Sequence[Example], anchors: Sequen
             schedule.step()
             optimizer.zero_grad(set_to_none=True)
             steps += 1
+            if progress is not None:
+                progress(steps, total_steps)
     model.eval()
     return {
         "steps": steps,

@@ -32,14 +32,13 @@ tested and benchmarked alone; the actor calls it in a worker thread.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import random
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -48,6 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from learner.errors import IncompatibleParent, NothingToTrain, OutputDirNotEmpty
 from learner.examples import Example
+from learner.progress import StepProgress, quiet_libraries, trainer_callback
 from learner.scoring import default_threads, limited_threads, load_tokenizer, render
 
 log = logging.getLogger(__name__)
@@ -125,13 +125,15 @@ class TrainResult:
 
 def train_adapter(*, base_model: str, base_model_name: str, examples: Sequence[Example],
                   output_dir: str | Path, config: TrainConfig | None = None,
-                  parent_adapter: str | Path | None = None) -> TrainResult:
+                  parent_adapter: str | Path | None = None,
+                  progress: StepProgress | None = None) -> TrainResult:
     """Train a LoRA adapter on ``examples`` and save it to ``output_dir``; see the module docstring.
 
     ``base_model`` is the base model's local path, ``base_model_name`` the name
     written into ``adapter_config.json`` (e.g. ``builtin:tiny``).
     ``output_dir`` must not exist or be empty. Raises ``NothingToTrain``,
-    ``IncompatibleParent`` or ``OutputDirNotEmpty`` before any training.
+    ``IncompatibleParent`` or ``OutputDirNotEmpty`` before any training. ``progress(step,
+    total)`` is called after every optimizer step (:mod:`learner.progress`).
     """
     config = config or TrainConfig()
     started = time.perf_counter()
@@ -145,7 +147,7 @@ def train_adapter(*, base_model: str, base_model_name: str, examples: Sequence[E
     random.Random(config.seed).shuffle(rows)  # KTO samples sequentially: mix labels per batch
     parent_config = _parent_config(parent_adapter, config) if parent_adapter else None
 
-    with limited_threads(config.threads or default_threads()) as threads, _quiet_libraries(), \
+    with limited_threads(config.threads or default_threads()) as threads, quiet_libraries(), \
             tempfile.TemporaryDirectory(prefix="loraloop-train-") as scratch:
         import torch
         from peft import LoraConfig, PeftModel, get_peft_model
@@ -170,9 +172,10 @@ def train_adapter(*, base_model: str, base_model_name: str, examples: Sequence[E
         if method == "anchored":
             if peft_config is not None:
                 model = get_peft_model(model, peft_config)
-            fitted = _fit_anchored(model, tokenizer, rows, config)
+            fitted = _fit_anchored(model, tokenizer, rows, config, progress)
         else:
-            trainer = _make_trainer(method, model, tokenizer, rows, config, peft_config, scratch)
+            trainer = _make_trainer(method, model, tokenizer, rows, config, peft_config,
+                                    scratch, progress)
             fitted = _fit_trl(trainer, started)
             model = trainer.model
         trained = time.perf_counter()
@@ -219,7 +222,7 @@ def _fit_trl(trainer: Any, started: float) -> dict[str, Any]:
 
 
 def _fit_anchored(model: Any, tokenizer: Any, rows: Sequence[Example],
-                  config: TrainConfig) -> dict[str, Any]:
+                  config: TrainConfig, progress: StepProgress | None) -> dict[str, Any]:
     import learner.anchors as anchors  # not via the package, which imports this module
     import learner.objective as objective
 
@@ -232,7 +235,8 @@ def _fit_anchored(model: Any, tokenizer: Any, rows: Sequence[Example],
     with model.disable_adapter(), _autocast(model, bf16):
         kept = anchors.answer(model, tokenizer, chats, max_new_tokens=config.anchor_tokens)
     anchored = time.perf_counter()
-    fitted = objective.fit(model, tokenizer, rows, kept, config, bf16=bf16)
+    fitted = objective.fit(model, tokenizer, rows, kept, config, bf16=bf16,
+                           progress=progress)
     fitted["anchor_seconds"] = round(anchored - started, 3)
     fitted["prepare_seconds"] = round(fitted["prepare_seconds"] + anchored - started, 3)
     return fitted
@@ -252,7 +256,7 @@ def preload() -> float:
     that its first round is not that much slower than the next ones.
     """
     started = time.perf_counter()
-    with _quiet_libraries():
+    with quiet_libraries():
         import datasets  # noqa: F401
         import peft  # noqa: F401
         from trl import KTOTrainer, SFTTrainer  # noqa: F401
@@ -315,7 +319,8 @@ def _common_args(config: TrainConfig, scratch: str, batch: int) -> dict[str, Any
 
 
 def _make_trainer(method: str, model: Any, tokenizer: Any, rows: Sequence[Example],
-                  config: TrainConfig, peft_config: Any, scratch: str) -> Any:
+                  config: TrainConfig, peft_config: Any, scratch: str,
+                  progress: StepProgress | None = None) -> Any:
     from datasets import Dataset
     from transformers.trainer_callback import PrinterCallback
 
@@ -341,6 +346,8 @@ def _make_trainer(method: str, model: Any, tokenizer: Any, rows: Sequence[Exampl
         trainer = SFTTrainer(model=model, args=args, train_dataset=data,
                              processing_class=tokenizer, peft_config=peft_config)
     trainer.remove_callback(PrinterCallback)  # it prints every log line to stdout
+    if progress is not None:
+        trainer.add_callback(trainer_callback(progress))
     return trainer
 
 
@@ -353,25 +360,6 @@ def _tidy_output(out: Path, base_model_name: str) -> None:
     adapter_config = json.loads(config_path.read_text("utf-8"))
     adapter_config["base_model_name_or_path"] = base_model_name
     config_path.write_text(json.dumps(adapter_config, indent=2, sort_keys=True) + "\n")
-
-
-@contextlib.contextmanager
-def _quiet_libraries() -> Iterator[None]:
-    """No progress bars from datasets and transformers during training; restore after."""
-    import datasets
-    from transformers.utils import logging as hf_logging
-
-    bars_on = datasets.is_progress_bar_enabled()
-    hf_bars_on = hf_logging.is_progress_bar_enabled()
-    datasets.disable_progress_bars()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if bars_on:
-            datasets.enable_progress_bars()
-        if hf_bars_on:
-            hf_logging.enable_progress_bar()
 
 
 def use_bf16(precision: str) -> bool:

@@ -23,6 +23,7 @@ def learner_run() -> None:
     from feedback.connections import redact_url
     from learner.actor import run_forever
     from loraloop.compose import learner_spec
+    from loraloop.progress import RoundProgress
     from storage.db import migrate
 
     settings = load_settings()
@@ -33,7 +34,11 @@ def learner_run() -> None:
         signal.signal(sig, lambda *_: stop.set())
     typer.echo(f"learner reading {redact_url(spec.redis_url)} (prefix {spec.redis_prefix}); "
                "Ctrl-C stops it")
-    asyncio.run(run_forever(spec, stop, {}))
+    shown = RoundProgress(typer.echo)  # a bar on a terminal, plain lines otherwise
+    try:
+        asyncio.run(run_forever(spec, stop, {}, on_status=shown))
+    finally:
+        shown.close()
 
 
 @app.command("status")

@@ -78,7 +78,12 @@ def sha256_file(path: Path) -> str:
 @contextlib.contextmanager
 def _file_lock(path: Path) -> Iterator[None]:
     with open(path, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # say why nothing moves: the build can take half a minute
+            logger.warning("another process is building %s; waiting for it to finish",
+                           path.name.removeprefix(".").removesuffix(".lock"))
+            fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
         finally:

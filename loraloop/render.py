@@ -265,15 +265,28 @@ def learner_status(status: dict, waiting: list[str]) -> None:
     if current:
         since = now - current.get("started_at", now)
         detail = ", ".join(f"{k} {v}" for k, v in current.items()
-                           if k not in ("tenant", "phase", "started_at", "phase_at"))
+                           if k not in ("tenant", "phase", "started_at", "phase_at", "step",
+                                        "steps"))
+        if current.get("steps"):
+            detail = f"step {current.get('step', 0)}/{current['steps']}" + \
+                (", " + detail if detail else "")
         typer.echo(f"round        {current.get('tenant')}: {current.get('phase')} "
                    f"({since:.0f} s in{', ' + detail if detail else ''})")
+    age = max(0.0, now - status.get("updated_at", now))
+    if current:
+        typer.echo("next round   after the one running now")
+    elif status.get("next_trigger"):
+        typer.echo(f"next round   {next_trigger(status['next_trigger'], age)}")
     last = status.get("last_round")
     if last:
         timings = ", ".join(
             f"{k.removesuffix('_s')} {v:.2f} s" for k, v in last.get("timings", {}).items()
         )
         typer.echo(f"last round   {last.get('tenant')}: {last.get('outcome')} ({timings})")
+    for row in status.get("recent_rounds", [])[-5:]:
+        typer.echo(f"recent round {row.get('tenant')} {(row.get('version') or '-')[:12]}: "
+                   f"{row.get('outcome')}, {row.get('seconds', 0):.1f} s, "
+                   f"feedback-to-live {feedback_to_live(row)}")
     for canary in status.get("canaries", []):
         p = canary.get("p_canary_better")
         typer.echo(
@@ -286,3 +299,34 @@ def learner_status(status: dict, waiting: list[str]) -> None:
         typer.echo(f"canary acted {action['tenant']}: {action['verdict']} {action['canary'][:12]}")
     for line in waiting:
         typer.echo(f"waiting      {line}")
+
+
+def next_trigger(trigger: dict, age_s: float = 0.0) -> str:
+    """What starts the learner's next round (``learner.triggers.next_trigger``), in words;
+    ``age_s``: how old the reading is."""
+    backlog, needed = trigger.get("backlog", 0), trigger.get("needed")
+    pause = f"{trigger.get('settle_needed')} after a {trigger.get('settle_s', 0):g} s pause"
+    reason = trigger.get("reason")
+    if reason == "waiting_for_feedback":
+        return f"on new feedback: {needed} event(s) start one at once, {pause}"
+    left = max(0.0, float(trigger.get("in_s") or 0) - age_s)
+    when = "now" if left == 0 else f"in {left:.0f} s"
+    if reason == "burst":
+        why = f"a burst of {backlog} event(s) (>= {needed})"
+    elif reason == "settle":
+        why = f"the pause after {backlog} event(s) ({pause}; {needed} start one at once)"
+    else:
+        why = (f"the max interval ({trigger.get('max_interval_s', 0):g} s since the last "
+               f"round) with {backlog} event(s) waiting")
+        if trigger.get("deferred"):
+            why += f", {trigger['deferred']} of them deferred until new feedback comes"
+    return f"{when}: {why}"
+
+
+def feedback_to_live(row: dict) -> str:
+    """A recent round's feedback-to-live time (``learner.round_log``), in words."""
+    if row.get("feedback_to_live_s") is not None:
+        return f"{row['feedback_to_live_s']:.1f} s"
+    if not row.get("version"):
+        return "- (no version)"
+    return f"never ({row['never_live']})" if row.get("never_live") else "not live yet"

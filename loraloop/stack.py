@@ -8,14 +8,18 @@ tells `loraloop status` and `loraloop down` what runs where.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import threading
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 from feedback.connections import redact_url
 from loraloop.compose import auto_promote_policy, learner_spec, serve_config
+from loraloop.progress import StartupSteps
 from loraloop.settings import Settings
 from loraloop.stack_state import StackState, redis_url_for
 
@@ -35,37 +39,46 @@ class Stack:
         self._redis = None
         self._ray_started = False
 
-    def start(self) -> StackState:
+    def start(self, steps: Callable[[str], AbstractContextManager] | None = None) -> StackState:
+        """Start every part; ``steps(name)`` (e.g. :class:`loraloop.progress.StartupSteps`)
+        wraps each start-up step: redis, database, model, ray, serve app, learner."""
+        step = steps or (lambda _name: contextlib.nullcontext())
         settings = self.settings
         _, promotion = auto_promote_policy(settings)  # refuses an unsafe policy before starting
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         redis_url = settings.redis_url
-        if not redis_url:
-            from feedback.redis_server import EmbeddedRedis
+        with step("redis"):
+            if not redis_url:
+                from feedback.redis_server import EmbeddedRedis
 
-            fsync = "always" if settings.feedback_config.strict_durability else "everysec"
-            self._redis = EmbeddedRedis(settings.data_dir, appendfsync=fsync).start()
-            redis_url = self._redis.url
+                fsync = "always" if settings.feedback_config.strict_durability else "everysec"
+                self._redis = EmbeddedRedis(settings.data_dir, appendfsync=fsync).start()
+                redis_url = self._redis.url
         logger.info("redis at %s", redact_url(redis_url))
 
-        from storage.db import migrate
+        with step("database"):
+            from storage.db import migrate
 
-        migrate(settings.sqlalchemy_url)
-        config = serve_config(settings, redis_url=redis_url, replicas=self.replicas)
+            migrate(settings.sqlalchemy_url)
+        with step("model"):  # builds a built-in model at first use (builtin:smollm2: ~30 s)
+            config = serve_config(settings, redis_url=redis_url, replicas=self.replicas)
 
-        import ray
-        from ray import serve
+        with step("ray"):
+            import ray
+            from ray import serve
 
-        from serving.app import build_app
+            ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
+            self._ray_started = True
+        with step("serve app"):
+            from serving.app import build_app
 
-        ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
-        self._ray_started = True
-        serve.start(http_options={"host": settings.http_host, "port": settings.http_port})
-        serve.run(build_app(config), name="loraloop", route_prefix="/")
+            serve.start(http_options={"host": settings.http_host, "port": settings.http_port})
+            serve.run(build_app(config), name="loraloop", route_prefix="/")
         if settings.learner:
-            from learner.actor import start_actor
+            with step("learner"):
+                from learner.actor import start_actor
 
-            start_actor(learner_spec(settings, redis_url=redis_url))
+                start_actor(learner_spec(settings, redis_url=redis_url))
         return StackState(
             pid=os.getpid(),
             http_url=f"http://{settings.http_host}:{settings.http_port}",
@@ -126,7 +139,7 @@ def run_foreground(settings: Settings, *, replicas: int, address: str | None, ec
         signal.signal(sig, on_signal)
     stack = Stack(settings, replicas=replicas, address=address)
     try:
-        state = stack.start()
+        state = stack.start(StartupSteps(echo))
         # ray.init() installs its own SIGTERM handler (which exits without our
         # clean-up); take the signals back now that Ray is up.
         for sig in (signal.SIGINT, signal.SIGTERM):

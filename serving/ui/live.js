@@ -108,7 +108,10 @@ function showLearner(reading) {
     fact("Backlog", `${status.backlog || 0} feedback event(s) waiting`);
     fact("Rounds", String(status.rounds || 0));
     fact("Last version", versionCode(status.last_version));
-    if (status.round) fact("Round now", `${status.round.tenant}: ${status.round.phase}`);
+    if (status.round) {
+      const steps = status.round.steps ? ` step ${status.round.step || 0}/${status.round.steps}` : "";
+      fact("Round now", `${status.round.tenant}: ${status.round.phase}${steps}`);
+    }
     const last = status.last_round;
     if (last) {
       const total = Object.values(last.timings || {}).reduce((a, b) => a + b, 0);
@@ -119,11 +122,51 @@ function showLearner(reading) {
         + `${canary.canary_down} down vs live ${canary.live_up} / ${canary.live_down}: `
         + canary.verdict);
     }
-    fact("Next round", "on a burst of feedback, after a pause, or at the learner's "
-      + "max interval (its trigger is not published)");
+    if (status.round) fact("Next round", "after the one running now");
+    else if (status.next_trigger) {
+      facts.push(el("dt", {}, "Next round"), el("dd", { id: "next-trigger",
+        "data-reason": status.next_trigger.reason }, nextTrigger(status.next_trigger,
+        reading.age_s || 0)));
+    }
   }
   $("learner").replaceChildren(...facts);
+  if ($("ops").hidden) return;
   const timings = Object.entries((status.last_round || {}).timings || {})
     .map(([name, seconds]) => [name.replace(/_s$/, ""), seconds]);
-  if (!$("ops").hidden) drawBars($("chart-round"), timings, { format: (v) => `${v.toFixed(1)}s` });
+  drawBars($("chart-round"), timings, { format: (v) => `${v.toFixed(1)}s` });
+  showFeedbackToLive(status.recent_rounds || []);
+}
+
+// What starts the learner's next round (learner/triggers.py), in words; `age` is how
+// old the reading is, so the countdown does not depend on this browser's clock.
+function nextTrigger(t, age) {
+  const pause = `${t.settle_needed} after a ${t.settle_s} s pause`;
+  if (t.reason === "waiting_for_feedback") {
+    return `On new feedback: ${t.needed} event(s) start one at once, ${pause}`;
+  }
+  const left = Math.max(0, (t.in_s || 0) - age);
+  const when = left === 0 ? "Now" : `In ${Math.round(left)} s`;
+  if (t.reason === "burst") return `${when}: a burst of ${t.backlog} event(s) (≥ ${t.needed})`;
+  if (t.reason === "settle") {
+    return `${when}: the pause after ${t.backlog} event(s) (${pause}; ${t.needed} start one at once)`;
+  }
+  const deferred = t.deferred ? `, ${t.deferred} of them deferred until new feedback comes` : "";
+  return `${when}: the max interval (${t.max_interval_s} s since the last round) with `
+    + `${t.backlog} event(s) waiting${deferred}`;
+}
+
+// Each recent round whose version went live: seconds from its newest feedback event to
+// live (learner/round_log.py); the legend also lists the rounds still waiting.
+function showFeedbackToLive(rounds) {
+  const made = rounds.filter((r) => r.tenant === live.tenant && r.version);
+  const done = made.filter((r) => r.feedback_to_live_s !== null && r.feedback_to_live_s !== undefined);
+  const seconds = (v) => (v < 100 ? `${v.toFixed(1)} s` : `${Math.round(v)} s`);
+  drawBars($("chart-feedback-live"), done.map((r) => [short(r.version).slice(0, 6),
+    r.feedback_to_live_s]), { format: seconds });
+  const items = made.slice(-8).map((r) => el("li", { "data-version": r.version },
+    `${short(r.version)}: ${r.feedback_to_live_s !== null && r.feedback_to_live_s !== undefined
+      ? seconds(r.feedback_to_live_s) : r.never_live ? `never live (${r.never_live})`
+        : "not live yet"}`));
+  $("legend-feedback-live").replaceChildren(...(items.length ? items
+    : [el("li", { class: "muted" }, "no version made yet")]));
 }

@@ -106,6 +106,45 @@ async def test_the_learner_status_shows_missing_running_and_stale(ui, page_for, 
     await expect(badge).to_contain_text("stopped or stuck (updated 60 min ago)")
 
 
+async def test_the_next_trigger_and_feedback_to_live_follow_the_learner_without_a_reload(
+        ui, page_for, redis_client, shots):
+    a1 = ui.versions["a1"]
+    trigger = {"reason": "settle", "backlog": 5, "needed": 16, "settle_needed": 4,
+               "settle_s": 10, "max_interval_s": 300, "deferred": 0, "in_s": 600, "at": 0}
+    made = {"tenant": "acme", "version": a1, "outcome": "canary at 0.1", "seconds": 16.0,
+            "newest_feedback_at": time.time() - 100, "feedback_to_live_s": None,
+            "settled": False}
+
+    def publish(**status) -> None:  # as the learner publishes it after each step
+        redis_client.set(ui.keys.learner_status, json.dumps(
+            {"rounds": 1, "backlog": 5, "updated_at": time.time(), **status}), ex=3600)
+
+    publish(next_trigger=trigger, recent_rounds=[made])
+    ops = await open_ops(await page_for(), ui.url, tenant="acme")
+    await ops.evaluate("window.sameDocument = true")
+    shown = ops.locator("#next-trigger")
+    await expect(shown).to_have_attribute("data-reason", "settle")
+    await expect(shown).to_contain_text("the pause after 5 event(s) (4 after a 10 s pause")
+    await expect(shown).to_contain_text(re.compile(r"In \d+ s"))
+    legend = ops.locator(f"#legend-feedback-live li[data-version='{a1}']")
+    await expect(legend).to_have_text(f"{a1[:12]}: not live yet")
+
+    # The canary went live; the learner found when, and its next round waits for feedback.
+    publish(next_trigger={**trigger, "reason": "waiting_for_feedback", "backlog": 0,
+                          "in_s": None, "at": None},
+            recent_rounds=[{**made, "feedback_to_live_s": 42.5, "settled": True}])
+    await expect(legend).to_have_text(f"{a1[:12]}: 42.5 s", timeout=60_000)  # the next poll
+    await expect(shown).to_have_text("On new feedback: 16 event(s) start one at once, "
+                                     "4 after a 10 s pause")
+    assert await ops.evaluate("window.sameDocument") is True  # no reload happened
+    await ops.screenshot(path=shots / "ops-feedback-to-live.png", full_page=True)
+
+    publish(round={"tenant": "acme", "phase": "training", "started_at": time.time(),
+                   "step": 12, "steps": 48})
+    await expect(ops.locator("#learner")).to_contain_text("acme: training step 12/48",
+                                                          timeout=60_000)
+
+
 async def test_the_charts_follow_requests_and_thumbs_without_a_reload(ui, page_for, shots):
     a1 = ui.versions["a1"][:12]
     ops = await open_ops(await page_for(), ui.url, tenant="acme")

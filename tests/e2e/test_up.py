@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -133,6 +134,9 @@ def test_up_in_the_foreground_stops_everything_on_ctrl_c(tmp_path, data_dir, smo
                    every_s=1)
         ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=30)
         assert ready.status_code == 200, ready.text
+        # Each start-up step, as it finished, with its duration (plain lines: not a terminal).
+        steps = re.findall(r"^started (.+) in \d+\.\d\d s$", log.read_text(), re.MULTILINE)
+        assert steps == ["redis", "database", "model", "ray", "serve app", "learner"], steps
         family = [psutil.Process(up.pid), *psutil.Process(up.pid).children(recursive=True)]
         assert any("redis-server" in " ".join(p.cmdline()) for p in family)
 
