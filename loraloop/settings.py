@@ -387,3 +387,12 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
             value = _merge(merged[key], value)
         merged[key] = value
     return merged
+
+
+def defaults_environment(overrides: Mapping[str, str]) -> dict[str, str]:
+    """This process's environment without any ``LORALOOP_*``, plus ``overrides``: what a
+    child `loraloop` that must run on the defaults gets (the demo's stack)."""
+    import os
+
+    return {**{k: v for k, v in os.environ.items() if not k.startswith(PREFIX)},
+            **overrides}

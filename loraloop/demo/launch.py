@@ -9,7 +9,6 @@ shell is dropped, so the demo shows what a fresh install does.
 
 from __future__ import annotations
 
-import os
 import secrets
 import shutil
 import socket
@@ -17,6 +16,8 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from loraloop.settings import defaults_environment
 
 
 def free_port() -> int:
@@ -41,9 +42,9 @@ class DemoStack:
         return self.home / "run" / "up.log"
 
     def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LORALOOP_")}
-        return {**env, "LORALOOP_DATA_DIR": str(self.home), "LORALOOP_HTTP_PORT": str(self.port),
-                "LORALOOP_ADMIN_TOKEN": self.admin_token}
+        return defaults_environment({
+            "LORALOOP_DATA_DIR": str(self.home), "LORALOOP_HTTP_PORT": str(self.port),
+            "LORALOOP_ADMIN_TOKEN": self.admin_token})
 
     def loraloop(self, *args: str, timeout_s: float) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "loraloop.cli", *args], env=self.env(),

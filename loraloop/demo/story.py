@@ -208,6 +208,8 @@ def learner_words(status: dict) -> str:
     inner = status.get("status") or {}
     round_ = inner.get("round")
     if round_:
-        return f"{state}: round on {round_.get('tenant')}, {round_.get('phase')}"
+        step = (f" step {round_.get('step', 0)}/{round_['steps']}"
+                if round_.get("steps") and round_.get("phase") == "training" else "")
+        return f"{state}: round on {round_.get('tenant')}, {round_.get('phase')}{step}"
     return f"{state}: backlog {inner.get('backlog', '?')}"
 
