@@ -11,9 +11,10 @@ import json
 import time
 from typing import Annotated
 
+import httpx
 import typer
 
-from loraloop.render import EXIT_ERROR, EXIT_OK, load_settings
+from loraloop.render import EXIT_ERROR, EXIT_OK, fail, load_settings
 
 app = typer.Typer()
 
@@ -48,8 +49,8 @@ def demo(
     typer.echo(f"loraloop demo ({plan.name}): {plan.facts} made-up facts, {plan.general} "
                f"general questions, in {stack.home}")
     started = time.monotonic()
-    typer.echo("building the model (first run only) ...")
-    resolve_model("builtin:smollm2", settings.data_dir)
+    typer.echo(f"model builtin:smollm2: {resolve_model('builtin:smollm2', settings.data_dir)} "
+               "(converted from its wheel at first use)")
     typer.echo("starting the stack: embedded Redis, SQLite, Ray Serve, the learner ...")
     stack.prepare()
     stack.up()
@@ -61,15 +62,20 @@ def demo(
     def make_client() -> StackClient:
         return StackClient(stack.url, admin_token=stack.admin_token)
 
+    failure = None
     try:
         with View(record) as view:
             Story(client, plan, record, view.changed, make_client).run()
+    except (httpx.HTTPError, TimeoutError) as exc:  # the stack failed the users: say so
+        failure = f"{type(exc).__name__}: {exc} (the stack's log: {stack.log})"
     finally:
         client.close()
         if not keep_running:
             typer.echo("stopping the demo's stack ...")
             stack.down()
-    summary = record.summary()
+    if "base" not in record.measured:
+        fail(f"the demo stopped before it measured the base model: {failure}")
+    summary = {**record.summary(), "error": failure}
     (stack.home / "demo-summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     curve = write_curve(record, stack.home / "learning-curve.png")
     typer.echo(wrap_up(summary, curve))
@@ -96,6 +102,7 @@ def wrap_up(summary: dict, curve) -> str:
              if r.get("feedback_to_live_s") is not None else "")
           for r in summary["rounds"]],
         f"learning curve: {curve}",
+        *([f"the demo stopped early: {summary['error']}"] if summary["error"] else []),
         "the users' corrections reached them" if summary["reached"] else
         f"the taught accuracy did not reach {summary['target']:.0%} with the general set "
         "holding",

@@ -48,6 +48,12 @@ class StackClient:
             body["correction"] = correction
         self.http.post("/v1/feedback", json=body).raise_for_status()
 
+    def models(self) -> list[str]:
+        """The model names ``/v1/models`` offers now."""
+        reply = self.http.get("/v1/models")
+        reply.raise_for_status()
+        return [m["id"] for m in reply.json()["data"]]
+
     # -- what ops read -------------------------------------------------------------------
     def _admin_get(self, path: str, **params) -> list | dict:
         reply = self.http.get(path, params=params, headers=self.admin)

@@ -123,14 +123,19 @@ class Story:
             time.sleep(2)
         return "timeout"
 
-    def await_served(self, version: str, timeout_s: float = 300) -> None:
+    def await_served(self, version: str) -> None:
         """Until the replicas answer the users with ``version`` (they swap it in on the
         alias change)."""
+        self.wait_for(lambda: self.client.ask(self.taught[0].question, user=PROBE,
+                                              max_tokens=2).version == version, timeout_s=300,
+                      what=f"answers from {short(version)}")
+
+    @staticmethod
+    def wait_for(condition: Callable[[], bool], *, timeout_s: float, what: str) -> None:
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            answer = self.client.ask(self.taught[0].question, user=PROBE, max_tokens=2)
-            if answer.version == version:
-                return
+        while not condition():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"waited {timeout_s:.0f} s for {what}")
             time.sleep(1)
 
     def refresh_registry(self) -> None:
@@ -147,6 +152,10 @@ class Story:
     def measure(self, version: str) -> None:
         """Greedy answers of ``version`` to the taught and the general questions."""
         model = "base" if version == "base" else f"default@{version}"
+        # The ingress learns of a new version from the registry a moment after it
+        # serves it under the alias (its catalog refreshes in the background).
+        self.wait_for(lambda: model in self.client.models(), timeout_s=120,
+                      what=f"{model} in /v1/models")
 
         def right(items) -> list[bool]:
             return [item.is_right(self.client.ask(item.question, user=PROBE, model=model).text)
