@@ -79,8 +79,10 @@ class ModelRouter:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def names(self) -> list[str]:
-        """Every model name a client may send (for /v1/models and 404 messages)."""
-        known = self._snapshot(force=False)
+        """Every model name a client may send (for /v1/models and 404 messages); reads the
+        registry again if the last read is older than ``refresh_every_s``, so a new
+        version is listed without a request for it having missed first."""
+        known = self._snapshot(force=True)
         names = [BASE]
         for tenant in sorted(known):
             names += [tenant, *(f"{tenant}@{a}" for a in ALIASES)]

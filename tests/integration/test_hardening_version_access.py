@@ -96,3 +96,22 @@ async def test_a_tenant_may_allow_more_statuses(stack):
     assert (await _chat(client, f"acme@{ids['gated'][:10]}")).status_code == 200
     r = await _chat(client, f"acme@{ids['rejected'][:10]}")
     assert r.status_code == 404 and "gated" in r.json()["error"]["message"]
+
+
+async def test_a_version_promoted_later_is_listed_without_a_request_for_it(stack, make_adapter,
+                                                                           tmp_path):
+    client, _, _ = stack
+    before = {m["id"] for m in (await client.get("/v1/models")).json()["data"]}
+    registry = LocalRegistry.create(tmp_path)  # the same database, a second handle
+    newer = registry.register(make_adapter("access-newer", seed=80))
+    registry.promote(newer)
+    assert f"acme@{newer}" not in before
+
+    async def listed() -> bool:
+        names = {m["id"] for m in (await client.get("/v1/models")).json()["data"]}
+        return f"acme@{newer}" in names
+
+    # Every listing used to serve the first read of the registry until some request
+    # missed; it now reads again once the last read is older than refresh_every_s.
+    await until(listed, what="the new live version in /v1/models", every_s=0.2)
+    assert (await _chat(client, f"acme@{newer[:10]}")).status_code == 200
