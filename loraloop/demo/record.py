@@ -101,6 +101,8 @@ class Record:
             label = marks.get(action)
             if label is None or entry.get("outcome") != "ok":
                 continue
+            if action == "promote" and entry.get("to_status") not in (None, "live"):
+                continue  # the row of the version a promotion displaced
             at = datetime.fromisoformat(entry["at"]).timestamp()
             found.append({"t": round(self.elapsed(at), 1), "label": label,
                           "version": entry.get("version_id") or entry.get("to_version"),

@@ -31,7 +31,10 @@ def told(taught_after: list[bool], general_after: list[bool]) -> Record:
          "to_status": "rolled_back"},
         {"action": "canary", "outcome": "ok", "at": iso(1080), "version_id": "v2"},
         {"action": "promote", "outcome": "refused", "at": iso(1085), "version_id": "v2"},
-        {"action": "promote", "outcome": "ok", "at": iso(1090), "version_id": "v2"},
+        {"action": "promote", "outcome": "ok", "at": iso(1090), "version_id": "v2",
+         "to_status": "live"},
+        {"action": "promote", "outcome": "ok", "at": iso(1090), "version_id": "v0",
+         "to_status": "retired"},  # the displaced live version's row
     ]
     return record
 
