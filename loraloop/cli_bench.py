@@ -100,10 +100,12 @@ def bench(
         "--full", help="Each bench with its own defaults: the smollm2 benches take an hour "
         "or more on 2 cores instead of minutes.")] = False,
 ) -> None:
-    """Run every benchmark in bench/ one after the other and write the report: latest.json,
-    latest.md (the machine, each figure next to its baseline) and PNG plots. A bench that
-    fails or runs out of time is reported as such; the others still run. Exits 1 if any
-    failed."""
+    """Run the benchmarks in bench/ and write their report.
+
+    One after the other, then latest.json, latest.md (the machine, each figure next to its
+    baseline) and PNG plots. A bench that fails or runs out of time is reported as such;
+    the others still run. Exits 1 if any failed.
+    """
     where = bench_dir()
     sys.path.insert(0, str(where))
     import suite
