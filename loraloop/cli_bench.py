@@ -79,7 +79,7 @@ class _Display:
                 f"{outcome.seconds:.0f} s ({elapsed:.1f} min so far)")
         if self.progress:
             self.progress.remove_task(self.current)
-            self.progress.advance(self.overall)
+            self.progress.update(self.overall, advance=1, description="benches")
             mark = "[green]✓" if outcome.status == "ok" else "[yellow]-" \
                 if outcome.status == "skipped" else "[red]✗"
             self.progress.console.print(f"{mark}[/] {line}")
