@@ -18,7 +18,7 @@ answers of that version:
         [--facts N] [--general N] [--json out.json]
 
 ``--env`` runs an alternative configuration (repeatable). Expect 10-20 minutes
-on 2 CPU cores; ``--rounds 2 --facts 6 --general 12`` (what ``loraloop bench`` runs
+on 2 CPU cores; ``--rounds 1 --facts 6 --general 12`` (what ``loraloop bench`` runs
 unless ``--full``) is a short version of the same measurement.
 """
 

@@ -67,7 +67,7 @@ SUITE: tuple[Bench, ...] = (
     Bench("abuse", "chat p99 under a flood ÷ idle, sybil share, durability",
           ("--requests", "30", "--burst", "400"), (), timeout_s=420),
     Bench("learning_efficacy", "builtin:smollm2 learns taught facts, keeps general ones",
-          ("--rounds", "2", "--facts", "6", "--general", "12"), (),
+          ("--rounds", "1", "--facts", "6", "--general", "12", "--round-timeout", "480"), (),
           timeout_s=900, full_timeout_s=2700),
     Bench("test_time_compute", "builtin:smollm2 accuracy against compute; handoff rate",
           ("--quick",), (), timeout_s=900, full_timeout_s=3600),
