@@ -83,6 +83,7 @@ def run(args) -> dict:
     env = dict(item.split("=", 1) for item in args.env)
     facts, general = FACTS[:args.facts], GENERAL[:args.general]
     rounds: list[dict] = []
+    base, audit, interrupted = None, [], None
     started = time.monotonic()
     try:
         with running_stack(data_dir, env=env, log=Path(args.log) if args.log else None) as client:
@@ -120,6 +121,8 @@ def run(args) -> dict:
                     break
             audit = [(a["action"], a["outcome"], a.get("to_status"), a["actor"])
                      for a in client.audit()]
+    except KeyboardInterrupt:  # stopped (Ctrl-C, or `loraloop bench`'s time limit)
+        interrupted = "stopped before the end: the rounds above are complete"
     finally:
         if not args.keep:
             shutil.rmtree(data_dir, ignore_errors=True)
@@ -139,6 +142,7 @@ def run(args) -> dict:
             "first_feedback_to_live_min": final["first_feedback_to_live_min"],
         },
         "audit_moves": audit[-12:],
+        **({"interrupted": interrupted} if interrupted else {}),
         "seconds": round(time.monotonic() - started, 1),
     }
 
