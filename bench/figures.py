@@ -75,7 +75,8 @@ def _compare_engines(r: dict) -> list[Figure]:
     for other in others:
         for key in runs[other]:
             if key.startswith("tokens_per_s") and "adapter" not in key:
-                rows.append(Figure("compare_engines", f"{other} {key.replace('_', ' ')}",
+                rows.append(Figure("compare_engines",
+                                   f"{other} tokens/s, {key.rpartition('_')[2]}",
                                    runs[other][key], "tokens/s", runs[first][key], first))
     for name, run in runs.items():
         adapter = next(k for k in run if k.startswith("tokens_per_s_adapter"))
