@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import httpx
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -57,6 +59,21 @@ def measure(client, model: str, facts=FACTS, general=GENERAL) -> dict:
         "general": sum(kept) / len(kept),
         "general_lost": [k.question for k, ok in zip(general, kept, strict=True) if not ok],
     }
+
+
+def wait_addressable(client, model: str, timeout_s: float = 60) -> None:
+    """Wait until ``model`` (tenant@version) answers. The ingress's catalog of versions is
+    a copy refreshed every few seconds (serving/route_snapshot.py), so a version that has
+    just gone live may be refused with a 404 when pinned, for a moment."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            client.ask(FACTS[0].question, user=PROBE_USER, model=model, max_tokens=1)
+            return
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code != 404 or time.monotonic() > deadline:
+                raise
+            time.sleep(1)
 
 
 def teach(client, round_: int, facts=FACTS) -> tuple[int, float, float]:
@@ -109,6 +126,7 @@ def run(args) -> dict:
                     (time.monotonic() - first_feedback) / 60, 2)
                 live = new
                 version = next(v for v in client.versions() if v["id"] == live)
+                wait_addressable(client, f"default@{live}")
                 measured = measure(client, f"default@{live}", facts, general)
                 entry.update(version=live[:12], **measured,
                              gate=version["metrics"].get("gate"),
