@@ -48,7 +48,7 @@ def _feedback_ops(r: dict) -> list[Figure]:
     # The bounds the clients are configured with: the socket timeout (0.3 s) for a store
     # call, the close timeout (0.5 s) for the sink.
     for case, ms in r.get("store_fail_ms", {}).items():
-        rows.append(Figure("feedback_ops", f"feedback store answers unavailable ({case})", ms,
+        rows.append(Figure("feedback_ops", f"store says unavailable, {case}", ms,
                            "ms", 300.0, "socket timeout"))
     if "close_down_s" in r:
         rows.append(Figure("feedback_ops", "sink close, Redis down", r["close_down_s"], "s",
