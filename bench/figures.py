@@ -154,8 +154,11 @@ def _abuse(r: dict) -> list[Figure]:
 
 def _learning_efficacy(r: dict) -> list[Figure]:
     base, final = r["base"], r.get("final")
-    if not final:
-        return [Figure("learning_efficacy", "no round went live", None)]
+    if not final:  # what the base model answered, and the rounds' outcomes
+        outcomes = ", ".join(str(x.get("outcome", "live")) for x in r["rounds"]) or "none"
+        return [Figure("learning_efficacy", f"{what} accuracy, base model (no round went "
+                       f"live: {outcomes})", base[what], "share")
+                for what in ("taught", "paraphrases", "general")]
     rows = [Figure("learning_efficacy", f"{what} accuracy after learning", final[what],
                    "share", base[what], "base model")
             for what in ("taught", "paraphrases", "general")]
