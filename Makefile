@@ -10,6 +10,7 @@ PROMPT ?= What is the capital of France?
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 PIP := $(BIN)/python -m pip
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: run chat test install install-dev chromium bench lint clean
 
@@ -42,8 +43,10 @@ chromium:
 		echo "no chromium, and apt-get needs root: tests/browser will skip (apt-get install chromium)"; \
 	fi
 
+# Every benchmark in bench/, short versions (about 20 min on 2 cores); the report goes to
+# bench/results/latest.md. BENCH_ARGS="--full" for the long versions, "--only NAME" for one.
 bench: $(VENV)/.installed-dev
-	$(BIN)/python bench/engine_throughput.py --engine hf
+	$(BIN)/loraloop bench $(BENCH_ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

@@ -162,6 +162,8 @@ def run(args) -> dict:
                                       probe_n=args.probe_n, threshold=args.threshold,
                                       concurrency=args.concurrency,
                                       round_timeout=args.round_timeout)
+    except KeyboardInterrupt:  # stopped (Ctrl-C, or `loraloop bench`'s time limit)
+        result["interrupted"] = "stopped before the end: the parts above are complete"
     finally:
         proxy.close()
         if args.keep:

@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from loraloop import cli_adapters, cli_demo, cli_learner, cli_stack, render
+from loraloop import cli_adapters, cli_bench, cli_demo, cli_learner, cli_stack, render
 from loraloop.render import EXIT_CODES_HELP, fail, load_settings
 
 app = typer.Typer(
@@ -33,6 +33,7 @@ app.add_typer(users_app, name="users")
 app.add_typer(cli_learner.app, name="learner")
 app.add_typer(cli_stack.app)  # up, status, down: commands of their own, merged in
 app.add_typer(cli_demo.app)  # demo
+app.add_typer(cli_bench.app)  # bench: runs bench/ of a source checkout
 app.add_typer(
     cli_adapters.app,
     name="adapters",
