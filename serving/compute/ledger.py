@@ -77,12 +77,16 @@ class ComputeLedger:
             stat = "ups" if rating > 0 else "downs"
             await self._redis().hincrby(self._stats_key(tenant), f"{version}|{strategy}|{stat}",
                                         1)
-            await self.bandit.rewarded(interaction_id, rating)
-            return tenant, strategy
         except Exception as exc:
             self.errors += 1
             logger.warning("rating not credited to its strategy: %r", exc)
             return None
+        try:  # the bandit's reward is its own step: a failure there un-credits nothing
+            await self.bandit.rewarded(interaction_id, rating)
+        except Exception as exc:
+            self.errors += 1
+            logger.warning("rating not fed to the adaptive bandit: %r", exc)
+        return tenant, strategy
 
     def credit(self, interaction_id: str, rating: int, counter=None) -> None:
         """:meth:`rated` off the request path; ``counter`` (tenant, strategy, up|down) +1."""

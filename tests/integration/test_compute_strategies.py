@@ -209,9 +209,14 @@ async def test_thumbs_are_credited_to_the_strategy_that_answered(app, redis_url,
     await until(single_counted, what="a single answer's tokens counted as its compute")
     summary = (await ledger.summary("acme"))["base"]["best_of_n"]
     assert summary["thumbs_up_rate"] == 1.0 and summary["requests"] >= 1
-    metrics = (await http.get(f"{url}/metrics")).text
-    assert 'loraloop_ratings_by_strategy_total{rating="up",strategy="best_of_n",tenant="acme"}' \
-        in metrics
+    # The counter moves off the request path, after the ledger's write (and the bandit's).
+    rated = 'loraloop_ratings_by_strategy_total{rating="up",strategy="best_of_n",tenant="acme"}'
+
+    async def metrics_text() -> str | None:
+        text = (await http.get(f"{url}/metrics")).text
+        return text if rated in text else None
+
+    metrics = await until(metrics_text, what="the thumbs-up in /metrics", every_s=0.2)
     assert 'loraloop_compute_requests_total{adapter_version="base",strategy="best_of_n"' \
         in metrics
 
