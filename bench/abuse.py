@@ -9,8 +9,11 @@ arguments that returns its figures); add a section by adding an entry.
   child process (no Ray: the flood hits the app itself, not a proxy in front of it).
   Chat p99 at concurrency 1 while idle, then while ``--flood-workers`` clients send
   huge bodies (with and without Content-Length), 900 kB prompts, corrections built to
-  be slow to redact, invalid UTF-8 and 2,000-entry stop lists. Reported: flood p99 ÷
-  idle p99 (target <= 1.5), and what the flood got back.
+  be slow to redact, invalid UTF-8 and 2,000-entry stop lists; the attacker is a process
+  of its own at the lowest CPU priority, as if on another machine. Reported: flood p99 ÷
+  idle p99 (target <= 1.5), what the flood got back, and the same flood aimed at a
+  neighbouring server on the machine ÷ idle: the share of the slowdown that is the
+  machine's (two cores shared with the attacker's traffic), not the server's.
 - ``sybil``: 200 invented users (auth off, one client address) rate answers through
   the real feedback store under the default limits; the learner's real read
   (``FeedbackSource``), join and ``curate`` with ``LearnerConfig``'s defaults make
@@ -20,7 +23,7 @@ arguments that returns its figures); add a section by adding an entry.
   Redis with appendfsync always) with Redis SIGKILLed once 30% were accepted, then
   restarted. Reported: accepted (202) against accepted and on disk (target: equal).
 
-    python bench/abuse.py [--sections flood,sybil,durability] [--requests 60] [--json out.json]
+    python bench/abuse.py [--sections flood,sybil,durability] [--requests 120] [--json out.json]
 """
 
 from __future__ import annotations
@@ -126,79 +129,99 @@ async def _attack(url: str, interaction_id: str, workers: int, only: set[str],
     out.write_text(json.dumps(dict(statuses)))
 
 
-async def _measure_flood(url: str, requests: int, workers: int, only: str,
+async def _flooded_latencies(http, url: str, target: str, requests: int, workers: int,
+                             only: str, out: Path) -> tuple[list[float], dict]:
+    """Chat latencies at ``url`` while an attacker floods ``target``, and what the attacker
+    got back. The attacker is a process of its own, as on another machine: building 5 MB
+    bodies must not stall the measuring client's event loop. It runs at the lowest CPU
+    priority, so that on a small machine the server's cost of the flood is what is
+    measured, not the attacker's cost of making it."""
+    answer = await http.post(f"{target}/v1/chat/completions", json=CHAT | {"user": "mallory"})
+    attacker = subprocess.Popen(
+        [sys.executable, __file__, "--attack", target, "--interaction-id", answer.json()["id"],
+         "--flood-workers", str(workers), "--flood-kinds", only, "--attack-out", str(out)],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        preexec_fn=lambda: os.nice(19))
+    try:
+        await asyncio.sleep(3)  # the flood is under way
+        latencies = await _chat_latencies(http, url, requests)
+    finally:
+        attacker.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(attacker.wait, 120)
+    return latencies, (json.loads(out.read_text()) if out.exists() else {})
+
+
+async def _measure_flood(url: str, neighbour: str, requests: int, workers: int, only: str,
                          work: Path) -> dict:
+    """Chat p99 at ``url``: idle, while a neighbouring server on the same machine is flooded
+    (what the machine's shared cores cost, which no server can avoid), and while this
+    server is flooded."""
     import httpx
 
     async with httpx.AsyncClient(timeout=120) as http:
         await _chat_latencies(http, url, 5)  # warm up
         idle = await _chat_latencies(http, url, requests)
-        answer = await http.post(f"{url}/v1/chat/completions", json=CHAT | {"user": "mallory"})
-        # The attacker is a process of its own, as on another machine: building 5 MB bodies
-        # must not stall the measuring client's event loop. It runs at the lowest CPU
-        # priority, so that on a small machine the server's cost of the flood is what is
-        # measured, not the attacker's cost of making it.
-        out = work / "flood-answers.json"
-        attacker = subprocess.Popen(
-            [sys.executable, __file__, "--attack", url, "--interaction-id",
-             answer.json()["id"], "--flood-workers", str(workers), "--flood-kinds", only,
-             "--attack-out", str(out)],
-            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
-            preexec_fn=lambda: os.nice(19))
-        try:
-            await asyncio.sleep(3)  # the flood is under way
-            flooded = await _chat_latencies(http, url, requests)
-        finally:
-            attacker.send_signal(signal.SIGTERM)
-            await asyncio.to_thread(attacker.wait, 120)
-    statuses = json.loads(out.read_text()) if out.exists() else {}
-    idle_p99, flood_p99 = _p99(idle), _p99(flooded)
+        beside, _ = await _flooded_latencies(http, url, neighbour, requests, workers, only,
+                                             work / "neighbour-answers.json")
+        flooded, statuses = await _flooded_latencies(http, url, url, requests, workers, only,
+                                                     work / "flood-answers.json")
+    idle_p99, beside_p99, flood_p99 = _p99(idle), _p99(beside), _p99(flooded)
     return {
         "chat_requests": requests,
         "flood_workers": workers,
         "attacker": "a separate process at nice 19, same machine",
         "idle_p99_ms": round(1000 * idle_p99, 2),
+        "neighbour_flood_p99_ms": round(1000 * beside_p99, 2),
         "flood_p99_ms": round(1000 * flood_p99, 2),
         "flood_over_idle_p99": round(flood_p99 / idle_p99, 3),
+        "neighbour_flood_over_idle_p99": round(beside_p99 / idle_p99, 3),
         "target": "<= 1.5",
         "flood_answers": dict(sorted(statuses.items())),
     }
 
 
-def flood(args) -> dict:
+def _start_server(model: str, redis_url: str) -> tuple[subprocess.Popen, str]:
     import httpx
 
+    from tests.support.served import free_port
+
+    port = free_port()
+    child = subprocess.Popen(
+        [sys.executable, __file__, "--serve", str(port), "--model", model,
+         "--redis-url", redis_url],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                return child, url
+        except httpx.HTTPError:
+            pass
+        if child.poll() is not None or time.monotonic() > deadline:
+            child.kill()
+            raise RuntimeError("the server did not start")
+        time.sleep(0.2)
+
+
+def flood(args) -> dict:
     from feedback.redis_server import EmbeddedRedis
     from loraloop.tiny_model import ensure_tiny_model
-    from tests.support.served import free_port
 
     work = Path(tempfile.mkdtemp(prefix="loraloop-abuse-"))
     model = str(ensure_tiny_model(work))
-    port = free_port()
     redis = EmbeddedRedis(work / "redis").start()
+    servers: list[tuple[subprocess.Popen, str]] = []
     try:
-        child = subprocess.Popen(
-            [sys.executable, __file__, "--serve", str(port), "--model", model,
-             "--redis-url", redis.url],
-            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
-        try:
-            url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 300
-            while True:
-                try:
-                    if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if child.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the server did not start")
-                time.sleep(0.2)
-            return asyncio.run(_measure_flood(url, args.requests, args.flood_workers,
-                                              args.flood_kinds, work))
-        finally:
+        for _ in range(2):  # the measured server and its neighbour
+            servers.append(_start_server(model, redis.url))
+        (_, url), (_, neighbour_url) = servers
+        return asyncio.run(_measure_flood(url, neighbour_url, args.requests,
+                                          args.flood_workers, args.flood_kinds, work))
+    finally:
+        for child, _ in servers:
             child.send_signal(signal.SIGTERM)
             child.wait(60)
-    finally:
         redis.stop()
 
 
@@ -298,7 +321,8 @@ def main(args) -> dict:
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sections", default=",".join(SECTIONS))
-    parser.add_argument("--requests", type=int, default=60)
+    parser.add_argument("--requests", type=int, default=120,
+                        help="Chat requests per phase (idle, neighbour flooded, flooded).")
     parser.add_argument("--flood-workers", type=int, default=8)
     parser.add_argument("--burst", type=int, default=1000, help="Feedback posts of the "
                         "durability section.")

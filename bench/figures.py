@@ -139,6 +139,10 @@ def _abuse(r: dict) -> list[Figure]:
         f = r["flood"]
         rows.append(Figure("abuse", "chat p99 under a flood", f["flood_p99_ms"], "ms",
                            f["idle_p99_ms"], "idle", p99=f["flood_p99_ms"]))
+        if "neighbour_flood_p99_ms" in f:  # the same flood on another server of the machine
+            rows.append(Figure("abuse", "chat p99, a neighbouring server flooded",
+                               f["neighbour_flood_p99_ms"], "ms", f["idle_p99_ms"], "idle",
+                               p99=f["neighbour_flood_p99_ms"]))
     if "sybil" in r:
         s = r["sybil"]
         one = s.get("one_identity_with_honest", {}).get("attacker_share")

@@ -65,7 +65,7 @@ SUITE: tuple[Bench, ...] = (
     Bench("learner_loop", "learner ÷ bare loop, feedback-to-live, p99 training ÷ idle",
           timeout_s=600),
     Bench("abuse", "chat p99 under a flood ÷ idle, sybil share, durability",
-          ("--requests", "30", "--burst", "400"), (), timeout_s=420),
+          ("--requests", "120", "--burst", "400"), (), timeout_s=420),
     Bench("learning_efficacy", "builtin:smollm2 learns taught facts, keeps general ones",
           ("--rounds", "1", "--facts", "6", "--general", "12", "--round-timeout", "480"), (),
           timeout_s=900, full_timeout_s=2700),
