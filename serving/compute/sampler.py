@@ -55,9 +55,14 @@ class Sampler:
         self._calls = 0
 
     def sample_params(self, index: int, **overrides) -> SamplingParams:
-        """The request's sampling for sample ``index``: distinct seeds, never all greedy."""
+        """The request's sampling for sample ``index``: distinct seeds, never all greedy.
+
+        A greedy request keeps its greedy answer as sample 0 (the answer ``single`` would
+        give; a vote's tie goes to the earliest index, so samples that all disagree
+        never replace it with a random draw); the others sample at
+        ``SAMPLE_TEMPERATURE``."""
         params = replace(self.sampling, logprobs=True, top_logprobs=0, **overrides)
-        if params.greedy and "temperature" not in overrides:
+        if params.greedy and "temperature" not in overrides and index > 0:
             params = replace(params, temperature=SAMPLE_TEMPERATURE)
         if params.seed is not None:
             params = replace(params, seed=params.seed + index)

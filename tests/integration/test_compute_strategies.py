@@ -63,6 +63,23 @@ async def test_best_of_n_vote_serves_the_most_frequent_normalised_answer(app, re
     assert body["loraloop"]["compute_tokens"] >= record.samples
 
 
+async def test_a_greedy_request_keeps_its_greedy_answer_among_the_samples(app, redis_url,
+                                                                         keys):
+    """Sample 0 of a greedy request is the answer ``single`` gives, and a vote that does
+    not settle goes to it rather than to a random draw."""
+    http, url, _ = app
+    greedy = await _ask(http, url, {"strategy": "single"}, temperature=0, max_tokens=6)
+    assert greedy.status_code == 200, greedy.text
+    expected = greedy.json()["choices"][0]["message"]["content"]
+    r = await _ask(http, url, {"strategy": "best_of_n", "n": 2, "aggregator": "vote"},
+                   temperature=0, max_tokens=6, seed=11)
+    assert r.status_code == 200, r.text
+    record = (await stored_interaction(redis_url, keys, r.json()["id"])).compute
+    assert record.candidates[0] == expected
+    served = r.json()["choices"][0]["message"]["content"]
+    assert served == expected or record.votes[normalise(served)] == 2
+
+
 async def test_a_strategy_refuses_more_than_the_cap_with_a_400(app):
     http, url, _ = app
     r = await _ask(http, url, {"strategy": "best_of_n", "n": 99})
