@@ -118,10 +118,15 @@ async def complete(sampler: Sampler, messages: list[dict[str, str]], sample: Sam
 
 async def escalate(arm: str, sampler: Sampler, messages: list[dict[str, str]], first: Probe,
                    config: ComputeConfig, max_tokens: int, tenant: str = "") -> Outcome:
-    """Spend more as ``arm`` says (``more`` or ``budget``) within the tenant's budget."""
+    """Spend more as ``arm`` says (``more`` or ``budget``) within the tenant's budget.
+
+    The two arms cost alike: ``budget`` thinks at most as many tokens as ``more`` would
+    sample (``more_n`` less the probe's samples, each up to ``max_tokens``), so the
+    bandit weighs escalations of one size, and a short answer never buys a thousand
+    thinking tokens."""
     left = config.adaptive.budget_for(tenant) - sampler.tokens
+    extra = min(config.adaptive.more_n - len(first.candidates), left // max(max_tokens, 1))
     if arm == "more":
-        extra = min(config.adaptive.more_n - len(first.candidates), left // max(max_tokens, 1))
         vote = Vote(len(first.candidates) + max(extra, 0))
         for i, c in enumerate(first.candidates):
             vote.add(i, c.text)
@@ -136,7 +141,8 @@ async def escalate(arm: str, sampler: Sampler, messages: list[dict[str, str]], f
         return Outcome(answer, {"samples": len(candidates),
                                 "candidates": [c.text for c in candidates],
                                 "votes": dict(vote.counts), "chosen": chosen})
-    thinking = max(16, min(config.max_thinking_tokens, left // 2))
+    thinking = max(16, min(config.max_thinking_tokens, left // 2,
+                            max(extra, 1) * max(max_tokens, 1)))
     plan = Plan(strategy="budget", min_thinking_tokens=min(32, thinking),
                 max_thinking_tokens=thinking)
     outcome = await budget(sampler, messages, plan, config, max_tokens=max_tokens)

@@ -16,7 +16,7 @@ import torch
 from serving.adapters import AdapterManager
 from serving.compute.answers import normalise
 from serving.compute.runner import ComputeRunner
-from serving.compute.spec import ComputeConfig
+from serving.compute.spec import AdaptiveConfig, ComputeConfig
 from tests.support.feedback_traffic import logged, stored_interaction
 from tests.support.registry import LocalRegistry
 from tests.support.served import chat_stack, served_app
@@ -115,6 +115,22 @@ async def test_the_reasoning_budget_waits_until_the_minimum(tiny_model_dir, redi
         record = (await stored_interaction(redis_url, keys, r.json()["id"])).compute
     assert record.thinking_tokens >= 24
     assert "Wait" in r.json()["choices"][0]["message"]["reasoning_content"]
+
+
+async def test_adaptive_thinks_no_longer_than_more_samples_would_cost(tiny_model_dir,
+                                                                      redis_url, keys):
+    """The budget arm is sized like the more arm ((more_n - probe_n) x max_tokens), not by
+    the per-request compute budget: a 4-token answer does not buy 1,000 thinking tokens."""
+    adaptive = AdaptiveConfig(confidence_threshold=1.0, arms=["budget"], probe_n=2, more_n=4)
+    options = {"compute": _runner(adaptive=adaptive, max_waits=40)}
+    async with (chat_stack(tiny_model_dir, redis_url, keys, replica_options=options) as stack,
+                served_app(stack.app) as url, httpx.AsyncClient(timeout=300) as http):
+        r = await _ask(http, url, {"strategy": "adaptive"}, max_tokens=4, temperature=0)
+        assert r.status_code == 200, r.text
+        record = (await stored_interaction(redis_url, keys, r.json()["id"])).compute
+    assert record.decision == "budget"
+    assert 0 < record.thinking_tokens <= 16  # max(16, (4 - 2) x 4)
+    assert record.compute_tokens < 100  # the probe, the verdict, the thinking and the answer
 
 
 async def test_refine_critiques_and_revises_within_its_rounds(app, redis_url, keys):
