@@ -132,7 +132,7 @@ async def escalate(arm: str, sampler: Sampler, messages: list[dict[str, str]], f
             vote.add(i, c.text)
         offset = len(first.candidates)
         found = [] if extra <= 0 else await sampler.run(
-            messages, n=extra, max_tokens=max_tokens,
+            messages, n=extra, first=offset, max_tokens=max_tokens,
             on_finish=lambda i, s: (vote.add(offset + i, s.text), vote.settled)[1])
         candidates = first.candidates + [s for s in found if s is not None]
         key, _ = vote.winner()

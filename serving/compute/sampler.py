@@ -73,6 +73,7 @@ class Sampler:
         messages: Sequence[dict[str, str]],
         *,
         n: int = 1,
+        first: int = 0,
         prefix: str = "",
         on_finish: Callable[[int, Sample], bool] | None = None,
         **overrides,
@@ -82,6 +83,9 @@ class Sampler:
         ``overrides`` replace fields of the request's sampling (``max_tokens``,
         ``stop``, ``temperature``). ``on_finish(index, sample)`` is called as each
         finishes; when it returns True the others are aborted and come back as None.
+        ``first`` numbers the samples on from an earlier call's (``first + index`` in
+        :meth:`sample_params`), so more samples of one prompt are new draws, never the
+        earlier call's seeds or its greedy answer again.
         """
         ids = self.engine.encode_chat(messages, assistant_prefix=prefix)
         room = self.engine.max_context - len(ids)
@@ -91,8 +95,8 @@ class Sampler:
         self._calls += 1
         requests = []
         for i in range(n):
-            params = self.sample_params(i, **overrides) if n > 1 else replace(
-                self.sampling, logprobs=True, top_logprobs=0, **overrides)
+            params = self.sample_params(first + i, **overrides) if n > 1 or first else \
+                replace(self.sampling, logprobs=True, top_logprobs=0, **overrides)
             params = replace(params, max_tokens=min(params.max_tokens, room))
             requests.append(GenerationRequest(f"{self.request_id}-c{self._calls}-{i}", ids,
                                               params, adapter=self.adapter))

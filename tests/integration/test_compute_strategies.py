@@ -133,6 +133,22 @@ async def test_adaptive_thinks_no_longer_than_more_samples_would_cost(tiny_model
     assert record.compute_tokens < 100  # the probe, the verdict, the thinking and the answer
 
 
+async def test_adaptive_spends_more_on_new_draws_not_the_probes_again(tiny_model_dir,
+                                                                      redis_url, keys):
+    """The more arm's samples continue the probe's numbering: new seeds, and the greedy
+    answer (the probe's sample 0) is not drawn and counted a second time."""
+    adaptive = AdaptiveConfig(confidence_threshold=1.0, arms=["more"], probe_n=2, more_n=4)
+    options = {"compute": _runner(adaptive=adaptive, max_waits=40)}
+    async with (chat_stack(tiny_model_dir, redis_url, keys, replica_options=options) as stack,
+                served_app(stack.app) as url, httpx.AsyncClient(timeout=300) as http):
+        r = await _ask(http, url, {"strategy": "adaptive"}, max_tokens=8, temperature=0, seed=5)
+        assert r.status_code == 200, r.text
+        record = (await stored_interaction(redis_url, keys, r.json()["id"])).compute
+    assert record.decision == "more" and record.samples == 4
+    probe, more = record.candidates[:2], record.candidates[2:]
+    assert not set(probe) & set(more), record.candidates
+
+
 async def test_refine_critiques_and_revises_within_its_rounds(app, redis_url, keys):
     http, url, _ = app
     r = await _ask(http, url, {"strategy": "refine", "rounds": 2}, max_tokens=3)
