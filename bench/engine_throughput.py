@@ -38,14 +38,18 @@ async def _one(engine, ids, tokens, adapter):
     return count
 
 
-async def tokens_per_second(engine, prompts, concurrency, tokens, adapter=None, rounds=3):
-    """Median tokens/s over ``rounds`` runs of ``concurrency`` simultaneous requests."""
+async def tokens_per_second(engine, prompts, concurrency, tokens, adapter=None, rounds=3,
+                            mixed=False):
+    """Median tokens/s over ``rounds`` runs of ``concurrency`` simultaneous requests;
+    ``mixed``: every other request uses ``adapter``, the rest the base model."""
     encoded = [engine.encode_chat([{"role": "user", "content": p}]) for p in prompts]
     rates = []
     for _ in range(rounds):
         jobs = [encoded[i % len(encoded)] for i in range(concurrency)]
+        names = [None if mixed and i % 2 else adapter for i in range(concurrency)]
         start = time.perf_counter()
-        counts = await asyncio.gather(*(_one(engine, ids, tokens, adapter) for ids in jobs))
+        counts = await asyncio.gather(*(_one(engine, ids, tokens, name)
+                                        for ids, name in zip(jobs, names, strict=True)))
         rates.append(sum(counts) / (time.perf_counter() - start))
     return statistics.median(rates)
 
@@ -72,11 +76,17 @@ async def main(args) -> dict:
         await engine.load_adapter("bench-adapter", adapter_dir)
         await tokens_per_second(engine, PROMPTS, 2, 8, rounds=1)  # warm-up
         c1 = await tokens_per_second(engine, PROMPTS, 1, args.tokens)
-        cn = await tokens_per_second(engine, PROMPTS, args.concurrency, args.tokens)
-        base = cn
-        adapter = await tokens_per_second(
-            engine, PROMPTS, args.concurrency, args.tokens, adapter="bench-adapter"
-        )
+        # Base, adapter and mixed batches alternate round by round, so that a change in the
+        # machine's load between them does not show up as a ratio.
+        kinds = {"base": {}, "adapter": {"adapter": "bench-adapter"},
+                 "mixed": {"adapter": "bench-adapter", "mixed": True}}
+        rates: dict[str, list[float]] = {kind: [] for kind in kinds}
+        for _ in range(args.rounds):
+            for kind, options in kinds.items():
+                rates[kind].append(await tokens_per_second(
+                    engine, PROMPTS, args.concurrency, args.tokens, rounds=1, **options))
+        base, adapter, mixed = (statistics.median(rates[kind]) for kind in kinds)
+        cn = base
     finally:
         await engine.shutdown()
     return {
@@ -88,7 +98,9 @@ async def main(args) -> dict:
         f"tokens_per_s_c{args.concurrency}": round(cn, 1),
         f"ratio_c{args.concurrency}_over_c1": round(cn / c1, 2),
         f"tokens_per_s_adapter_c{args.concurrency}": round(adapter, 1),
-        "ratio_adapter_over_base": round(adapter / base, 2),
+        "ratio_adapter_over_base": round(adapter / base, 3),
+        f"tokens_per_s_mixed_c{args.concurrency}": round(mixed, 1),
+        "ratio_mixed_over_base": round(mixed / base, 3),
     }
 
 
@@ -96,6 +108,8 @@ def parse_args(argv=None):
     parser = bench_parser(__doc__)
     add_engine_options(parser, concurrency=8)
     parser.add_argument("--engine", default="hf", help="engine name (hf, vllm)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="alternating base / adapter / mixed rounds (medians reported)")
     return parser.parse_args(argv)
 
 

@@ -1,10 +1,11 @@
-"""The ``hf`` engine: transformers + peft on CPU, continuously batched, multi-LoRA.
+"""The ``hf`` engine: transformers on CPU, continuously batched, multi-LoRA.
 
 One worker thread owns the model. It admits waiting requests between decode
 steps (prefilled together, then merged into the running batch), decodes every
 running row in one forward pass, and hands tokens back to the asyncio side.
-Rows of one batch may use different adapters: peft routes each row through
-its own LoRA weights (``adapter_names``). Adapter loads and unloads, and
+Rows of one batch may use different adapters: the adapter bank
+(:mod:`serving.engines.hf_lora`) applies each adapter to its rows in one
+product and keeps base rows off the LoRA path. Adapter loads and unloads, and
 scoring passes, run on the same thread between steps, so the model never
 changes under a forward pass.
 
@@ -28,17 +29,17 @@ from typing import Any
 
 from serving.engines.base import Chunk, GenerationRequest
 from serving.engines.hf_batch import score_tokens
-from serving.engines.hf_step import Row, Stepper, forward_kwargs
+from serving.engines.hf_lora import LoraBank
+from serving.engines.hf_step import Row, Stepper
 from serving.engines.model import ModelEngine, read_model_facts
 from serving.errors import EngineNotStarted, EngineUnhealthy
 
 logger = logging.getLogger(__name__)
-_BASE = "__base__"  # peft's name for "no adapter" in a mixed batch
 _IDLE_WAIT_S = 0.5
 
 
 class HFEngine(ModelEngine):
-    """transformers + peft engine (see the module docstring).
+    """transformers engine with batched multi-LoRA (see the module docstring).
 
     ``max_loras`` bounds the resident adapters: any mix of them batches in one
     step, so there is no second tier and ``max_cpu_loras`` is not used.
@@ -48,8 +49,9 @@ class HFEngine(ModelEngine):
 
     def __init__(self, config) -> None:
         super().__init__(config)
-        self._model = None  # the base model, or the PeftModel wrapping it
-        self._peft_names = (f"v{n}" for n in itertools.count(1))
+        self._model = None
+        self._lora: LoraBank | None = None  # the model's resident adapters
+        self._adapter_names = (f"v{n}" for n in itertools.count(1))
         self._waiting: collections.deque[Row] = collections.deque()
         self._pending: list[Row] = []  # submitted this event-loop iteration (see _submit)
         self._commands: collections.deque[tuple[Callable[[], Any], concurrent.futures.Future]] = (
@@ -80,7 +82,8 @@ class HFEngine(ModelEngine):
         model = AutoModelForCausalLM.from_pretrained(self.config.model, dtype=dtype)
         model.eval()
         self._model = model
-        self._facts = read_model_facts(self.config, model)
+        self._facts = read_model_facts(self.config, model)  # before any module is wrapped
+        self._lora = LoraBank(model)
         logger.info("hf engine loaded %s (%s)", self.config.model, self.config.dtype)
 
     async def shutdown(self) -> None:
@@ -107,7 +110,7 @@ class HFEngine(ModelEngine):
             request=request,
             deliver=lambda item: loop.call_soon_threadsafe(queue.put_nowait, item),
             ticket=ticket,
-            peft_name=ticket.handle or _BASE,
+            adapter=ticket.handle,
         )
         self._submit(row)
         try:
@@ -147,50 +150,24 @@ class HFEngine(ModelEngine):
 
     # -- scoring (one forward pass on the worker, between steps) -------------------
     async def _score(self, prompt: list[int], completion: list[int], name: str | None):
-        peft_names = [name or _BASE]
         self.stats["scores"] += 1
-        return await self._on_worker(
-            lambda: score_tokens(
-                self._model, prompt, completion, forward_kwargs(self._model, peft_names)
-            )
-        )
+
+        def score():
+            self._lora.route([name])
+            return score_tokens(self._model, prompt, completion)
+
+        return await self._on_worker(score)
 
     # -- adapters (loaded and dropped on the worker, between steps) ----------------
     async def _add_adapter(self, version_id: str, path: Path) -> str:
-        name = await self._on_worker(lambda: self._add_on_worker(path))
+        name = next(self._adapter_names)
+        await self._on_worker(lambda: self._lora.add(name, path))
         logger.info("loaded adapter %s as %s from %s", version_id, name, path)
         return name
 
     async def _remove_adapter(self, version_id: str, name: str) -> None:
-        await self._on_worker(lambda: self._drop_peft_adapter(name))
+        await self._on_worker(lambda: self._lora.remove(name))
         logger.info("unloaded adapter %s (%s)", version_id, name)
-
-    def _add_on_worker(self, path: Path) -> str:
-        from peft import PeftModel
-
-        name = next(self._peft_names)
-        try:
-            if isinstance(self._model, PeftModel):
-                self._model.load_adapter(str(path), adapter_name=name)
-            else:
-                self._model = PeftModel.from_pretrained(self._model, str(path), adapter_name=name)
-            self._model.eval()
-        except Exception:
-            self._drop_peft_adapter(name)
-            raise
-        return name
-
-    def _drop_peft_adapter(self, name: str) -> None:
-        from peft import PeftModel
-
-        model = self._model
-        if not isinstance(model, PeftModel) or name not in model.peft_config:
-            return
-        if set(model.peft_config) == {name}:
-            # peft cannot delete its last adapter; unwrapping restores the base model.
-            self._model = model.unload()
-        else:
-            model.delete_adapter(name)
 
     async def _on_worker(self, fn: Callable[[], Any]) -> Any:
         future: concurrent.futures.Future = concurrent.futures.Future()
@@ -207,7 +184,8 @@ class HFEngine(ModelEngine):
         import torch
 
         stepper = Stepper(
-            model=lambda: self._model,
+            model=self._model,
+            lora=self._lora,
             facts=self.facts,
             max_batch_size=self.config.max_batch_size,
             take_waiting=self._take_waiting,

@@ -65,7 +65,7 @@ class PaddedBatch:
         return PaddedBatch(DynamicCache(layers), mask[:, first_real:].contiguous())
 
 
-def prefill(model, prompts: Sequence[Sequence[int]], pad_id: int, forward_kwargs: dict):
+def prefill(model, prompts: Sequence[Sequence[int]], pad_id: int):
     """Run the prompts through the model; return their last-position logits and cache."""
     width = max(len(p) for p in prompts)
     input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
@@ -80,12 +80,11 @@ def prefill(model, prompts: Sequence[Sequence[int]], pad_id: int, forward_kwargs
         position_ids=positions,
         past_key_values=DynamicCache(),
         use_cache=True,
-        **forward_kwargs,
     )
     return out.logits[:, -1, :], PaddedBatch(out.past_key_values, mask)
 
 
-def decode(model, batch: PaddedBatch, next_tokens: Sequence[int], forward_kwargs: dict):
+def decode(model, batch: PaddedBatch, next_tokens: Sequence[int]):
     """Feed each row its latest token; return the next logits and the grown batch."""
     positions = batch.lengths.unsqueeze(-1)
     mask = torch.cat([batch.mask, torch.ones((batch.rows, 1), dtype=batch.mask.dtype)], dim=-1)
@@ -95,14 +94,11 @@ def decode(model, batch: PaddedBatch, next_tokens: Sequence[int], forward_kwargs
         position_ids=positions,
         past_key_values=batch.cache,
         use_cache=True,
-        **forward_kwargs,
     )
     return out.logits[:, -1, :], PaddedBatch(out.past_key_values, mask)
 
 
-def score_tokens(
-    model, prompt: Sequence[int], completion: Sequence[int], forward_kwargs: dict
-) -> list[float]:
+def score_tokens(model, prompt: Sequence[int], completion: Sequence[int]) -> list[float]:
     """The log-probability of each completion token after the prompt and the tokens
     before it: one forward pass over prompt + completion, no cache kept."""
     ids = torch.tensor([[*prompt, *completion]], dtype=torch.long)
@@ -112,7 +108,6 @@ def score_tokens(
         use_cache=False,
         # Only the positions that predict a completion token (and the last, unused one).
         logits_to_keep=len(completion) + 1,
-        **forward_kwargs,
     )
     logprobs = torch.log_softmax(out.logits[0, :-1].float(), dim=-1)
     chosen = torch.tensor(list(completion), dtype=torch.long).unsqueeze(-1)

@@ -1,9 +1,9 @@
 """One scheduling step of the ``hf`` engine's worker: admit, prefill, decode, emit.
 
 The :class:`Stepper` sees the engine only through what it is given when it is
-made: the current model (a getter, because loading the first adapter wraps the
-model in a ``PeftModel``), the model's facts, the batch size, where waiting
-rows come from, and a stats counter. A :class:`Row` finishes itself.
+made: the model, its adapter bank (which routes each row through its own
+adapter), the model's facts, the batch size, where waiting rows come from, and
+a stats counter. A :class:`Row` finishes itself.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 
 from serving.engines.base import Chunk, GenerationRequest
 from serving.engines.hf_batch import PaddedBatch, decode, prefill
+from serving.engines.hf_lora import LoraBank
 from serving.engines.model import ModelFacts, Ticket
 from serving.engines.sampling import make_generator, sample, token_logprob
 from serving.engines.textstream import TextStream
@@ -31,7 +32,7 @@ class Row:
     request: GenerationRequest
     deliver: Callable[[Chunk | BaseException], None]
     ticket: Ticket
-    peft_name: str
+    adapter: str | None  # the bank's name for the row's adapter; None: base
     generated: list[int] = field(default_factory=list)
     next_token: int | None = None
     generator: Any = None
@@ -53,13 +54,15 @@ class Stepper:
     def __init__(
         self,
         *,
-        model: Callable[[], Any],
+        model: Any,
+        lora: LoraBank,
         facts: ModelFacts,
         max_batch_size: int,
         take_waiting: Callable[[int], list[Row]],
         stats: collections.Counter,
     ) -> None:
         self.model = model
+        self.lora = lora
         self.facts = facts
         self.max_batch_size = max_batch_size
         self.take_waiting = take_waiting
@@ -111,14 +114,15 @@ class Stepper:
         distinct: list[Row] = []
         source = []  # for each new row, the distinct row whose prefill it takes
         for row in new:
-            key = (tuple(row.request.prompt_token_ids), row.peft_name)
+            key = (tuple(row.request.prompt_token_ids), row.adapter)
             if key not in unique:
                 unique[key] = len(distinct)
                 distinct.append(row)
             source.append(unique[key])
         prompts = [row.request.prompt_token_ids for row in distinct]
         pad_id = self.facts.tokenizer.pad_token_id
-        logits, batch = prefill(self.model(), prompts, pad_id, self._forward_kwargs(distinct))
+        self._route(distinct)
+        logits, batch = prefill(self.model, prompts, pad_id)
         if len(distinct) < len(new):
             logits, batch = logits[source], batch.select(source)
         self.stats["prefills"] += 1
@@ -132,9 +136,8 @@ class Stepper:
 
     def _decode(self) -> None:
         tokens = [row.next_token for row in self.rows]
-        logits, self.batch = decode(
-            self.model(), self.batch, tokens, self._forward_kwargs(self.rows)
-        )
+        self._route(self.rows)
+        logits, self.batch = decode(self.model, self.batch, tokens)
         for i, row in enumerate(self.rows):
             self._advance(row, logits[i])
         self._keep([i for i, row in enumerate(self.rows) if not row.done])
@@ -149,8 +152,8 @@ class Stepper:
         self.rows = [self.rows[i] for i in indices]
         self.batch = self.batch.select(indices) if self.batch is not None else None
 
-    def _forward_kwargs(self, rows: list[Row]) -> dict:
-        return forward_kwargs(self.model(), [row.peft_name for row in rows])
+    def _route(self, rows: list[Row]) -> None:
+        self.lora.route([row.adapter for row in rows])
 
     def _advance(self, row: Row, logits) -> None:
         """Choose the row's next token and hand the client what it may see."""
@@ -185,14 +188,3 @@ class Stepper:
         else:
             row.finish(chunk)
 
-
-def forward_kwargs(model, peft_names: list[str]) -> dict:
-    """Route each batch row through its own adapter (peft's ``__base__``: none).
-
-    A model without adapters is not a ``PeftModel`` and takes no routing.
-    """
-    from peft import PeftModel
-
-    if isinstance(model, PeftModel):
-        return {"adapter_names": peft_names}
-    return {}
