@@ -196,12 +196,34 @@ def _test_time_compute(r: dict) -> list[Figure]:
     return rows
 
 
+def _vs_vllm_serve(r: dict) -> list[Figure]:
+    rows = []
+    for engine, run in r["engines"].items():
+        if "skipped" in run:
+            continue
+        label = run["baseline"]
+        for c in r["concurrency"]:
+            for kind in ("base", "adapter"):
+                cell = {metric: (sides["loraloop"]["median"], sides[label]["median"])
+                        for metric, sides in run[f"c{c}"][kind].items() if "ratio" in sides}
+                where = f"loraloop {engine}, {kind}, c{c}"
+                ours, theirs = cell["tokens_per_s"]
+                rows.append(Figure("vs_vllm_serve", f"{where}: tokens/s", ours, "tokens/s",
+                                   theirs, label))
+                for what, title in (("ttft", "first token"), ("e2e", "end to end")):
+                    (p50, theirs), (p99, _) = cell[f"{what}_p50_ms"], cell[f"{what}_p99_ms"]
+                    rows.append(Figure("vs_vllm_serve", f"{where}: {title} p50", p50, "ms",
+                                       theirs, label, p50=p50, p99=p99))
+    return rows
+
+
 EXTRACTORS: dict[str, Callable[[dict], list[Figure]]] = {
     "detokenize": _detokenize, "feedback_ops": _feedback_ops,
     "engine_throughput": _engine_throughput, "compare_engines": _compare_engines,
     "serving_latency": _serving_latency, "feedback_throughput": _feedback_throughput,
     "swap_latency": _swap_latency, "learner_loop": _learner_loop, "abuse": _abuse,
     "learning_efficacy": _learning_efficacy, "test_time_compute": _test_time_compute,
+    "vs_vllm_serve": _vs_vllm_serve,
 }
 
 

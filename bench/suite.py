@@ -7,8 +7,8 @@ or runs past its time limit (the group is interrupted, then killed), is an outco
 any other: the suite goes on with the next one.
 
 The default options are the short version of each bench (the two that run
-``builtin:smollm2`` take minutes that way instead of tens of minutes); ``full`` runs each
-with its own defaults.
+``builtin:smollm2`` take minutes that way instead of tens of minutes, and
+``vs_vllm_serve`` runs ``builtin:tiny`` instead); ``full`` runs each with its own defaults.
 """
 
 from __future__ import annotations
@@ -59,6 +59,9 @@ SUITE: tuple[Bench, ...] = (
           (), timeout_s=420, full_timeout_s=1200, needs="vllm"),
     Bench("serving_latency", "full stack ÷ direct engine p50/p99, logging on ÷ off",
           timeout_s=420),
+    Bench("vs_vllm_serve", "loraloop up ÷ vllm serve and ÷ bare transformers: tokens/s, "
+          "TTFT, end to end", ("--model", "builtin:tiny", "--rounds", "2"), (),
+          timeout_s=600, full_timeout_s=3600),
     Bench("feedback_throughput", "feedback posts/s and p50/p99, strict ÷ default",
           ("--posts", "1000"), (), timeout_s=420),
     Bench("swap_latency", "promote time, p99 while swapping ÷ steady", timeout_s=420),
