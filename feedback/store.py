@@ -48,6 +48,7 @@ from feedback.events import (
 from feedback.keys import RedisKeys
 from feedback.record_script import RECORD_FEEDBACK_LUA, RecordCall, digest
 from feedback.redact import Redactor, RedactorName, make_redactor
+from feedback.script_batcher import ScriptBatcher
 
 # Re-exported: durability_mode was defined here before feedback.durability.
 __all__ = ["FEEDBACK_EVENTS", "FeedbackConfig", "FeedbackStore", "durability_mode"]
@@ -128,11 +129,13 @@ class FeedbackStore:
             self._client = client_or_url
             self._owns_client = False
         self.redactor = redactor or make_redactor(self.config.redactor)
-        self._script = self._client.register_script(RECORD_FEEDBACK_LUA)
         self.durability = "undetected"
         self.server_version: str | None = None
         self._waitaof = False
         self._tenant_hint: str | None = None  # the tenant the last post found
+        # Concurrent posts share round trips (each still its own atomic script run).
+        self._batcher = ScriptBatcher(self._client, RECORD_FEEDBACK_LUA,
+                                      timeout_s=self._deadline_s())
 
     # -- lifecycle --------------------------------------------------------------------
     async def start(self) -> str:
@@ -147,6 +150,7 @@ class FeedbackStore:
                                             strict=self.config.strict_durability)
         self.server_version, self.durability = found.server_version, found.label
         self._waitaof = found.waitaof
+        self._batcher.timeout_s = self._deadline_s()
         log.info("feedback store on %s: Redis %s, durability %s", self._where,
                  found.server_version, found.label)
         return found.label
@@ -302,18 +306,14 @@ class FeedbackStore:
                 await self._raise_unreadable(post.ikey, post.interaction_id)
 
     async def _call(self, post: RecordCall, mode: str) -> list:
-        """One run of the record script: one round trip (with WAITAOF when strict)."""
+        """One run of the record script; it shares its round trip with the runs of other
+        posts waiting at the same time (:mod:`feedback.script_batcher`)."""
         cfg = self.config
         keys, args = post.script_call(mode, cfg, self._tenant_hint)
+        strict = cfg.waitaof_timeout_ms if self._waitaof and mode == "write" else None
         async with self._redis("record feedback"):
-            if not (self._waitaof and mode == "write"):
-                return await self._script(keys=keys, args=args)
-            # WAITAOF covers the writes of *its* connection: send both on one pipeline.
-            pipe = self._client.pipeline(transaction=False)
-            await self._script(keys=keys, args=args, client=pipe)
-            pipe.execute_command("WAITAOF", 1, 0, cfg.waitaof_timeout_ms)
-            result, (local, _replicas) = await pipe.execute()
-        if text(result[0]) == "ok" and int(local) < 1:
+            result, local = await self._batcher(keys, args, waitaof_ms=strict)
+        if local is not None and text(result[0]) == "ok" and local < 1:
             raise errors.FeedbackUnavailable(
                 f"feedback {post.feedback_id} was written but not confirmed on disk within "
                 f"{cfg.waitaof_timeout_ms} ms (WAITAOF): retry")
@@ -355,14 +355,17 @@ class FeedbackStore:
         if tenant is not None and interaction.tenant != tenant:
             raise _not_yours(interaction.id, interaction.tenant, tenant)
 
+    def _deadline_s(self) -> float:
+        """How long one round trip may take: connect, answer, and WAITAOF when strict."""
+        cfg = self.config
+        return cfg.connect_timeout_s + cfg.socket_timeout_s + (
+            cfg.waitaof_timeout_ms / 1000 if self._waitaof else 0)
+
     @asynccontextmanager
     async def _redis(self, what: str) -> AsyncIterator[None]:
         """Bound a Redis round trip in time and turn its failures into FeedbackUnavailable."""
-        deadline = self.config.connect_timeout_s + self.config.socket_timeout_s
-        if self._waitaof:
-            deadline += self.config.waitaof_timeout_ms / 1000
         try:
-            async with asyncio.timeout(deadline):
+            async with asyncio.timeout(self._deadline_s()):
                 yield
         except errors.FeedbackError:
             raise
