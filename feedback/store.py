@@ -2,11 +2,14 @@
 
 :meth:`FeedbackStore.record` is what ``POST /v1/feedback`` calls. An accepted
 feedback (the call returns its id) is in the feedback stream exactly once: one Lua
-script checks that the interaction still exists, applies the per-user, per-tenant and
-per-address limits (fixed windows aligned to the epoch; a caller already over one is
-refused before its text is redacted), ``XADD``\\ s the event and replaces the "current
-rating" of ``(interaction, user)``, atomically. Only acknowledged entries are ever
-removed from the stream (:meth:`feedback.source.FeedbackSource.trim`), never by MAXLEN.
+script (:mod:`feedback.record_script`) loads the interaction and checks that the caller
+owns it, applies the per-user, per-tenant and per-address limits (fixed windows aligned
+to the epoch), ``XADD``\\ s the event and replaces the "current rating" of
+``(interaction, user)``, atomically, in one round trip. A post with a correction or a
+comment is checked by the same script first, so that a caller who is not the owner or
+is already over a limit is refused before its text is redacted. Only acknowledged
+entries are ever removed from the stream (:meth:`feedback.source.FeedbackSource.trim`),
+never by MAXLEN.
 
 Failures are typed (``feedback.errors``); ``serving.http_errors`` gives each its HTTP
 status. Any other exception is a bug (500).
@@ -20,7 +23,6 @@ that cannot promise that makes :meth:`FeedbackStore.start` raise
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import math
@@ -44,7 +46,9 @@ from feedback.events import (
     normalize_rating,
 )
 from feedback.keys import RedisKeys
+from feedback.record_script import RECORD_FEEDBACK_LUA, RecordCall, digest
 from feedback.redact import Redactor, RedactorName, make_redactor
+from feedback.script_batcher import ScriptBatcher
 
 # Re-exported: durability_mode was defined here before feedback.durability.
 __all__ = ["FEEDBACK_EVENTS", "FeedbackConfig", "FeedbackStore", "durability_mode"]
@@ -54,47 +58,6 @@ log = logging.getLogger(__name__)
 FEEDBACK_EVENTS = Counter(
     "loraloop_feedback_total", "Feedback requests by outcome.", ["outcome"]
 )
-
-# KEYS: 1 interaction, 2 user rate counter, 3 tenant rate counter, 4 feedback stream,
-#       5 current-rating key, 6 idempotency key (unused when ARGV[9] is ''),
-#       7 client-address rate counter (unused when ARGV[11] is '').
-# ARGV: 1 user limit, 2 tenant limit, 3 ms to the end of the rate window, 4 feedback id,
-#       5 user, 6 interaction id, 7 event JSON, 8 current-rating TTL ms,
-#       9 request fingerprint ('' without an Idempotency-Key), 10 idempotency TTL ms,
-#       11 address limit ('' when the caller's address is unknown).
-# Returns {'ok', stream id} | {'gone'} | {'user' | 'tenant' | 'address', ms until the
-#       window ends}
-#       | {'repeat', '<feedback id> <fingerprint>'} (the key was used before).
-RECORD_FEEDBACK_LUA = """
-if ARGV[9] ~= '' then
-  local earlier = redis.call('GET', KEYS[6])
-  if earlier then return {'repeat', earlier} end
-end
-if redis.call('EXISTS', KEYS[1]) == 0 then return {'gone'} end
-if tonumber(redis.call('GET', KEYS[2]) or '0') >= tonumber(ARGV[1]) then
-  return {'user', redis.call('PTTL', KEYS[2])}
-end
-if tonumber(redis.call('GET', KEYS[3]) or '0') >= tonumber(ARGV[2]) then
-  return {'tenant', redis.call('PTTL', KEYS[3])}
-end
-local last = 3
-if ARGV[11] ~= '' then
-  if tonumber(redis.call('GET', KEYS[7]) or '0') >= tonumber(ARGV[11]) then
-    return {'address', redis.call('PTTL', KEYS[7])}
-  end
-  last = 4
-end
-for i = 2, last do
-  local key = KEYS[i == 4 and 7 or i]
-  if redis.call('INCR', key) == 1 then redis.call('PEXPIRE', key, ARGV[3]) end
-end
-local id = redis.call('XADD', KEYS[4], '*', 'id', ARGV[4], 'user', ARGV[5],
-                      'interaction_id', ARGV[6], 'event', ARGV[7])
-redis.call('SET', KEYS[5], ARGV[7], 'PX', ARGV[8])
-if ARGV[9] ~= '' then redis.call('SET', KEYS[6], ARGV[4] .. ' ' .. ARGV[9], 'PX', ARGV[10]) end
-return {'ok', id}
-"""
-
 
 class FeedbackConfig(BaseModel):
     """Limits and durability of the feedback store."""
@@ -166,10 +129,13 @@ class FeedbackStore:
             self._client = client_or_url
             self._owns_client = False
         self.redactor = redactor or make_redactor(self.config.redactor)
-        self._script = self._client.register_script(RECORD_FEEDBACK_LUA)
         self.durability = "undetected"
         self.server_version: str | None = None
         self._waitaof = False
+        self._tenant_hint: str | None = None  # the tenant the last post found
+        # Concurrent posts share round trips (each still its own atomic script run).
+        self._batcher = ScriptBatcher(self._client, RECORD_FEEDBACK_LUA,
+                                      timeout_s=self._deadline_s())
 
     # -- lifecycle --------------------------------------------------------------------
     async def start(self) -> str:
@@ -184,6 +150,7 @@ class FeedbackStore:
                                             strict=self.config.strict_durability)
         self.server_version, self.durability = found.server_version, found.label
         self._waitaof = found.waitaof
+        self._batcher.timeout_s = self._deadline_s()
         log.info("feedback store on %s: Redis %s, durability %s", self._where,
                  found.server_version, found.label)
         return found.label
@@ -273,81 +240,95 @@ class FeedbackStore:
                 raise errors.FeedbackTooLarge(field, len(given), limit, setting)
         user_hash = hash_user(user)
         try:
-            ikey = self.keys.interaction(interaction_id)
+            post = RecordCall(self.keys, interaction_id, user_hash, tenant, address)
         except ValueError:
             raise errors.InteractionNotFound(interaction_id) from None
         if self.durability == "undetected":
             await self.start()
-        raw = await self._load_interaction(ikey)
-        if raw is None:
-            raise errors.InteractionNotFound(interaction_id)
-        interaction = Interaction.from_json(raw)
-        self._check_owner(interaction, user_hash, tenant)
-        window_ms = cfg.rate_window_s * 1000
-        now_ms = int(time.time() * 1000)
-        window = now_ms // window_ms
-        rate = self.keys.rate_limit
-        limits = [(cfg.user_limit, rate(RedisKeys.USER_FEEDBACK, user_hash, window)),
-                  (cfg.tenant_limit, rate(RedisKeys.TENANT_FEEDBACK, interaction.tenant, window)),
-                  (cfg.address_limit, rate(RedisKeys.ADDRESS_FEEDBACK, _digest(address or ""),
-                                           window))]
-        if correction or comment:  # a caller already over a limit costs no redaction
-            async with self._redis("read the rate limits"):
-                counts = await self._client.mget([key for _, key in limits])
-            for status, (limit, _), n in zip(("user", "tenant", "address"), limits, counts,
-                                             strict=True):
-                if int(n or 0) >= limit and (status != "address" or address):
-                    raise errors.RateLimited(status, limit, cfg.rate_window_s, max(1, math.ceil(
-                        ((window + 1) * window_ms - now_ms) / 1000)))
-        # Redaction (regex or Presidio) can take milliseconds: not on the event loop.
-        correction, comment = await asyncio.to_thread(self._redact_texts, correction, comment)
-        feedback = Feedback(
-            interaction_id=interaction_id, rating=value, user=user_hash,
-            tenant=interaction.tenant, adapter_version=interaction.adapter_version,
-            correction=correction, comment=comment,
-        )
-        request_key, fingerprint = self.keys.feedback_current(interaction_id, user_hash), ""
+        if correction or comment:  # a caller refused anyway costs no redaction
+            await self._run(post, "check")
+            # Redaction (regex or Presidio) can take milliseconds: not on the event loop.
+            correction, comment = await asyncio.to_thread(self._redact_texts, correction,
+                                                          comment)
+        post.fields = {"interaction_id": interaction_id, "rating": value, "user": user_hash,
+                       "correction": correction, "comment": comment, "created_at": time.time()}
         if idempotency_key is not None:
-            request_key = self.keys.feedback_request(user_hash, _digest(idempotency_key))
-            fingerprint = _digest(json.dumps([interaction_id, value, correction, comment]))
-        keys = [ikey, limits[0][1], limits[1][1], self.keys.feedback_stream,
-                self.keys.feedback_current(interaction_id, user_hash), request_key,
-                limits[2][1]]
-        args = [cfg.user_limit, cfg.tenant_limit, (window + 1) * window_ms - now_ms,
-                feedback.id, user_hash, interaction_id, feedback.to_json(),
-                cfg.current_ttl_s * 1000, fingerprint, cfg.idempotency_ttl_s * 1000,
-                cfg.address_limit if address else ""]
-        async with self._redis("record feedback"):
-            if self._waitaof:
-                # WAITAOF covers the writes of *its* connection: send both on one pipeline.
-                pipe = self._client.pipeline(transaction=False)
-                await self._script(keys=keys, args=args, client=pipe)
-                pipe.execute_command("WAITAOF", 1, 0, cfg.waitaof_timeout_ms)
-                result, (local, _replicas) = await pipe.execute()
-                if text(result[0]) == "ok" and int(local) < 1:
-                    raise errors.FeedbackUnavailable(
-                        f"feedback {feedback.id} was written but not confirmed on disk within "
-                        f"{cfg.waitaof_timeout_ms} ms (WAITAOF): retry")
-            else:
-                result = await self._script(keys=keys, args=args)
-        status = text(result[0])
-        if status == "repeat":
+            post.request_key = self.keys.feedback_request(user_hash, digest(idempotency_key))
+            post.fingerprint = digest(json.dumps([interaction_id, value, correction, comment]))
+        result = await self._run(post, "write")
+        if text(result[0]) == "repeat":
             earlier_id, _, earlier_fingerprint = text(result[1]).partition(" ")
-            if earlier_fingerprint != fingerprint:
+            if earlier_fingerprint != post.fingerprint:
                 raise errors.IdempotencyKeyReused(
                     f"Idempotency-Key {idempotency_key!r} already recorded feedback "
                     f"{earlier_id} for a different request; use a new key for a new rating")
             FEEDBACK_EVENTS.labels("repeat").inc()
             return earlier_id
-        if status == "ok":
-            FEEDBACK_EVENTS.labels("accepted").inc()
-            log.debug("feedback %s on %s is %s", feedback.id, interaction_id, text(result[1]))
-            return feedback.id
-        if status == "gone":  # expired between the GET and the script
+        FEEDBACK_EVENTS.labels("accepted").inc()
+        log.debug("feedback %s on %s is %s", post.feedback_id, interaction_id, text(result[1]))
+        return post.feedback_id
+
+    async def _run(self, post: RecordCall, mode: str) -> list:
+        """Run the record script (:mod:`feedback.record_script`) in ``mode`` until it
+        answers ``ok``, ``checked`` or ``repeat``; raise what any other answer means.
+
+        An interaction not in Redis yet is waited for up to ``interaction_grace_s``
+        (serving logs it asynchronously); an answer naming the interaction's tenant
+        (``post.tenant`` was a guess) is run again with that tenant's rate counter.
+        """
+        cfg = self.config
+        deadline = time.monotonic() + cfg.interaction_grace_s
+        pause, tenant_answers = 0.01, 0
+        while True:
+            result = await self._call(post, mode)
+            status = text(result[0])
+            if status in ("ok", "checked", "repeat"):
+                return result
+            if status == "tenant_is" and tenant_answers < 2:
+                tenant_answers += 1  # twice only if the interaction was replaced meanwhile
+                post.tenant = self._tenant_hint = text(result[1])
+            elif status == "gone":
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise errors.InteractionNotFound(post.interaction_id)
+                await asyncio.sleep(min(pause, left))
+                pause = min(pause * 2, 0.1)
+            elif status == "not_owner" and text(result[1]) == "tenant":
+                raise _not_yours(post.interaction_id, text(result[2]), post.caller_tenant)
+            elif status == "not_owner":
+                raise _not_yours(post.interaction_id)
+            elif status in ("user", "tenant", "address"):
+                limit = {"user": cfg.user_limit, "tenant": cfg.tenant_limit}.get(
+                    status, cfg.address_limit)
+                raise errors.RateLimited(status, limit, cfg.rate_window_s,
+                                         max(1, math.ceil(max(int(result[1]), 0) / 1000)))
+            else:  # malformed (or the tenant changed under us): let the parser say what
+                await self._raise_unreadable(post.ikey, post.interaction_id)
+
+    async def _call(self, post: RecordCall, mode: str) -> list:
+        """One run of the record script; it shares its round trip with the runs of other
+        posts waiting at the same time (:mod:`feedback.script_batcher`)."""
+        cfg = self.config
+        keys, args = post.script_call(mode, cfg, self._tenant_hint)
+        strict = cfg.waitaof_timeout_ms if self._waitaof and mode == "write" else None
+        async with self._redis("record feedback"):
+            result, local = await self._batcher(keys, args, waitaof_ms=strict)
+        if local is not None and text(result[0]) == "ok" and local < 1:
+            raise errors.FeedbackUnavailable(
+                f"feedback {post.feedback_id} was written but not confirmed on disk within "
+                f"{cfg.waitaof_timeout_ms} ms (WAITAOF): retry")
+        return result
+
+    async def _raise_unreadable(self, key: str, interaction_id: str) -> None:
+        """The stored interaction is one the script could not read: parse it here, to raise
+        the precise error (another schema version, a bad field)."""
+        async with self._redis("load the interaction"):
+            raw = await self._client.get(key)
+        if raw is None:
             raise errors.InteractionNotFound(interaction_id)
-        limit = {"user": cfg.user_limit, "tenant": cfg.tenant_limit}.get(status, cfg.address_limit)
-        raise errors.RateLimited(status, limit, cfg.rate_window_s,
-                                 max(1, math.ceil(max(int(result[1]), 0) / 1000)))
+        Interaction.from_json(raw)
+        raise errors.InvalidEvent(f"interaction {interaction_id!r} is stored in a form the "
+                                  "feedback store cannot read")
 
     def _redact_texts(self, *texts: str | None) -> list[str | None]:
         return [None if t is None else self.redactor.redact(t) for t in texts]
@@ -370,22 +351,21 @@ class FeedbackStore:
     @staticmethod
     def _check_owner(interaction: Interaction, user_hash: str, tenant: str | None) -> None:
         if interaction.user != user_hash:
-            raise errors.NotYourInteraction(
-                f"interaction {interaction.id!r} was served to another user: only the user "
-                "who got an answer can rate it (check the API key or the `user` field)")
+            raise _not_yours(interaction.id)
         if tenant is not None and interaction.tenant != tenant:
-            raise errors.NotYourInteraction(
-                f"interaction {interaction.id!r} belongs to tenant {interaction.tenant!r}, "
-                f"not {tenant!r}")
+            raise _not_yours(interaction.id, interaction.tenant, tenant)
+
+    def _deadline_s(self) -> float:
+        """How long one round trip may take: connect, answer, and WAITAOF when strict."""
+        cfg = self.config
+        return cfg.connect_timeout_s + cfg.socket_timeout_s + (
+            cfg.waitaof_timeout_ms / 1000 if self._waitaof else 0)
 
     @asynccontextmanager
     async def _redis(self, what: str) -> AsyncIterator[None]:
         """Bound a Redis round trip in time and turn its failures into FeedbackUnavailable."""
-        deadline = self.config.connect_timeout_s + self.config.socket_timeout_s
-        if self._waitaof:
-            deadline += self.config.waitaof_timeout_ms / 1000
         try:
-            async with asyncio.timeout(deadline):
+            async with asyncio.timeout(self._deadline_s()):
                 yield
         except errors.FeedbackError:
             raise
@@ -396,5 +376,12 @@ class FeedbackStore:
                 f"not {what}: retry later") from exc
 
 
-def _digest(data: str) -> str:
-    return hashlib.sha256(data.encode()).hexdigest()[:32]
+def _not_yours(interaction_id: str, its_tenant: str | None = None,
+               caller_tenant: str | None = None) -> errors.NotYourInteraction:
+    """The refusal of a caller who is not the interaction's user (or not of its tenant)."""
+    if its_tenant is None:
+        return errors.NotYourInteraction(
+            f"interaction {interaction_id!r} was served to another user: only the user "
+            "who got an answer can rate it (check the API key or the `user` field)")
+    return errors.NotYourInteraction(
+        f"interaction {interaction_id!r} belongs to tenant {its_tenant!r}, not {caller_tenant!r}")
