@@ -62,7 +62,8 @@ SUITE: tuple[Bench, ...] = (
     Bench("vs_vllm_serve", "loraloop up ÷ vllm serve and ÷ bare transformers: tokens/s, "
           "TTFT, end to end", ("--model", "builtin:tiny", "--rounds", "2"), (),
           timeout_s=600, full_timeout_s=3600),
-    Bench("feedback_throughput", "feedback posts/s and p50/p99, strict ÷ default",
+    Bench("feedback_throughput", "feedback posts/s and p99 at c16 ÷ a no-I/O route (the "
+          "HTTP ceiling), strict ÷ default; Serve's proxy, its HAProxy mode, plain uvicorn",
           ("--posts", "1000"), (), timeout_s=420),
     Bench("swap_latency", "promote time, p99 while swapping ÷ steady", timeout_s=420),
     Bench("learner_loop", "learner ÷ bare loop, feedback-to-live, p99 training ÷ idle",
