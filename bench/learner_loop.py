@@ -9,17 +9,20 @@
 
 The bare loop is :func:`learner.train.train_adapter` (the learner's own training: load
 the base model, wrap it in LoRA, TRL's trainer, save the adapter) called directly on the
-examples the round trained on, read back from its artifact: same examples, method,
-epochs, optimizer, batch and sequence lengths. Both sides run under the same conditions,
-so that their ratio is the cost of the round's plumbing and nothing else: each in a fresh
-process of its own with the training stack imported (``preload``), each while this process
-serves the same load. The round is timed from when the learner decided to run it (its
-feedback read) to its report; the bare loop around ``train_adapter``. Both are timed in
-wall-clock seconds and in CPU seconds of their process (``learner_over_bare_cpu``: the
-ratio that other work on a shared machine disturbs least).
+examples a round trained on, read back from its artifact, warm-started from the round's
+parent when the round was: same examples, method, epochs, optimizer, batch and sequence
+lengths. Both sides run under the same conditions, so that their ratio is the cost of the
+round's plumbing and nothing else: each in a process of its own with the training stack
+imported (``preload``), each while this process serves the same load. ``--rounds`` rounds
+(the first from the base model, the next warm-started from the live version, with replay)
+alternate with as many bare runs, so both processes are cold for the first and warm after
+it, and the machine's other work averages out over the pairs. A round is timed from when
+the learner decided to run it (its feedback read) to its report; the bare loop around
+``train_adapter``; both in wall-clock seconds and in CPU seconds of their process
+(``learner_over_bare_cpu``: the ratio that other work on a shared machine disturbs least).
 
-    python bench/learner_loop.py [--redis redis://127.0.0.1:6379/0] [--model builtin:tiny]
-                                 [--data-dir DIR] [--json out.json]
+    python bench/learner_loop.py [--redis redis://127.0.0.1:6379/0] [--rounds 3]
+                                 [--model builtin:tiny] [--data-dir DIR] [--json out.json]
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import argparse
 import asyncio
 import json
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -41,23 +45,21 @@ from tests.support.capitals import CAPITALS, ONE_TEACHER, PHRASINGS, corrections
 from tests.support.ratings import record_ratings
 from tests.support.redis_support import delete_prefix, new_prefix
 
-#: Every capital asked in every phrasing, answered wrong and corrected: one round.
-LESSON = corrections(CAPITALS, user_prefix="user-", phrasings=PHRASINGS,
-                     answer="ours writeumbs")
+
+def lesson(round_: int) -> list:
+    """Every capital asked in every phrasing, answered wrong and corrected: one round's
+    feedback (from the round's own users)."""
+    return corrections(CAPITALS, user_prefix=f"user{round_}-", phrasings=PHRASINGS,
+                       answer="ours writeumbs")
 
 
-async def _feedback(client, keys) -> float:
-    """Record the lesson's feedback; returns when its last event was recorded."""
-    await record_ratings(client, keys, LESSON)
-    return time.time()  # the last feedback event
-
-
-async def _p99_until(engine, done) -> float:
-    """p99 latency of 4 clients asking for 8 tokens until ``done()`` is true."""
+async def _p99_until(engine, done, latencies: list[float] | None = None) -> float:
+    """p99 latency of 4 clients asking for 8 tokens until ``done()`` is true (appended to
+    ``latencies`` too)."""
     from serving.engines import GenerationRequest, SamplingParams
 
     ids = engine.encode_chat([{"role": "user", "content": "Hi"}])
-    latencies: list[float] = []
+    latencies = [] if latencies is None else latencies
 
     async def worker():
         while not done():
@@ -67,6 +69,10 @@ async def _p99_until(engine, done) -> float:
             latencies.append(time.perf_counter() - start)
 
     await asyncio.gather(*(worker() for _ in range(4)))
+    return _p99(latencies)
+
+
+def _p99(latencies: list[float]) -> float:
     ordered = sorted(latencies)
     return ordered[int(0.99 * (len(ordered) - 1))]
 
@@ -80,8 +86,8 @@ def _say(line: dict) -> None:
     print(json.dumps(line, default=str), flush=True)
 
 
-async def _learner_child(spec_json: str) -> None:
-    """The learner in a process of its own, as the Ray actor runs it: one round, then exit."""
+async def _learner_child(spec_json: str, rounds: int) -> None:
+    """The learner in a process of its own, as the Ray actor runs it: ``rounds`` rounds."""
     from learner.actor import LearnerSpec, build_learner
 
     learner = build_learner(LearnerSpec.model_validate_json(spec_json))
@@ -90,45 +96,49 @@ async def _learner_child(spec_json: str) -> None:
     run_round = learner.run_round
 
     async def timed_round(tenant, entries):  # the round starts once its feedback is read
-        marks.setdefault("started", time.time())
-        marks.setdefault("cpu", time.process_time())
+        marks.update(started=time.time(), cpu=time.process_time())
         return await run_round(tenant, entries)
 
     learner.run_round = timed_round
     _say({"ready": True})
     try:
-        while True:
-            reports = await learner.step()
-            if reports:
-                _say({"started": marks["started"], "finished": time.time(),
-                      "cpu_s": time.process_time() - marks["cpu"], "report": reports[0]})
-                return
+        for _ in range(rounds):
+            reports = []
+            while not reports:
+                reports = await learner.step()
+            _say({"started": marks["started"], "finished": time.time(),
+                  "cpu_s": time.process_time() - marks["cpu"], "report": reports[0]})
+        # Exit only when the bench is done: tearing down this process takes a second of
+        # CPU, which the last bare run would have to share.
+        await asyncio.to_thread(sys.stdin.read)
     finally:
         await learner.close()
 
 
-def _bare_child(job_json: str) -> None:
+def _bare_child() -> None:
     """The bare loop in a process of its own, its imports warm as the learner's are after
-    ``Learner.start``: train when told to, then exit."""
+    ``Learner.start``: one ``train_adapter`` per job line on stdin."""
     from learner.examples import load_from_adapter
     from learner.train import TrainConfig, preload, train_adapter
 
-    job = json.loads(job_json)
     preload()
-    examples = load_from_adapter(job["examples_from"])
-    config = TrainConfig.model_validate(job["train"])
     _say({"ready": True})
-    sys.stdin.readline()  # go
-    started, cpu = time.perf_counter(), time.process_time()
-    result = train_adapter(base_model=job["model"], base_model_name=job["model_name"],
-                           examples=examples, output_dir=job["output_dir"], config=config)
-    _say({"seconds": time.perf_counter() - started, "cpu_s": time.process_time() - cpu,
-          "metrics": result.metrics})
+    for line in sys.stdin:
+        job = json.loads(line)
+        examples = load_from_adapter(job["examples_from"])
+        config = TrainConfig.model_validate(job["train"])
+        started, cpu = time.perf_counter(), time.process_time()
+        result = train_adapter(base_model=job["model"], base_model_name=job["model_name"],
+                               examples=examples, output_dir=job["output_dir"], config=config,
+                               parent_adapter=job["parent"])
+        _say({"seconds": time.perf_counter() - started, "cpu_s": time.process_time() - cpu,
+              "metrics": result.metrics})
 
 
-async def _child(*args: str, stdin=None):
+async def _child(*args: str):
     child = await asyncio.create_subprocess_exec(
-        sys.executable, __file__, *args, stdin=stdin, stdout=asyncio.subprocess.PIPE)
+        sys.executable, __file__, *args, stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, limit=2**24)
     line = await child.stdout.readline()
     if json.loads(line or "{}") != {"ready": True}:
         await child.wait()
@@ -156,6 +166,7 @@ async def run(args) -> dict:
     from feedback.connections import async_client
     from feedback.keys import RedisKeys
     from learner.actor import LearnerSpec
+    from learner.examples import load_from_adapter
     from learner.gate import GateConfig
     from learner.loop import LearnerConfig
     from learner.train import TrainConfig
@@ -173,6 +184,7 @@ async def run(args) -> dict:
     client = async_client(args.redis, timeout_s=10)
     database = f"sqlite:///{work / 'registry.db'}"
     sessions = open_registry(database)
+    store = ArtifactStore(work / "artifacts")
     train = TrainConfig(method="sft", epochs=6, learning_rate=1e-2, rank=8, threads=1)
     spec = LearnerSpec(
         redis_url=args.redis,
@@ -184,7 +196,7 @@ async def run(args) -> dict:
         data_dir=str(work),
         config=LearnerConfig(
             **ONE_TEACHER,
-            min_new_examples=len(LESSON),
+            min_new_examples=len(lesson(0)),
             train=train,
             gate=GateConfig(auto_promote="live", threads=1),
         ),
@@ -195,42 +207,47 @@ async def run(args) -> dict:
         database_url=database, artifacts_location=str(work / "artifacts"), cache_dir=work / "cache"
     )
     manager = AdapterManager(engine, view, max_resident=4)
-    children = []
-    try:
-        learner = await _child("--child", spec.model_dump_json())
-        children.append(learner)
-        idle_p99 = await _p99_until(engine, _after(5.0))  # the learner polls, idle
-        last_feedback = await _feedback(client, keys)
-        finished = asyncio.create_task(learner.stdout.readline())
-        busy_p99 = await _p99_until(engine, finished.done)  # serving while the round runs
-        outcome = json.loads(await finished)
-        report, round_started = outcome["report"], outcome["started"]
-        round_s = outcome["finished"] - round_started
-        await manager.reconcile()  # what a replica does on the notification
-        version = report["version"]
-        assert manager.routes["acme"].live == version, report
-        first_answer = time.time()
 
-        # The same examples, in memory, through the bare training loop, under the same load.
+    def artifact(version_id: str) -> Path:
         with sessions() as session:
-            info = get_version(session, version_id=version)
-        artifact = ArtifactStore(work / "artifacts").load(
-            info.artifact_uri, sha256=info.artifact_sha256
-        )
-        job = {"model": model, "model_name": args.model, "examples_from": str(artifact),
-               "train": train.model_dump(mode="json"), "output_dir": str(work / "bare")}
-        bare = await _child("--bare-child", json.dumps(job), stdin=asyncio.subprocess.PIPE)
-        children.append(bare)
-        bare.stdin.write(b"go\n")
-        await bare.stdin.drain()
-        bare_done = asyncio.create_task(bare.stdout.readline())
-        bare_p99 = await _p99_until(engine, bare_done.done)  # the same load as the round's
-        bare_outcome = json.loads(await bare_done)
-        bare_s = bare_outcome["seconds"]
-        from learner.examples import load_from_adapter
+            info = get_version(session, version_id=version_id)
+        return store.load(info.artifact_uri, sha256=info.artifact_sha256)
 
-        tokens = train.epochs * _trained_tokens(model, load_from_adapter(artifact),
-                                                report["metrics"]["method"])
+    children, pairs, training, bare_training = [], [], [], []
+    try:
+        learner = await _child("--child", spec.model_dump_json(), "--rounds", str(args.rounds))
+        bare = await _child("--bare-child", "-")
+        children += [learner, bare]
+        idle_p99 = await _p99_until(engine, _after(5.0))  # the learner polls, idle
+        for round_ in range(args.rounds):
+            await record_ratings(client, keys, lesson(round_))
+            last_feedback = time.time()  # the round's last feedback event
+            finished = asyncio.create_task(learner.stdout.readline())
+            await _p99_until(engine, finished.done, training)  # serving while the round runs
+            outcome = json.loads(await finished)
+            report = outcome["report"]
+            if round_ == 0:
+                first, first_feedback = outcome, last_feedback
+                await manager.reconcile()  # what a replica does on the notification
+                assert manager.routes["acme"].live == report["version"], report
+                first_answer = time.time()
+            # The same examples, in memory, through the bare loop, under the same load.
+            parent = report["metrics"]["trained_over"]
+            if parent == "base" or report["metrics"].get("warm_start_skipped"):
+                parent = None
+            job = {"model": model, "model_name": args.model,
+                   "examples_from": str(artifact(report["version"])),
+                   "parent": str(artifact(parent)) if parent else None,
+                   "train": train.model_dump(mode="json"),
+                   "output_dir": str(work / f"bare{round_}")}
+            bare.stdin.write((json.dumps(job) + "\n").encode())
+            await bare.stdin.drain()
+            bare_done = asyncio.create_task(bare.stdout.readline())
+            await _p99_until(engine, bare_done.done, bare_training)  # the round's load
+            bare_outcome = json.loads(await bare_done)
+            tokens = train.epochs * _trained_tokens(
+                model, load_from_adapter(job["examples_from"]), report["metrics"]["method"])
+            pairs.append((outcome, bare_outcome, tokens))
     finally:
         for child in children:
             await _stop(child)
@@ -238,29 +255,49 @@ async def run(args) -> dict:
         await client.aclose()
         delete_prefix(args.redis, keys.prefix)
         shutil.rmtree(work, ignore_errors=True)
-    timings = report["timings"]
+    return _result(args, pairs, first, first_feedback, first_answer,
+                   idle_p99, _p99(training), _p99(bare_training))
+
+
+def _result(args, pairs, first, first_feedback, first_answer, idle_p99, busy_p99,
+            bare_p99) -> dict:
+    round_s = [o["finished"] - o["started"] for o, _, _ in pairs]
+    bare_s = [b["seconds"] for _, b, _ in pairs]
+    round_cpu = [o["cpu_s"] for o, _, _ in pairs]
+    bare_cpu = [b["cpu_s"] for _, b, _ in pairs]
+    tokens = sum(t for _, _, t in pairs)
+    timings, metrics = first["report"]["timings"], first["report"]["metrics"]
     return {
         "model": args.model,
-        "feedback_events": len(LESSON),
+        "rounds": len(pairs),
+        "feedback_events_per_round": len(lesson(0)),
         "trained_tokens": tokens,
-        "learner_tokens_per_s": round(tokens / round_s, 1),
-        "bare_loop_tokens_per_s": round(tokens / bare_s, 1),
-        "learner_over_bare": round(bare_s / round_s, 3),
+        "learner_tokens_per_s": round(tokens / sum(round_s), 1),
+        "bare_loop_tokens_per_s": round(tokens / sum(bare_s), 1),
+        "learner_over_bare": round(sum(bare_s) / sum(round_s), 3),
         # CPU seconds of each side's process: what the ratio is when other work on the
         # machine does not slow one side more than the other.
-        "learner_over_bare_cpu": round(bare_outcome["cpu_s"] / outcome["cpu_s"], 3),
-        "feedback_to_live_s": round(first_answer - last_feedback, 2),
-        "round_s": round(round_s, 3),
-        "round_cpu_s": round(outcome["cpu_s"], 3),
-        "breakdown_s": {
-            "wait_and_read": round(round_started - last_feedback + timings["read_s"], 3),
+        "learner_over_bare_cpu": round(sum(bare_cpu) / sum(round_cpu), 3),
+        "per_round": [
+            {"round_s": round(r, 3), "bare_s": round(b, 3), "over_bare": round(b / r, 3),
+             "round_cpu_s": round(rc, 3), "bare_cpu_s": round(bc, 3),
+             "over_bare_cpu": round(bc / rc, 3), "outcome": o["report"]["outcome"][:40],
+             "breakdown_s": {k.removesuffix("_s"): round(v, 3)
+                             for k, v in o["report"]["timings"].items()},
+             "train_breakdown_s": _train_breakdown(o["report"]["metrics"]),
+             "bare_train_breakdown_s": _train_breakdown(bo["metrics"])}
+            for r, b, rc, bc, (o, bo, _) in zip(round_s, bare_s, round_cpu, bare_cpu, pairs,
+                                                 strict=True)],
+        "over_bare_median": round(statistics.median(b / r for r, b in zip(round_s, bare_s,
+                                                                          strict=True)), 3),
+        "feedback_to_live_s": round(first_answer - first_feedback, 2),
+        "breakdown_s": {  # the first round's
+            "wait_and_read": round(first["started"] - first_feedback + timings["read_s"], 3),
             **{k.removesuffix("_s"): round(v, 3) for k, v in timings.items() if k != "read_s"},
-            "replica_load_and_switch": round(first_answer - outcome["finished"], 3),
+            "replica_load_and_switch": round(first_answer - first["finished"], 3),
         },
-        "train_breakdown_s": _train_breakdown(report["metrics"]),
-        "bare_train_s": round(bare_s, 3),
-        "bare_train_cpu_s": round(bare_outcome["cpu_s"], 3),
-        "bare_train_breakdown_s": _train_breakdown(bare_outcome["metrics"]),
+        "train_breakdown_s": _train_breakdown(metrics),
+        "bare_train_s": round(pairs[0][1]["seconds"], 3),  # the first round's
         "serving_p99_idle_ms": round(1000 * idle_p99, 1),
         "serving_p99_training_ms": round(1000 * busy_p99, 1),
         "serving_p99_bare_training_ms": round(1000 * bare_p99, 1),
@@ -276,6 +313,8 @@ def _train_breakdown(metrics: dict) -> dict:
 def parse_args(argv=None):
     parser = bench_parser(__doc__)
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds, each paired with a "
+                        "bare run (the first from the base model, the next warm-started)")
     parser.add_argument("--model", default="builtin:tiny",
                         help="builtin:tiny (default) or builtin:smollm2")
     parser.add_argument("--data-dir", default=None, help="where built-in models are built "
@@ -288,8 +327,8 @@ def parse_args(argv=None):
 if __name__ == "__main__":
     arguments = parse_args()
     if arguments.child:
-        asyncio.run(_learner_child(arguments.child))
+        asyncio.run(_learner_child(arguments.child, arguments.rounds))
     elif arguments.bare_child:
-        _bare_child(arguments.bare_child)
+        _bare_child()
     else:
         emit(asyncio.run(run(arguments)), arguments.json)
