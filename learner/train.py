@@ -48,7 +48,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from learner.errors import IncompatibleParent, NothingToTrain, OutputDirNotEmpty
 from learner.examples import Example
 from learner.progress import StepProgress, quiet_libraries, trainer_callback
-from learner.scoring import default_threads, limited_threads, load_tokenizer, render
+from learner.scoring import default_threads, freeze_imports, limited_threads, load_tokenizer, render
 
 log = logging.getLogger(__name__)
 
@@ -250,7 +250,8 @@ def _autocast(model: Any, enabled: bool) -> Any:
 
 
 def preload() -> float:
-    """Import the training stack now (trl, peft, datasets); returns the seconds it took.
+    """Import the training stack now (trl, peft, datasets) and keep the garbage collector
+    off it (:func:`learner.scoring.freeze_imports`); returns the seconds it took.
 
     The imports take seconds on a small machine; a learner calls this at start so
     that its first round is not that much slower than the next ones.
@@ -260,6 +261,7 @@ def preload() -> float:
         import datasets  # noqa: F401
         import peft  # noqa: F401
         from trl import KTOTrainer, SFTTrainer  # noqa: F401
+    freeze_imports()
     return time.perf_counter() - started
 
 
