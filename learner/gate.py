@@ -61,11 +61,12 @@ from learner.errors import InvalidRegressionSet
 from learner.examples import Example
 from learner.scoring import (
     default_threads,
+    encode_pairs,
+    encoded_logprobs,
     greedy_answers,
     limited_threads,
     load_tokenizer,
     render,
-    sequence_logprobs,
 )
 
 log = logging.getLogger(__name__)
@@ -195,12 +196,12 @@ def evaluate(*, base_model: str, candidate_dir: str | Path, reference_dir: str |
             reference = "reference"
 
         def rewards(examples: Sequence[Example]) -> list[float]:
-            pairs = [render(tokenizer, e) for e in examples]
+            encoded = encode_pairs(tokenizer, [render(tokenizer, e) for e in examples],
+                                   max_length=config.max_length)  # once for both models
 
             def score(adapter: str | None) -> list[float]:
-                return _with_adapter(model, adapter, lambda m: sequence_logprobs(
-                    m, tokenizer, pairs, batch_size=config.batch_size,
-                    max_length=config.max_length))
+                return _with_adapter(model, adapter, lambda m: encoded_logprobs(
+                    m, encoded, pad_id=tokenizer.pad_token_id, batch_size=config.batch_size))
 
             return [c - r for c, r in zip(score("candidate"), score(reference), strict=True)]
 
@@ -211,10 +212,14 @@ def evaluate(*, base_model: str, candidate_dir: str | Path, reference_dir: str |
                 batch_size=config.batch_size))
 
         metrics: dict[str, Any] = {"reference": "live" if reference else "base"}
-        metrics.update(_counted("taught", taught, rewards(taught) if taught else []))
-        metrics.update(_counted("holdout", holdout, rewards(holdout) if holdout else []))
+        # Both slices in the same passes; each example is scored once per model.
+        scored = [*taught, *holdout]
+        got = rewards(scored) if scored else []
+        taught_rewards, holdout_rewards = got[:len(taught)], got[len(taught):]
+        metrics.update(_counted("taught", taught, taught_rewards))
+        metrics.update(_counted("holdout", holdout, holdout_rewards))
         if holdout:
-            metrics.update(preference_metrics(holdout, rewards(holdout)))
+            metrics.update(preference_metrics(holdout, holdout_rewards))
         if rows:
             key = _cache_key(reference_dir, regression_set, config)
             got_reference = _cached(cache_dir, key, lambda: answers(reference))

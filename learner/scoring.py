@@ -7,7 +7,9 @@
   served answer ends.
 * :func:`sequence_logprobs` is ``log p(completion | prompt)``, summed over the
   completion's tokens, with the same tokenization rule as TRL (the completion
-  starts where the tokens of prompt and prompt+completion diverge).
+  starts where the tokens of prompt and prompt+completion diverge);
+  :func:`encode_pairs` and :func:`encoded_logprobs` are its two halves, for
+  scoring the same pairs under several models with one tokenization.
 * :func:`limited_threads` bounds torch's intra-op threads for a block, so
   training or evaluation next to serving replicas leaves them cores;
   :func:`freeze_imports` keeps Python's garbage collector off the imported stack.
@@ -21,6 +23,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import gc
+import inspect
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -118,6 +121,20 @@ def _token_pair(tokenizer: Any, prompt: str, completion: str) -> tuple[list[int]
     return full, start
 
 
+#: A tokenized (prompt, completion): the ids of prompt + completion, and the index of the
+#: completion's first token (:func:`encode_pairs`).
+Encoded = tuple[list[int], int]
+
+
+def encode_pairs(tokenizer: Any, pairs: Sequence[tuple[str, str]], *,
+                 max_length: int = 1024) -> list[Encoded]:
+    """Tokenize (prompt, completion) pairs once, for :func:`encoded_logprobs` under one or
+    more models. A sequence longer than ``max_length`` keeps its first ``max_length`` tokens
+    (the completion's tail is then not scored)."""
+    rows = [_token_pair(tokenizer, p, c) for p, c in pairs]
+    return [(ids[:max_length], min(start, max_length)) for ids, start in rows]
+
+
 def sequence_logprobs(model: Any, tokenizer: Any, pairs: Sequence[tuple[str, str]], *,
                       batch_size: int = 16, max_length: int = 1024) -> list[float]:
     """``sum log p(completion tokens | prompt)`` under ``model`` for each (prompt, completion).
@@ -125,31 +142,63 @@ def sequence_logprobs(model: Any, tokenizer: Any, pairs: Sequence[tuple[str, str
     Sequences longer than ``max_length`` keep their first ``max_length`` tokens
     (the completion's tail is then not scored). The model is put in eval mode.
     """
+    return encoded_logprobs(model, encode_pairs(tokenizer, pairs, max_length=max_length),
+                            pad_id=tokenizer.pad_token_id, batch_size=batch_size)
+
+
+def encoded_logprobs(model: Any, rows: Sequence[Encoded], *, pad_id: int | None,
+                     batch_size: int = 16) -> list[float]:
+    """:func:`sequence_logprobs` of :func:`encode_pairs`'s rows.
+
+    Batches are made of rows of similar length (less padding to compute), and only the
+    logits that are scored are made: the model's output head runs from the batch's first
+    completion token on (``logits_to_keep``, where the model takes it) and the softmax
+    runs over the completion tokens alone, not over every prompt position.
+    """
     import torch
 
     model.eval()
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    scores: list[float] = []
+    pad = pad_id if pad_id is not None else 0
+    keeps_logits = _takes_logits_to_keep(model)
+    scores = [0.0] * len(rows)
     device = next(model.parameters()).device
-    for i in range(0, len(pairs), batch_size):
-        rows = [_token_pair(tokenizer, p, c) for p, c in pairs[i:i + batch_size]]
-        rows = [(ids[:max_length], min(start, max_length)) for ids, start in rows]
-        width = max(len(ids) for ids, _ in rows)
-        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        scored = torch.zeros((len(rows), width), dtype=torch.bool)
-        for row, (ids, start) in enumerate(rows):
-            input_ids[row, :len(ids)] = torch.tensor(ids)
+    order = sorted(range(len(rows)), key=lambda r: len(rows[r][0]))
+    for i in range(0, len(order), batch_size):
+        batch = [rows[r] for r in order[i:i + batch_size]]
+        width = max(len(ids) for ids, _ in batch)
+        input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        scored = torch.zeros((len(batch), width), dtype=torch.bool)  # tokens whose logp counts
+        for row, (ids, start) in enumerate(batch):
+            input_ids[row, :len(ids)] = torch.tensor(ids, dtype=torch.long)
             mask[row, :len(ids)] = 1
             scored[row, max(start, 1):len(ids)] = True
+        # The logits at position p predict token p + 1: keep positions first..width-2.
+        first = min(max(start, 1) for _, start in batch) - 1
+        extra = {"logits_to_keep": width - first} if keeps_logits else {}
         with torch.no_grad():
-            logits = model(input_ids=input_ids.to(device),
-                           attention_mask=mask.to(device)).logits.float()
-        logps = torch.log_softmax(logits[:, :-1], dim=-1)
-        token_logps = logps.gather(-1, input_ids[:, 1:].to(device).unsqueeze(-1)).squeeze(-1)
-        totals = (token_logps * scored[:, 1:].to(device)).sum(dim=-1)
-        scores.extend(float(x) for x in totals.cpu())
+            logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device),
+                           **extra).logits
+        logits = logits[:, logits.shape[1] - (width - first):-1]  # positions first..width-2
+        targets, wanted = input_ids[:, first + 1:].to(device), scored[:, first + 1:].to(device)
+        picked = logits[wanted].float()  # (scored tokens, vocabulary)
+        token_logps = (picked.gather(-1, targets[wanted].unsqueeze(-1)).squeeze(-1)
+                       - torch.logsumexp(picked, dim=-1))
+        row_of = torch.arange(len(batch), device=device).unsqueeze(-1).expand_as(wanted)
+        totals = torch.zeros(len(batch), device=device).index_add_(0, row_of[wanted],
+                                                                   token_logps)
+        for r, total in zip(order[i:i + batch_size], totals.tolist(), strict=True):
+            scores[r] = total
     return scores
+
+
+def _takes_logits_to_keep(model: Any) -> bool:
+    """Whether the model's forward takes ``logits_to_keep`` (transformers' causal LMs do)."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        return "logits_to_keep" in inspect.signature(inner.forward).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def greedy_generate_ids(model: Any, tokenizer: Any, prompts: Sequence[Sequence[int]], *,
