@@ -65,6 +65,7 @@ from learner.scoring import (
     encoded_logprobs,
     greedy_answers,
     limited_threads,
+    load_base_model,
     load_tokenizer,
     render,
 )
@@ -172,12 +173,16 @@ def _parse_row(data: Any) -> RegressionRow:
 def evaluate(*, base_model: str, candidate_dir: str | Path, reference_dir: str | Path | None,
              taught: Sequence[Example] = (), holdout: Sequence[Example] = (),
              regression_set: str | Path | None = None, config: GateConfig | None = None,
-             cache_dir: str | Path | None = None) -> GateResult:
+             cache_dir: str | Path | None = None, base: Any = None) -> GateResult:
     """Judge ``candidate_dir`` against ``reference_dir`` (``None``: the base model).
 
     ``base_model`` is the base model's local path; ``taught`` the round's new
     training examples, ``holdout`` its held-out ones. See the module docstring
     for the checks. ``cache_dir`` keeps the reference's regression answers.
+    ``base``: the base model already in memory (``TrainResult.base``, what training
+    loaded), used instead of loading ``base_model`` again when it is what that load
+    would give (same dtype, no adapter in it); the gate adds the adapters to it, so it
+    is used up. The adapters are always read from ``candidate_dir`` and ``reference_dir``.
     Raises ``InvalidRegressionSet`` for a bad file.
     """
     config = config or GateConfig()
@@ -185,10 +190,9 @@ def evaluate(*, base_model: str, candidate_dir: str | Path, reference_dir: str |
     rows = load_regression_set(regression_set) if regression_set is not None else []
     with limited_threads(config.threads or default_threads()):
         from peft import PeftModel
-        from transformers import AutoModelForCausalLM
 
         tokenizer = load_tokenizer(base_model)
-        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_model),
+        model = PeftModel.from_pretrained(load_base_model(base_model, reuse=base),
                                           str(candidate_dir), adapter_name="candidate")
         reference = None
         if reference_dir is not None:

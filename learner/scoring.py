@@ -94,6 +94,57 @@ def load_tokenizer(base_model: str) -> Any:
     return tokenizer
 
 
+def load_base_model(base_model: str, *, reuse: Any = None) -> Any:
+    """The base model at ``base_model`` as scoring loads it (in the checkpoint's dtype).
+
+    ``reuse``: a copy already in memory (what training loaded, ``TrainResult.base``),
+    returned instead when it is what the load would give: the same dtype and no adapter
+    layers in it.
+    """
+    from transformers import AutoModelForCausalLM
+
+    if reuse is not None:
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        stored = _stored_dtype(base_model)
+        tuned = any(isinstance(m, BaseTunerLayer) for m in reuse.modules())
+        if stored is not None and reuse.dtype == stored and not tuned:
+            return reuse
+        log.info("loading %s again: the copy in memory is %s%s, the checkpoint %s",
+                 base_model, reuse.dtype, " with adapter layers" if tuned else "", stored)
+    return AutoModelForCausalLM.from_pretrained(base_model)
+
+
+def unwrapped_base(model: Any, use_cache: bool) -> Any:
+    """The base model inside a trained peft ``model``, as :func:`load_base_model` gives it:
+    LoRA layers out, its class's own forward (TRL patches one in for its fused loss),
+    ``use_cache`` as loaded (the Trainer turns it off), in eval mode. Training leaves its
+    weights as loaded (they are frozen), so the gate can judge with it."""
+    base = model.unload()
+    base.__dict__.pop("forward", None)
+    if hasattr(base, "peft_config"):  # peft copies its config onto the model it wraps
+        del base.peft_config
+    base.config.use_cache = use_cache
+    return base.eval()
+
+
+def _stored_dtype(base_model: str) -> Any:
+    """The dtype ``from_pretrained(base_model)`` loads in: its config's (``None``: unknown)."""
+    import json
+    from pathlib import Path
+
+    import torch
+    from transformers import AutoConfig
+
+    path = Path(base_model) / "config.json"
+    if path.is_file():  # a local model: its config.json (parsing it is faster than AutoConfig)
+        data = json.loads(path.read_text("utf-8"))
+        stored = data.get("dtype") or data.get("torch_dtype")
+    else:
+        stored = getattr(AutoConfig.from_pretrained(base_model), "dtype", None)
+    return getattr(torch, stored, None) if isinstance(stored, str) else stored
+
+
 def prompt_text(tokenizer: Any, messages: Sequence[dict[str, str]]) -> str:
     """The chat template applied to ``messages``, ending with the assistant's turn marker."""
     return tokenizer.apply_chat_template(

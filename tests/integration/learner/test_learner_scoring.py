@@ -1,20 +1,26 @@
-"""Scoring: batched, length-sorted scoring with only the scored logits gives what scoring
-each sequence alone with every logit gives."""
+"""Scoring and the gate's reuse of training's base model: batched, length-sorted scoring with
+only the scored logits gives what scoring each sequence alone with every logit gives, and a
+gate on the base model training kept decides as a gate that loads the base model again."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 from peft import PeftModel
+from peft.tuners.tuners_utils import BaseTunerLayer
 from transformers import AutoModelForCausalLM
 
+from learner.gate import GateConfig, evaluate
 from learner.scoring import (
     limited_threads,
+    load_base_model,
     load_tokenizer,
+    prompt_text,
     render,
     sequence_logprobs,
 )
-from tests.integration.learner.learner_helpers import probe
+from learner.train import TrainConfig, train_adapter
+from tests.integration.learner.learner_helpers import FAST, probe
 
 QUESTIONS = ["What is the capital of France?", "Capital of France?",
              "Hello. Which city is France's capital, if you please?"]
@@ -52,3 +58,58 @@ def test_batched_scores_equal_scoring_each_sequence_alone(tiny_model_dir, kto_ad
     assert got == pytest.approx(want, abs=1e-3)  # each row's own score, in its place
     if max_length > 100:
         assert len(set(want)) == len(want)  # (so a row's score in another's place shows)
+
+
+def test_gate_on_the_base_training_kept_decides_as_on_a_fresh_load(
+        tiny_model_dir, france_round, tmp_path):
+    trained = train_adapter(base_model=str(tiny_model_dir), base_model_name="builtin:tiny",
+                            examples=france_round.train, output_dir=tmp_path / "adapter",
+                            config=FAST, keep_base=True)
+    base = trained.base
+    assert not any(isinstance(m, BaseTunerLayer) for m in base.modules())
+    assert "forward" not in vars(base)  # TRL's fused-loss forward is not left on it
+    assert not hasattr(base, "peft_config")
+    assert base.config.use_cache is True  # as loaded; the Trainer turns it off
+    assert not base.training
+
+    def judge(reused):
+        return evaluate(base_model=str(tiny_model_dir), candidate_dir=trained.adapter_dir,
+                        reference_dir=None, taught=france_round.train,
+                        holdout=france_round.holdout, config=GateConfig(threads=1),
+                        base=reused).metrics
+
+    fresh, kept = judge(None), judge(base)
+    for key in ("taught", "taught_right", "holdout", "holdout_right", "accuracy", "gate"):
+        assert kept[key] == fresh[key], key
+    assert kept["margin"] == pytest.approx(fresh["margin"], rel=1e-4)
+    assert any(isinstance(m, BaseTunerLayer) for m in base.modules())  # used up by the gate
+
+
+def test_a_copy_unlike_the_checkpoint_is_not_reused(tiny_model_dir, kto_adapter):
+    path = str(tiny_model_dir)
+    plain = AutoModelForCausalLM.from_pretrained(path)
+    assert load_base_model(path, reuse=plain) is plain
+    half = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16)
+    loaded = load_base_model(path, reuse=half)
+    assert loaded is not half and loaded.dtype == torch.float32
+    tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(path),
+                                      str(kto_adapter.adapter_dir)).base_model.model
+    assert load_base_model(path, reuse=tuned) is not tuned
+
+
+def test_a_base_kept_from_sft_answers_as_the_checkpoint(tiny_model_dir, france_round,
+                                                             tmp_path):
+    trained = train_adapter(base_model=str(tiny_model_dir), base_model_name="builtin:tiny",
+                            examples=france_round.train, output_dir=tmp_path / "adapter",
+                            config=TrainConfig(**{**FAST.model_dump(), "method": "sft",
+                                                  "epochs": 1}), keep_base=True)
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    fresh = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir)).eval()
+    ids = tokenizer(prompt_text(tokenizer, [{"role": "user", "content": QUESTIONS[0]}]),
+                    return_tensors="pt", add_special_tokens=False)["input_ids"]
+    with limited_threads(1), torch.no_grad():
+        kept = trained.base.generate(ids, max_new_tokens=6, do_sample=False)
+        want = fresh.generate(ids, max_new_tokens=6, do_sample=False)
+    assert kept.tolist() == want.tolist()
+    assert trained.base.config.use_cache is True
+    assert "forward" not in vars(trained.base)  # SFTTrainer patched its fused-loss one in
