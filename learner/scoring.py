@@ -201,46 +201,113 @@ def encoded_logprobs(model: Any, rows: Sequence[Encoded], *, pad_id: int | None,
                      batch_size: int = 16) -> list[float]:
     """:func:`sequence_logprobs` of :func:`encode_pairs`'s rows.
 
-    Batches are made of rows of similar length (less padding to compute), and only the
-    logits that are scored are made: the model's output head runs from the batch's first
-    completion token on (``logits_to_keep``, where the model takes it) and the softmax
-    runs over the completion tokens alone, not over every prompt position.
+    Only the logits that are scored are made: the model's output head runs from the
+    first scored position on (``logits_to_keep``, where the model takes it) and the
+    softmax over the scored tokens alone. Rows that share the part before their scored
+    tokens (a correction and the answer it replaced, two rated answers to one question)
+    share its computation: it runs once, and each row continues from its cached keys and
+    values. The other rows run whole, in batches of rows of similar length.
     """
+    model.eval()
+    scoring = _Scoring(model, pad_id if pad_id is not None else 0, batch_size)
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for r, (ids, start) in enumerate(rows):  # the prefix: up to the first scored token's
+        groups.setdefault(tuple(ids[:max(start, 1) - 1]), []).append(r)  # predictor
+    shared = sorted(((k, v) for k, v in groups.items() if k and len(v) > 1),
+                    key=lambda group: len(group[0]))
+    alone = sorted((r for k, v in groups.items() if not (k and len(v) > 1) for r in v),
+                   key=lambda r: len(rows[r][0]))
+    scores = [0.0] * len(rows)
+    for i in range(0, len(alone), batch_size):
+        members = alone[i:i + batch_size]
+        scores_of = scoring.whole([rows[r] for r in members])
+        for r, total in zip(members, scores_of, strict=True):
+            scores[r] = total
+    batch: list[tuple[tuple[int, ...], list[int]]] = []
+    for group in [*shared, None]:  # groups whose rows fill a batch
+        if batch and (group is None or sum(len(g[1]) for g in batch) + len(group[1])
+                      > batch_size):
+            members = [r for _, rs in batch for r in rs]
+            suffixes = [rows[r][0][len(prefix):] for prefix, rs in batch for r in rs]
+            owners = [g for g, (_, rs) in enumerate(batch) for _ in rs]
+            for r, total in zip(members, scoring.shared([k for k, _ in batch], owners,
+                                                        suffixes), strict=True):
+                scores[r] = total
+            batch = []
+        if group is not None:
+            batch.append(group)
+    return scores
+
+
+class _Scoring:
+    """The forward passes of :func:`encoded_logprobs`."""
+
+    def __init__(self, model: Any, pad: int, batch_size: int) -> None:
+        self.model, self.pad, self.batch_size = model, pad, batch_size
+        self.keeps_logits = _takes_logits_to_keep(model)
+        self.device = next(model.parameters()).device
+
+    def _padded(self, seqs: Sequence[Sequence[int]]) -> tuple[Any, Any]:
+        import torch
+
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), self.pad, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for row, seq in enumerate(seqs):
+            ids[row, :len(seq)] = torch.tensor(list(seq), dtype=torch.long)
+            mask[row, :len(seq)] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    def _forward(self, keep: int, **inputs: Any) -> Any:
+        import torch
+
+        extra = {"logits_to_keep": keep} if self.keeps_logits else {}
+        with torch.no_grad():
+            return self.model(**inputs, **extra)
+
+    def whole(self, batch: Sequence[Encoded]) -> list[float]:
+        """Rows run whole: the logits at position p predict token p + 1."""
+        input_ids, mask = self._padded([ids for ids, _ in batch])
+        width = input_ids.shape[1]
+        scored = mask.bool().clone()  # tokens whose logp counts
+        for row, (_, start) in enumerate(batch):
+            scored[row, :max(start, 1)] = False
+        first = min(max(start, 1) for _, start in batch) - 1  # keep positions first..width-2
+        logits = self._forward(width - first, input_ids=input_ids, attention_mask=mask).logits
+        logits = logits[:, logits.shape[1] - (width - first):-1]
+        return _totals(logits, input_ids[:, first + 1:], scored[:, first + 1:])
+
+    def shared(self, prefixes: Sequence[Sequence[int]], owners: Sequence[int],
+               suffixes: Sequence[Sequence[int]]) -> list[float]:
+        """Each prefix runs once; each suffix (its first token predicts the first scored
+        one) continues from its prefix's keys and values (``owners[i]``: the prefix of
+        suffix ``i``). Every suffix token after the first is scored."""
+        import torch
+
+        prefix_ids, prefix_mask = self._padded(prefixes)
+        cache = self._forward(1, input_ids=prefix_ids, attention_mask=prefix_mask,
+                              use_cache=True).past_key_values
+        index = torch.tensor(list(owners), device=self.device)
+        cache.reorder_cache(index)  # one copy of its prefix's keys and values per suffix
+        suffix_ids, suffix_mask = self._padded(suffixes)
+        lengths = prefix_mask.sum(dim=1)[index].unsqueeze(-1)
+        positions = lengths + torch.arange(suffix_ids.shape[1], device=self.device)
+        logits = self._forward(suffix_ids.shape[1], input_ids=suffix_ids,
+                               attention_mask=torch.cat([prefix_mask[index], suffix_mask], 1),
+                               past_key_values=cache, position_ids=positions).logits
+        return _totals(logits[:, :-1], suffix_ids[:, 1:], suffix_mask[:, 1:].bool())
+
+
+def _totals(logits: Any, targets: Any, wanted: Any) -> list[float]:
+    """Per row, the sum of ``log softmax(logits)[target]`` where ``wanted``."""
     import torch
 
-    model.eval()
-    pad = pad_id if pad_id is not None else 0
-    keeps_logits = _takes_logits_to_keep(model)
-    scores = [0.0] * len(rows)
-    device = next(model.parameters()).device
-    order = sorted(range(len(rows)), key=lambda r: len(rows[r][0]))
-    for i in range(0, len(order), batch_size):
-        batch = [rows[r] for r in order[i:i + batch_size]]
-        width = max(len(ids) for ids, _ in batch)
-        input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        scored = torch.zeros((len(batch), width), dtype=torch.bool)  # tokens whose logp counts
-        for row, (ids, start) in enumerate(batch):
-            input_ids[row, :len(ids)] = torch.tensor(ids, dtype=torch.long)
-            mask[row, :len(ids)] = 1
-            scored[row, max(start, 1):len(ids)] = True
-        # The logits at position p predict token p + 1: keep positions first..width-2.
-        first = min(max(start, 1) for _, start in batch) - 1
-        extra = {"logits_to_keep": width - first} if keeps_logits else {}
-        with torch.no_grad():
-            logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device),
-                           **extra).logits
-        logits = logits[:, logits.shape[1] - (width - first):-1]  # positions first..width-2
-        targets, wanted = input_ids[:, first + 1:].to(device), scored[:, first + 1:].to(device)
-        picked = logits[wanted].float()  # (scored tokens, vocabulary)
-        token_logps = (picked.gather(-1, targets[wanted].unsqueeze(-1)).squeeze(-1)
-                       - torch.logsumexp(picked, dim=-1))
-        row_of = torch.arange(len(batch), device=device).unsqueeze(-1).expand_as(wanted)
-        totals = torch.zeros(len(batch), device=device).index_add_(0, row_of[wanted],
-                                                                   token_logps)
-        for r, total in zip(order[i:i + batch_size], totals.tolist(), strict=True):
-            scores[r] = total
-    return scores
+    picked = logits[wanted].float()  # (scored tokens, vocabulary)
+    token_logps = (picked.gather(-1, targets[wanted].unsqueeze(-1)).squeeze(-1)
+                   - torch.logsumexp(picked, dim=-1))
+    row_of = torch.arange(len(targets), device=targets.device).unsqueeze(-1).expand_as(wanted)
+    totals = torch.zeros(len(targets), device=targets.device)
+    return totals.index_add_(0, row_of[wanted], token_logps).tolist()
 
 
 def _takes_logits_to_keep(model: Any) -> bool:

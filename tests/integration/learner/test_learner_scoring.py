@@ -1,6 +1,7 @@
-"""Scoring and the gate's reuse of training's base model: batched, length-sorted scoring with
-only the scored logits gives what scoring each sequence alone with every logit gives, and a
-gate on the base model training kept decides as a gate that loads the base model again."""
+"""Scoring and the gate's reuse of training's base model: batched scoring, with shared prompts
+computed once and only the scored logits made, gives what scoring each sequence alone with
+every logit gives; and a gate on the base model training kept decides as a gate that loads
+the base model again."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from tests.integration.learner.learner_helpers import FAST, probe
 QUESTIONS = ["What is the capital of France?", "Capital of France?",
              "Hello. Which city is France's capital, if you please?"]
 ANSWERS = ["Paris.", "Lyon.", "It is Paris, the largest city of France.", "Marseille"]
+ALONE = ["Where is Paris?", "Which country has Lyon in it?"]
 
 
 def one_at_a_time(model, tokenizer, pairs, max_length):
@@ -43,17 +45,21 @@ def one_at_a_time(model, tokenizer, pairs, max_length):
     return scores
 
 
-@pytest.mark.parametrize("max_length", [1024, 24])
+@pytest.mark.parametrize(("max_length", "batch_size"), [(1024, 16), (1024, 5), (24, 16)])
 def test_batched_scores_equal_scoring_each_sequence_alone(tiny_model_dir, kto_adapter,
-                                                          max_length):
+                                                          max_length, batch_size):
     with limited_threads(1):
         tokenizer = load_tokenizer(str(tiny_model_dir))
         model = PeftModel.from_pretrained(
             AutoModelForCausalLM.from_pretrained(str(tiny_model_dir)),
             str(kto_adapter.adapter_dir)).eval()
+        # Four answers to each question (their prompt is computed once) and two questions
+        # with one answer each (computed whole).
         pairs = [render(tokenizer, e) for q in QUESTIONS for e in probe(q, ANSWERS)]
+        pairs += [render(tokenizer, e) for q in ALONE for e in probe(q, ANSWERS[:1])]
         assert len({len(tokenizer(p + c)["input_ids"]) for p, c in pairs}) > 3  # ragged
-        got = sequence_logprobs(model, tokenizer, pairs, batch_size=5, max_length=max_length)
+        got = sequence_logprobs(model, tokenizer, pairs, batch_size=batch_size,
+                                max_length=max_length)
         want = one_at_a_time(model, tokenizer, pairs, max_length)
     assert got == pytest.approx(want, abs=1e-3)  # each row's own score, in its place
     if max_length > 100:
