@@ -209,7 +209,7 @@ def encoded_logprobs(model: Any, rows: Sequence[Encoded], *, pad_id: int | None,
     values. The other rows run whole, in batches of rows of similar length.
     """
     model.eval()
-    scoring = _Scoring(model, pad_id if pad_id is not None else 0, batch_size)
+    scoring = _Scoring(model, pad_id if pad_id is not None else 0)
     groups: dict[tuple[int, ...], list[int]] = {}
     for r, (ids, start) in enumerate(rows):  # the prefix: up to the first scored token's
         groups.setdefault(tuple(ids[:max(start, 1) - 1]), []).append(r)  # predictor
@@ -220,30 +220,37 @@ def encoded_logprobs(model: Any, rows: Sequence[Encoded], *, pad_id: int | None,
     scores = [0.0] * len(rows)
     for i in range(0, len(alone), batch_size):
         members = alone[i:i + batch_size]
-        scores_of = scoring.whole([rows[r] for r in members])
-        for r, total in zip(members, scores_of, strict=True):
-            scores[r] = total
-    batch: list[tuple[tuple[int, ...], list[int]]] = []
-    for group in [*shared, None]:  # groups whose rows fill a batch
-        if batch and (group is None or sum(len(g[1]) for g in batch) + len(group[1])
-                      > batch_size):
-            members = [r for _, rs in batch for r in rs]
-            suffixes = [rows[r][0][len(prefix):] for prefix, rs in batch for r in rs]
-            owners = [g for g, (_, rs) in enumerate(batch) for _ in rs]
-            for r, total in zip(members, scoring.shared([k for k, _ in batch], owners,
-                                                        suffixes), strict=True):
-                scores[r] = total
-            batch = []
-        if group is not None:
-            batch.append(group)
+        _put(scores, members, scoring.whole([rows[r] for r in members]))
+    for batch in _fill(shared, batch_size):
+        members = [r for _, rs in batch for r in rs]
+        suffixes = [rows[r][0][len(prefix):] for prefix, rs in batch for r in rs]
+        owners = [g for g, (_, rs) in enumerate(batch) for _ in rs]
+        _put(scores, members, scoring.shared([prefix for prefix, _ in batch], owners, suffixes))
     return scores
+
+
+def _put(scores: list[float], members: Sequence[int], values: Sequence[float]) -> None:
+    for r, value in zip(members, values, strict=True):
+        scores[r] = value
+
+
+def _fill(groups: Sequence[tuple[Any, list[int]]], size: int) -> Iterator[list]:
+    """Consecutive groups, as many a batch as keep its rows within ``size`` (one at least)."""
+    batch: list = []
+    for group in groups:
+        if batch and sum(len(rs) for _, rs in batch) + len(group[1]) > size:
+            yield batch
+            batch = []
+        batch.append(group)
+    if batch:
+        yield batch
 
 
 class _Scoring:
     """The forward passes of :func:`encoded_logprobs`."""
 
-    def __init__(self, model: Any, pad: int, batch_size: int) -> None:
-        self.model, self.pad, self.batch_size = model, pad, batch_size
+    def __init__(self, model: Any, pad: int) -> None:
+        self.model, self.pad = model, pad
         self.keeps_logits = _takes_logits_to_keep(model)
         self.device = next(model.parameters()).device
 
