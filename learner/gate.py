@@ -61,11 +61,13 @@ from learner.errors import InvalidRegressionSet
 from learner.examples import Example
 from learner.scoring import (
     default_threads,
+    encode_pairs,
+    encoded_logprobs,
     greedy_answers,
     limited_threads,
+    load_base_model,
     load_tokenizer,
     render,
-    sequence_logprobs,
 )
 
 log = logging.getLogger(__name__)
@@ -171,12 +173,16 @@ def _parse_row(data: Any) -> RegressionRow:
 def evaluate(*, base_model: str, candidate_dir: str | Path, reference_dir: str | Path | None,
              taught: Sequence[Example] = (), holdout: Sequence[Example] = (),
              regression_set: str | Path | None = None, config: GateConfig | None = None,
-             cache_dir: str | Path | None = None) -> GateResult:
+             cache_dir: str | Path | None = None, base: Any = None) -> GateResult:
     """Judge ``candidate_dir`` against ``reference_dir`` (``None``: the base model).
 
     ``base_model`` is the base model's local path; ``taught`` the round's new
     training examples, ``holdout`` its held-out ones. See the module docstring
     for the checks. ``cache_dir`` keeps the reference's regression answers.
+    ``base``: the base model already in memory (``TrainResult.base``, what training
+    loaded), used instead of loading ``base_model`` again when it is what that load
+    would give (same dtype, no adapter in it); the gate adds the adapters to it, so it
+    is used up. The adapters are always read from ``candidate_dir`` and ``reference_dir``.
     Raises ``InvalidRegressionSet`` for a bad file.
     """
     config = config or GateConfig()
@@ -184,10 +190,9 @@ def evaluate(*, base_model: str, candidate_dir: str | Path, reference_dir: str |
     rows = load_regression_set(regression_set) if regression_set is not None else []
     with limited_threads(config.threads or default_threads()):
         from peft import PeftModel
-        from transformers import AutoModelForCausalLM
 
         tokenizer = load_tokenizer(base_model)
-        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_model),
+        model = PeftModel.from_pretrained(load_base_model(base_model, reuse=base),
                                           str(candidate_dir), adapter_name="candidate")
         reference = None
         if reference_dir is not None:
@@ -195,12 +200,12 @@ def evaluate(*, base_model: str, candidate_dir: str | Path, reference_dir: str |
             reference = "reference"
 
         def rewards(examples: Sequence[Example]) -> list[float]:
-            pairs = [render(tokenizer, e) for e in examples]
+            encoded = encode_pairs(tokenizer, [render(tokenizer, e) for e in examples],
+                                   max_length=config.max_length)  # once for both models
 
             def score(adapter: str | None) -> list[float]:
-                return _with_adapter(model, adapter, lambda m: sequence_logprobs(
-                    m, tokenizer, pairs, batch_size=config.batch_size,
-                    max_length=config.max_length))
+                return _with_adapter(model, adapter, lambda m: encoded_logprobs(
+                    m, encoded, pad_id=tokenizer.pad_token_id, batch_size=config.batch_size))
 
             return [c - r for c, r in zip(score("candidate"), score(reference), strict=True)]
 
@@ -211,10 +216,14 @@ def evaluate(*, base_model: str, candidate_dir: str | Path, reference_dir: str |
                 batch_size=config.batch_size))
 
         metrics: dict[str, Any] = {"reference": "live" if reference else "base"}
-        metrics.update(_counted("taught", taught, rewards(taught) if taught else []))
-        metrics.update(_counted("holdout", holdout, rewards(holdout) if holdout else []))
+        # Both slices in the same passes; each example is scored once per model.
+        scored = [*taught, *holdout]
+        got = rewards(scored) if scored else []
+        taught_rewards, holdout_rewards = got[:len(taught)], got[len(taught):]
+        metrics.update(_counted("taught", taught, taught_rewards))
+        metrics.update(_counted("holdout", holdout, holdout_rewards))
         if holdout:
-            metrics.update(preference_metrics(holdout, rewards(holdout)))
+            metrics.update(preference_metrics(holdout, holdout_rewards))
         if rows:
             key = _cache_key(reference_dir, regression_set, config)
             got_reference = _cached(cache_dir, key, lambda: answers(reference))

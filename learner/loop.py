@@ -16,6 +16,7 @@ Ray actor and ``loraloop learner run`` runs it in the foreground.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import json
 import logging
@@ -231,9 +232,8 @@ class Learner:
 
         scratch = self.work_dir / f"round-{time.time_ns()}"
         try:
-            published = await self._train_gate_publish(
-                tenant, curated, parent, parent_dir, scratch, timings
-            )
+            published = await self._train_gate_publish(tenant, curated, parent, parent_dir,
+                                                        scratch, timings)
             report.update(published)
         except NothingToTrain as exc:  # e.g. only thumbs-down so far: keep them for later
             report["outcome"] = f"waiting for more feedback: {exc.reason}"
@@ -246,9 +246,8 @@ class Learner:
         timings["ack_s"] = time.perf_counter() - clock
         return self._finish(report)
 
-    async def _train_gate_publish(
-        self, tenant, curated, parent, parent_dir, scratch: Path, timings
-    ) -> dict:
+    async def _train_gate_publish(self, tenant, curated, parent, parent_dir, scratch: Path,
+                                  timings) -> dict:
         taught = [e for e in curated.train if e.source != "replay"]
         train_config = self.config.train
         verdicts: list[str] = []  # every attempt's gate summary, for the version's metrics
@@ -275,7 +274,9 @@ class Learner:
                 regression_set=self.config.regression_set,
                 config=self.config.gate,
                 cache_dir=self.work_dir / "gate-cache",
+                base=trained.base,  # training's copy of the base model, not a second load
             )
+            trained = dataclasses.replace(trained, base=None)  # a retry loads its own
             timings["evaluate_s"] = timings.get("evaluate_s", 0.0) + time.perf_counter() - clock
             verdicts.append(verdict.metrics["gate"])
             if verdict.passed or not only_regression_failed(verdict) \
@@ -361,6 +362,7 @@ class Learner:
             output_dir=scratch / "adapter",
             config=config,
             progress=progress,
+            keep_base=True,  # for the gate
         )
         try:
             return await asyncio.to_thread(train, parent_adapter=parent_dir), ""

@@ -48,7 +48,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from learner.errors import IncompatibleParent, NothingToTrain, OutputDirNotEmpty
 from learner.examples import Example
 from learner.progress import StepProgress, quiet_libraries, trainer_callback
-from learner.scoring import default_threads, limited_threads, load_tokenizer, render
+from learner.scoring import (
+    default_threads,
+    freeze_imports,
+    limited_threads,
+    load_tokenizer,
+    render,
+    unwrapped_base,
+)
 
 log = logging.getLogger(__name__)
 
@@ -121,19 +128,23 @@ class TrainResult:
     adapter_dir: Path
     metrics: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    #: ``keep_base=True``: the base model training loaded (frozen, so the checkpoint's
+    #: weights), LoRA layers out, for the gate to reuse (``learner.gate.evaluate(base=)``).
+    base: Any = field(default=None, repr=False, compare=False)
 
 
 def train_adapter(*, base_model: str, base_model_name: str, examples: Sequence[Example],
                   output_dir: str | Path, config: TrainConfig | None = None,
                   parent_adapter: str | Path | None = None,
-                  progress: StepProgress | None = None) -> TrainResult:
+                  progress: StepProgress | None = None, keep_base: bool = False) -> TrainResult:
     """Train a LoRA adapter on ``examples`` and save it to ``output_dir``; see the module docstring.
 
     ``base_model`` is the base model's local path, ``base_model_name`` the name
     written into ``adapter_config.json`` (e.g. ``builtin:tiny``).
     ``output_dir`` must not exist or be empty. Raises ``NothingToTrain``,
     ``IncompatibleParent`` or ``OutputDirNotEmpty`` before any training. ``progress(step,
-    total)`` is called after every optimizer step (:mod:`learner.progress`).
+    total)`` is called after every optimizer step (:mod:`learner.progress`). ``keep_base``:
+    return the base model in ``TrainResult.base`` rather than dropping it.
     """
     config = config or TrainConfig()
     started = time.perf_counter()
@@ -156,6 +167,7 @@ def train_adapter(*, base_model: str, base_model_name: str, examples: Sequence[E
         set_seed(config.seed)
         tokenizer = load_tokenizer(base_model)
         model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
+        use_cache = model.config.use_cache  # the Trainer turns it off
         peft_config = None
         if parent_adapter is not None:
             model = PeftModel.from_pretrained(model, str(parent_adapter), is_trainable=True)
@@ -181,6 +193,7 @@ def train_adapter(*, base_model: str, base_model_name: str, examples: Sequence[E
         trained = time.perf_counter()
         out.mkdir(parents=True, exist_ok=True)
         model.save_pretrained(str(out), selected_adapters=["default"], safe_serialization=True)
+        base = unwrapped_base(model, use_cache) if keep_base else None
     _tidy_output(out, base_model_name)
     saved = time.perf_counter()
     seconds = saved - started
@@ -202,7 +215,7 @@ def train_adapter(*, base_model: str, base_model_name: str, examples: Sequence[E
         metrics["parent_alpha"] = parent_config.get("lora_alpha")
     log.info("trained a %s adapter on %d examples in %.1fs (%d steps, loss %.4f) -> %s",
              method, len(rows), seconds, metrics["steps"], metrics["train_loss"], out)
-    return TrainResult(out, metrics, seconds)
+    return TrainResult(out, metrics, seconds, base)
 
 
 def _fit_trl(trainer: Any, started: float) -> dict[str, Any]:
@@ -250,7 +263,8 @@ def _autocast(model: Any, enabled: bool) -> Any:
 
 
 def preload() -> float:
-    """Import the training stack now (trl, peft, datasets); returns the seconds it took.
+    """Import the training stack now (trl, peft, datasets) and keep the garbage collector
+    off it (:func:`learner.scoring.freeze_imports`); returns the seconds it took.
 
     The imports take seconds on a small machine; a learner calls this at start so
     that its first round is not that much slower than the next ones.
@@ -260,6 +274,7 @@ def preload() -> float:
         import datasets  # noqa: F401
         import peft  # noqa: F401
         from trl import KTOTrainer, SFTTrainer  # noqa: F401
+    freeze_imports()
     return time.perf_counter() - started
 
 
