@@ -60,13 +60,22 @@ class LoraLinear(torch.nn.Module):
             lora = self.adapters.get(name)
             if lora is None:  # the adapter does not target this module
                 continue
-            if rows is None:  # every row of the batch
+            if rows is None and result.dtype == lora.a.dtype:  # every row: one fused product
+                down = F.linear(x, lora.a)
+                flat = torch.addmm(result.reshape(-1, result.shape[-1]),
+                                   down.reshape(-1, down.shape[-1]), lora.b.t(),
+                                   alpha=lora.scaling)
+                result = flat.view(result.shape)
+            elif rows is None:
                 delta = F.linear(F.linear(x.to(lora.a.dtype), lora.a), lora.b) * lora.scaling
                 result = result + delta.to(result.dtype)
+            elif result.dtype == lora.a.dtype:  # this adapter's rows, added in place
+                delta = F.linear(F.linear(x.index_select(0, rows), lora.a), lora.b)
+                result.index_add_(0, rows, delta, alpha=lora.scaling)
             else:
-                sub = x[rows].to(lora.a.dtype)
+                sub = x.index_select(0, rows).to(lora.a.dtype)
                 delta = F.linear(F.linear(sub, lora.a), lora.b) * lora.scaling
-                result[rows] += delta.to(result.dtype)
+                result.index_add_(0, rows, delta.to(result.dtype))
         return result
 
 

@@ -94,6 +94,16 @@ async def test_a_mixed_batch_decodes_what_peft_decodes_row_for_row(hf, peft_answ
     assert hf.stats["max_batch_rows"] >= len(jobs) // 2
 
 
+@pytest.mark.parametrize("name", ["wide", "narrow", "rs"])
+async def test_a_batch_of_one_adapter_decodes_what_peft_decodes(hf, peft_answers, name):
+    """Every row on one adapter takes the fused whole-batch path; still peft's answers."""
+    results = await asyncio.gather(*(
+        complete(hf, prompt, adapter=name, max_tokens=TOKENS) for prompt in PROMPTS
+    ))
+    for prompt, (_, chunks) in zip(PROMPTS, results, strict=True):
+        assert [t for c in chunks for t in c.token_ids] == peft_answers[prompt, name], prompt
+
+
 async def test_the_adapters_change_the_answers(peft_answers):
     """Not a vacuous match: every adapter answers differently from the base model."""
     for name in ("wide", "narrow", "rs"):
