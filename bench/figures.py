@@ -97,6 +97,10 @@ def _serving_latency(r: dict) -> list[Figure]:
                                p50=on["p50_ms"], p99=on["p99_ms"]))
         rows.append(Figure("serving_latency", f"requests/s with logging, c{c}",
                            on["requests_per_s"], "req/s", off["requests_per_s"], "logging off"))
+        hop = r.get("one_hop", {}).get(c) or r.get("one_hop", {}).get(int(c))
+        if hop:  # results from before the one-hop topology have none
+            rows.append(Figure("serving_latency", f"one hop p50, c{c}", hop["p50_ms"], "ms",
+                               on["p50_ms"], "split", p50=hop["p50_ms"], p99=hop["p99_ms"]))
     return rows
 
 

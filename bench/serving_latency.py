@@ -6,11 +6,14 @@ Measured in one run, on the same tiny model and engine settings:
 - full stack: HTTP -> Ray Serve proxy -> ingress -> LLM replica -> engine -> response,
   with interaction logging on (embedded Redis),
 - full stack with logging off,
+- the one-hop topology with logging on: HTTP -> proxy -> replica (HTTP app and
+  engine in one deployment) -> engine,
 
 at concurrency 1 and 8: p50/p99 latency, full ÷ direct, the added milliseconds,
-and throughput with logging on ÷ off.
+throughput with logging on ÷ off, and one hop ÷ split. With ``--rounds`` the stack
+variants alternate and each figure is the median over the rounds.
 
-    python bench/serving_latency.py [--requests 60] [--tokens 16] [--json out.json]
+    python bench/serving_latency.py [--requests 60] [--tokens 16] [--rounds 1] [--json out.json]
 """
 
 from __future__ import annotations
@@ -50,6 +53,13 @@ async def _run(call, requests: int, concurrency: int) -> tuple[list[float], floa
     start = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return latencies, time.perf_counter() - start
+
+
+def _median_round(rounds: list[dict]) -> dict:
+    """Each figure's median over the rounds, and its spread."""
+    out = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
+    out["p50_ms_spread"] = [min(r["p50_ms"] for r in rounds), max(r["p50_ms"] for r in rounds)]
+    return out
 
 
 def _summary(latencies: list[float], wall: float) -> dict:
@@ -107,6 +117,7 @@ def main(args) -> dict:
     model_dir = str(ensure_tiny_model(work))
     result: dict = {"tokens": args.tokens, "requests": args.requests}
     result["direct"] = asyncio.run(direct(model_dir, args))
+    rounds: dict[str, list[dict]] = {}
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -116,18 +127,26 @@ def main(args) -> dict:
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         engine_config = EngineConfig(model=model_dir, threads=args.threads)
-        for name, redis_url in (("logging_on", redis.url), ("logging_off", "")):
-            config = ServeConfig(engine_config=engine_config, redis_url=redis_url)
-            serve.run(build_app(config), name=name, route_prefix=f"/{name}")
-            result[name] = asyncio.run(full_stack(f"http://127.0.0.1:{port}/{name}", args))
-            serve.delete(name)
+        variants = (("logging_on", redis.url, "split"), ("logging_off", "", "split"),
+                    ("one_hop", redis.url, "one_hop"))
+        for _ in range(args.rounds):  # alternating, so that drift hits every variant
+            for name, redis_url, topology in variants:
+                config = ServeConfig(engine_config=engine_config, redis_url=redis_url,
+                                     topology=topology)
+                serve.run(build_app(config), name=name, route_prefix=f"/{name}")
+                rounds.setdefault(name, []).append(
+                    asyncio.run(full_stack(f"http://127.0.0.1:{port}/{name}", args)))
+                serve.delete(name)
     finally:
         serve.shutdown()
         ray.shutdown()
         redis.stop()
 
+    for name, measured in rounds.items():
+        result[name] = {c: _median_round([m[c] for m in measured]) for c in (1, 8)}
     for c in (1, 8):
         d, on, off = result["direct"][c], result["logging_on"][c], result["logging_off"][c]
+        hop = result["one_hop"][c]
         result[f"c{c}"] = {
             "full_over_direct_p50": round(on["p50_ms"] / d["p50_ms"], 2),
             "full_over_direct_p99": round(on["p99_ms"] / d["p99_ms"], 2),
@@ -136,6 +155,10 @@ def main(args) -> dict:
             "logging_on_over_off_throughput": round(
                 on["requests_per_s"] / off["requests_per_s"], 3
             ),
+            "one_hop_added_p50_ms": round(hop["p50_ms"] - d["p50_ms"], 2),
+            "one_hop_over_split_p50": round(hop["p50_ms"] / on["p50_ms"], 3),
+            "one_hop_over_split_throughput": round(
+                hop["requests_per_s"] / on["requests_per_s"], 3),
         }
     return result
 
@@ -145,6 +168,8 @@ def parse_args(argv=None):
     parser.add_argument("--requests", type=int, default=60, help="requests per measurement")
     parser.add_argument("--tokens", type=int, default=16, help="max tokens per request")
     parser.add_argument("--threads", type=int, default=1, help="engine CPU threads (both sides)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="alternating rounds of the stack variants (medians reported)")
     return parser.parse_args(argv)
 
 

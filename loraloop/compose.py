@@ -39,6 +39,7 @@ def serve_config(settings: Settings, *, redis_url: str, replicas: int | None = N
         ),
         upstream=settings.upstream_config,
         num_replicas=replicas or settings.replicas,
+        topology=settings.topology,
         replica_gpus=settings.replica_gpus,
         admin_token=settings.admin_token,
         admin_tokens=settings.admin_tokens,

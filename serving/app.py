@@ -101,6 +101,10 @@ class ServeConfig(BaseModel):
         "beside admin_token; an admin action is audited under its token's name.")
     upstream: UpstreamConfig = Field(default_factory=UpstreamConfig, description="Where "
                                      "hard requests are handed off (no url: nowhere).")
+    topology: Literal["split", "one_hop"] = Field(
+        default="split", description="split: proxy -> ingress -> LLM replica (a replica "
+        "that dies mid-stream still ends the stream with an error event); one_hop: the "
+        "HTTP app runs in each LLM replica, proxy -> replica (see serving.one_hop).")
     gate_override_approvals: Literal[0, 1] = Field(
         default=0, description="1: passing a gate by hand through /admin needs a second "
         "admin's token in X-Approving-Admin-Token.")
@@ -242,7 +246,7 @@ class Ingress:
             ledger = ComputeLedger(config.redis_url, keys)
         self.service = ChatService(
             ledger=ledger,
-            generate=self._generate,
+            generate=self._relay,
             config=config.ingress,
             sink=self._sink,
             readiness=self._readiness,
@@ -268,7 +272,8 @@ class Ingress:
             include_admin(api, service=self.service, **self._admin)
         return api
 
-    async def _generate(self, payload: dict) -> AsyncIterator[dict]:
+    async def _relay(self, payload: dict) -> AsyncIterator[dict]:
+        """The LLM replica's events for ``payload``, across the handle."""
         if not payload["stream"]:  # one round trip for the whole answer
             try:
                 events = await self._llm.generate_all.remote(payload)
@@ -367,7 +372,18 @@ def build_app(config: ServeConfig, *, llm_cls: type[LLMServer] = LLMServer):
     """The Serve application: an ingress bound to ``num_replicas`` LLM replicas.
 
     ``llm_cls`` is the replica class (tests pass a subclass that can inject faults).
+    With ``topology="one_hop"`` the replicas serve HTTP themselves (no ingress).
     """
+    extra = {}
+    if config.topology == "one_hop":
+        from ray.serve.config import BackpressureConfig
+
+        from serving.one_hop import one_hop_class
+
+        llm_cls = serve.ingress()(one_hop_class(llm_cls))
+        # The proxy refuses what the replicas cannot queue: 503 with Retry-After, as the
+        # split ingress answers.
+        extra["backpressure_config"] = BackpressureConfig(status_code=503, retry_after_s=1)
     llm = serve.deployment(
         llm_cls,
         name="llm",
@@ -379,7 +395,10 @@ def build_app(config: ServeConfig, *, llm_cls: type[LLMServer] = LLMServer):
         health_check_timeout_s=config.health_check_timeout_s,
         graceful_shutdown_timeout_s=config.drain_timeout_s,
         graceful_shutdown_wait_loop_s=config.drain_poll_s,
+        **extra,
     ).bind(config)
+    if config.topology == "one_hop":
+        return llm
     ingress = serve.deployment(
         serve.ingress()(Ingress),
         name="ingress",

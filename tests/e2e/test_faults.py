@@ -1,6 +1,6 @@
 """Replica faults through Ray Serve and real HTTP: a replica stopped under an open stream
-(graceful drain), and a replica whose engine step never returns (hung), detected by its
-health check and replaced. The faults are real: a forward pass slowed or blocked forever in
+(graceful drain, in both topologies), and a replica whose engine step never returns (hung),
+detected by its health check and replaced. The faults are real: a forward pass slowed or blocked forever in
 the replica's process (tests/support/faulty_replica.py), a redeploy that stops the replica."""
 
 from __future__ import annotations
@@ -128,14 +128,16 @@ def _redeploy_under(stream: _Stream, name: str, config) -> float:
     return stopped_at
 
 
-def test_a_replica_stopped_under_an_open_stream_finishes_it(app, tiny_model_dir):
-    config = _config(tiny_model_dir, drain_timeout_s=120, drain_poll_s=0.5)
-    url = app("drain", config)
+@pytest.mark.parametrize("topology", ["split", "one_hop"])
+def test_a_replica_stopped_under_an_open_stream_finishes_it(app, tiny_model_dir, topology):
+    config = _config(tiny_model_dir, drain_timeout_s=120, drain_poll_s=0.5, topology=topology)
+    name = f"drain-{topology.replace('_', '-')}"
+    url = app(name, config)
     # 50 tokens (greedy, this prompt ends at 62) at 0.5 s each: longer than Serve's default
     # drain of 20 s, within ours.
-    old = _llm("drain").slow_engine.remote(0.5).result()
+    old = _llm(name).slow_engine.remote(0.5).result()
     stream = _Stream(url, max_tokens=50)
-    stopped_at = _redeploy_under(stream, "drain", config)
+    stopped_at = _redeploy_under(stream, name, config)
     stream.join()
     assert stream.error is None, f"the stream was cut: {stream.error!r}"
     assert stream.ended_at > stopped_at

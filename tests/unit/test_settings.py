@@ -61,6 +61,7 @@ def test_dotenv_file_is_read(tmp_path):
         ("LORALOOP_MAX_CPU_LORAS", "2", "must be >= max_loras"),
         ("LORALOOP_LEARNER_RANK", "32", "must be <= max_lora_rank (16)"),
         ("LORALOOP_LEARNER_AUTO_PROMOTE", "always", "'auto', 'off', 'canary' or 'live'"),
+        ("LORALOOP_TOPOLOGY", "two_hop", "'split' or 'one_hop'"),
     ],
 )
 def test_bad_values_are_refused_naming_the_field(monkeypatch, name, value, message):
@@ -126,6 +127,7 @@ README_NAMES = {
     "LORALOOP_TENANTS": ("a, b", "tenants", ["a", "b"]),
     "LORALOOP_REPLICAS": ("3", "replicas", 3),
     "LORALOOP_REPLICA_GPUS": ("1", "replica_gpus", 1.0),
+    "LORALOOP_TOPOLOGY": ("one_hop", "topology", "one_hop"),
     "LORALOOP_API_KEYS": ('{"k": {"user": "u", "tenant": "a"}}', "api_keys.k.user", "u"),
     "LORALOOP_FEEDBACK_STRICT": ("true", "feedback_config.strict_durability", True),
     "LORALOOP_LEARNER": ("false", "learner", False),
@@ -186,9 +188,11 @@ def test_nested_names_set_every_field_of_a_section(monkeypatch, tmp_path, tiny_m
     monkeypatch.setenv("LORALOOP_LEARNER_CONFIG__TRAIN__SEED", "3")
     monkeypatch.setenv("LORALOOP_LEARNER_CONFIG__SETTLE_S", "2.5")
     monkeypatch.setenv("LORALOOP_ENGINE_CONFIG", '{"max_queue": 9}')
+    monkeypatch.setenv("LORALOOP_TOPOLOGY", "one_hop")
     settings = Settings(data_dir=tmp_path, model=str(tiny_model_dir))
     serve = serve_config(settings, redis_url="redis://127.0.0.1:6379/0")
     assert serve.ingress.feedback.user_limit == 5 and serve.engine_config.max_queue == 9
+    assert serve.topology == "one_hop"
     learner = learner_spec(settings, redis_url="redis://127.0.0.1:6379/0").config
     assert (learner.train.seed, learner.settle_s) == (3, 2.5)
     assert setting_path("LORALOOP_LEARNER_CONFIG__TRAIN__SEED") == "learner_config.train.seed"
