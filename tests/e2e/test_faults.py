@@ -1,7 +1,8 @@
 """Replica faults through Ray Serve and real HTTP: a replica stopped under an open stream
 (graceful drain, in both topologies), and a replica whose engine step never returns (hung),
-detected by its health check and replaced. The faults are real: a forward pass slowed or blocked forever in
-the replica's process (tests/support/faulty_replica.py), a redeploy that stops the replica."""
+detected by its health check and replaced. The faults are real: a forward pass slowed or
+blocked forever in the replica's process (tests/support/faulty_replica.py), a redeploy that
+stops the replica."""
 
 from __future__ import annotations
 
