@@ -3,12 +3,14 @@
 Every figure is a ratio against a baseline measured in the same run, so it
 means the same thing on a laptop, on CI and on a GPU machine:
 
-    python bench/engine_throughput.py --engine hf [--concurrency 8] [--json out.json]
+    python bench/engine_throughput.py --engine hf [--concurrency 8] [--engine-config JSON]
+        [--json out.json]
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import statistics
 import sys
 import tempfile
@@ -54,10 +56,16 @@ async def tokens_per_second(engine, prompts, concurrency, tokens, adapter=None, 
     return statistics.median(rates)
 
 
-def _make_adapter(model_dir: str, out: Path, rank: int) -> Path:
-    """A random (not a no-op) LoRA of ``rank`` on every projection of the model."""
+def _make_adapter(model_dir: str, out: Path, rank: int, same_lengths: bool = False) -> Path:
+    """A random (not a no-op) LoRA of ``rank`` on every projection of the model.
+
+    ``same_lengths``: its scaling is tiny (alpha 1e-4), so every LoRA product is still
+    computed but greedy answers stay the base model's, token for token: adapter and base
+    rounds then generate the same number of tokens with the same batch occupancy (a
+    random adapter changes where answers end, and a batch whose rows end early runs
+    fewer rows per step, which skews tokens/s either way)."""
     return save_random_adapter(model_dir, out, r=rank, targets=ALL_PROJ, seed=0,
-                               base_name=model_dir)
+                               base_name=model_dir, alpha=1e-4 if same_lengths else None)
 
 
 async def main(args) -> dict:
@@ -66,13 +74,14 @@ async def main(args) -> dict:
         from loraloop.tiny_model import ensure_tiny_model
 
         model = str(ensure_tiny_model(Path(args.data_dir or tempfile.mkdtemp())))
-    config = EngineConfig(
-        model=model, model_name=model, max_lora_rank=args.rank, max_batch_size=args.concurrency
-    )
+    config = EngineConfig(**{
+        "model": model, "model_name": model, "max_lora_rank": args.rank,
+        "max_batch_size": args.concurrency, **json.loads(args.engine_config)})
     engine = engine_class(args.engine)(config)
     await engine.start()
     try:
-        adapter_dir = _make_adapter(model, Path(tempfile.mkdtemp()) / "adapter", args.rank)
+        adapter_dir = _make_adapter(model, Path(tempfile.mkdtemp()) / "adapter", args.rank,
+                                    args.same_lengths)
         await engine.load_adapter("bench-adapter", adapter_dir)
         await tokens_per_second(engine, PROMPTS, 2, 8, rounds=1)  # warm-up
         c1 = await tokens_per_second(engine, PROMPTS, 1, args.tokens)
@@ -92,6 +101,8 @@ async def main(args) -> dict:
     return {
         "engine": args.engine,
         "model": model,
+        "engine_config": json.loads(args.engine_config),
+        "same_lengths": args.same_lengths,
         "max_tokens": args.tokens,
         "concurrency": args.concurrency,
         "tokens_per_s_c1": round(c1, 1),
@@ -101,6 +112,11 @@ async def main(args) -> dict:
         "ratio_adapter_over_base": round(adapter / base, 3),
         f"tokens_per_s_mixed_c{args.concurrency}": round(mixed, 1),
         "ratio_mixed_over_base": round(mixed / base, 3),
+        # Each round's own ratio (its base, adapter and mixed runs back to back): the spread.
+        "ratio_adapter_over_base_rounds": [round(a / b, 3) for a, b in
+                                           zip(rates["adapter"], rates["base"], strict=True)],
+        "ratio_mixed_over_base_rounds": [round(m / b, 3) for m, b in
+                                         zip(rates["mixed"], rates["base"], strict=True)],
     }
 
 
@@ -110,6 +126,11 @@ def parse_args(argv=None):
     parser.add_argument("--engine", default="hf", help="engine name (hf, vllm)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="alternating base / adapter / mixed rounds (medians reported)")
+    parser.add_argument("--same-lengths", action="store_true", help="an adapter whose "
+                        "answers keep the base model's lengths (see _make_adapter)")
+    parser.add_argument("--engine-config", default="{}", help="EngineConfig fields as JSON, "
+                        'over the bench\'s own (e.g. \'{"max_loras": 1, "vllm_args": '
+                        '{"fully_sharded_loras": true}}\')')
     return parser.parse_args(argv)
 
 

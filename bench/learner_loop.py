@@ -229,8 +229,10 @@ async def run(args) -> dict:
             if round_ == 0:
                 first, first_feedback = outcome, last_feedback
                 await manager.reconcile()  # what a replica does on the notification
-                assert manager.routes["acme"].live == report["version"], report
-                first_answer = time.time()
+                route = manager.routes.get("acme")
+                # A round its gate rejects never goes live: no feedback-to-live figure then.
+                first_answer = time.time() if route and route.live == report["version"] \
+                    else None
             # The same examples, in memory, through the bare loop, under the same load.
             parent = report["metrics"]["trained_over"]
             if parent == "base" or report["metrics"].get("warm_start_skipped"):
@@ -290,11 +292,12 @@ def _result(args, pairs, first, first_feedback, first_answer, idle_p99, busy_p99
                                                  strict=True)],
         "over_bare_median": round(statistics.median(b / r for r, b in zip(round_s, bare_s,
                                                                           strict=True)), 3),
-        "feedback_to_live_s": round(first_answer - first_feedback, 2),
+        "feedback_to_live_s": round(first_answer - first_feedback, 2) if first_answer else None,
         "breakdown_s": {  # the first round's
             "wait_and_read": round(first["started"] - first_feedback + timings["read_s"], 3),
             **{k.removesuffix("_s"): round(v, 3) for k, v in timings.items() if k != "read_s"},
-            "replica_load_and_switch": round(first_answer - first["finished"], 3),
+            "replica_load_and_switch": round(first_answer - first["finished"], 3)
+        if first_answer else None,
         },
         "train_breakdown_s": _train_breakdown(metrics),
         "bare_train_s": round(pairs[0][1]["seconds"], 3),  # the first round's

@@ -1,6 +1,6 @@
 """Full-stack latency and the cost of interaction logging.
 
-Measured in one run, on the same tiny model and engine settings:
+Measured in one run, on the same model (builtin:tiny unless ``--model``) and engine settings:
 
 - direct: the engine called in-process (the baseline),
 - full stack: HTTP -> Ray Serve proxy -> ingress -> LLM replica -> engine -> response,
@@ -13,7 +13,8 @@ at concurrency 1 and 8: p50/p99 latency, full ÷ direct, the added milliseconds,
 throughput with logging on ÷ off, and one hop ÷ split. With ``--rounds`` the stack
 variants alternate and each figure is the median over the rounds.
 
-    python bench/serving_latency.py [--requests 60] [--tokens 16] [--rounds 1] [--json out.json]
+    python bench/serving_latency.py [--requests 60] [--tokens 16] [--rounds 1]
+        [--model builtin:tiny] [--json out.json]
 """
 
 from __future__ import annotations
@@ -109,13 +110,14 @@ def main(args) -> dict:
     from ray import serve
 
     from feedback.redis_server import EmbeddedRedis
-    from loraloop.tiny_model import ensure_tiny_model
+    from loraloop.models import resolve_model
     from serving.app import ServeConfig, build_app
     from serving.engines.base import EngineConfig
 
     work = Path(tempfile.mkdtemp(prefix="loraloop-bench-"))
-    model_dir = str(ensure_tiny_model(work))
-    result: dict = {"tokens": args.tokens, "requests": args.requests}
+    model_dir = str(resolve_model(
+        args.model, Path(args.data_dir).expanduser() if args.data_dir else work))
+    result: dict = {"tokens": args.tokens, "requests": args.requests, "model": args.model}
     result["direct"] = asyncio.run(direct(model_dir, args))
     rounds: dict[str, list[dict]] = {}
 
@@ -168,6 +170,9 @@ def parse_args(argv=None):
     parser.add_argument("--requests", type=int, default=60, help="requests per measurement")
     parser.add_argument("--tokens", type=int, default=16, help="max tokens per request")
     parser.add_argument("--threads", type=int, default=1, help="engine CPU threads (both sides)")
+    parser.add_argument("--model", default="builtin:tiny", help="the base model (both sides)")
+    parser.add_argument("--data-dir", default=None, help="where built-in models are built "
+                        "(default: a temporary directory; builtin:smollm2 converts once there)")
     parser.add_argument("--rounds", type=int, default=1,
                         help="alternating rounds of the stack variants (medians reported)")
     return parser.parse_args(argv)

@@ -57,7 +57,8 @@ SUITE: tuple[Bench, ...] = (
           timeout_s=300),
     Bench("compare_engines", "vllm ÷ hf tokens/s, adapter ÷ base on each", ("--rounds", "2"),
           (), timeout_s=420, full_timeout_s=1200, needs="vllm"),
-    Bench("serving_latency", "full stack ÷ direct engine p50/p99, logging on ÷ off",
+    Bench("serving_latency", "full stack ÷ direct engine p50/p99, logging on ÷ off, one_hop "
+          "÷ split",
           timeout_s=420),
     Bench("vs_vllm_serve", "loraloop up ÷ vllm serve and ÷ bare transformers: tokens/s, "
           "TTFT, end to end", ("--model", "builtin:tiny", "--rounds", "2"), (),

@@ -15,7 +15,7 @@ import abc
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
@@ -57,6 +57,10 @@ class EngineConfig(BaseModel):
     )
     max_queue: int = Field(default=256, ge=1, description="Waiting requests before refusing.")
     threads: int = Field(default=0, ge=0, description="CPU threads; 0 keeps the default.")
+    vllm_args: dict[str, Any] = Field(
+        default_factory=dict, description="vLLM: more `vllm.AsyncEngineArgs` (e.g. "
+        '{"fully_sharded_loras": true}), over loraloop\'s own; an unknown name is refused '
+        "at start. hf: unused.")
 
     @field_validator("max_cpu_loras")
     @classmethod

@@ -89,7 +89,8 @@ class VLLMEngine(ModelEngine):
 
         self._facts = await asyncio.to_thread(read_model_facts, self.config)
         on_cpu = current_platform.is_cpu()
-        args = AsyncEngineArgs(**engine_kwargs(self.config, self._facts, on_cpu=on_cpu))
+        args = AsyncEngineArgs(**engine_kwargs(self.config, self._facts, on_cpu=on_cpu,
+                                               known=_engine_arg_names(AsyncEngineArgs)))
         child_env = dict(_CPU_CHILD_ENV) if on_cpu else {}
         if on_cpu and self.config.threads:
             # vLLM's CPU worker would pin its OpenMP threads to the same first cores
@@ -304,3 +305,10 @@ def _is_engine_error(exc: BaseException) -> bool:
     from vllm.v1.engine.exceptions import EngineDeadError, EngineGenerateError
 
     return isinstance(exc, EngineDeadError | EngineGenerateError)
+
+
+def _engine_arg_names(args_cls) -> set[str]:
+    """The keyword arguments ``vllm.AsyncEngineArgs`` takes (a dataclass)."""
+    import dataclasses
+
+    return {f.name for f in dataclasses.fields(args_cls)}

@@ -60,8 +60,15 @@ def cpu_kv_cache_bytes(config: EngineConfig, facts: ModelFacts, available: int) 
     return max(min(wanted, cap), facts.max_context * facts.kv_bytes_per_token)
 
 
-def engine_kwargs(config: EngineConfig, facts: ModelFacts, *, on_cpu: bool) -> dict[str, Any]:
-    """Keyword arguments for ``vllm.AsyncEngineArgs``."""
+def engine_kwargs(config: EngineConfig, facts: ModelFacts, *, on_cpu: bool,
+                  known: set[str] | None = None) -> dict[str, Any]:
+    """Keyword arguments for ``vllm.AsyncEngineArgs``: loraloop's, then ``config.vllm_args``
+    over them. ``known``: the names AsyncEngineArgs takes; any other in ``vllm_args`` is
+    refused, naming it."""
+    unknown = sorted(set(config.vllm_args) - known) if known is not None else []
+    if unknown:
+        raise ValueError(f"vllm_args {unknown} are not arguments of vllm.AsyncEngineArgs "
+                         "(see `vllm serve --help` for the names it takes, with - as _)")
     kwargs: dict[str, Any] = {
         "model": config.model,
         "tokenizer": config.model,
@@ -92,4 +99,4 @@ def engine_kwargs(config: EngineConfig, facts: ModelFacts, *, on_cpu: bool) -> d
         kwargs["kv_cache_memory_bytes"] = cpu_kv_cache_bytes(
             config, facts, psutil.virtual_memory().available
         )
-    return kwargs
+    return {**kwargs, **config.vllm_args}

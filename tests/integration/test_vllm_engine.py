@@ -41,7 +41,8 @@ async def vllm_engine(tiny_model_dir):
     from serving.engines.vllm import VLLMEngine
 
     engine = VLLMEngine(
-        _config(tiny_model_dir, max_loras=1, max_cpu_loras=2, max_batch_size=2, max_queue=1)
+        _config(tiny_model_dir, max_loras=1, max_cpu_loras=2, max_batch_size=2, max_queue=1,
+                vllm_args={"max_logprobs": 21})  # an operator's own vLLM argument
     )
     await engine.start()
     yield engine
@@ -87,6 +88,14 @@ async def test_greedy_output_matches_hf_in_float32(vllm_engine, hf_engine, make_
     finally:
         for engine in (vllm_engine, hf_engine):
             await engine.unload_adapter("parity")
+
+
+async def test_vllm_args_reach_vllm_and_an_unknown_name_is_refused(vllm_engine, tiny_model_dir):
+    from serving.engines.vllm import VLLMEngine
+
+    assert vllm_engine._llm.vllm_config.model_config.max_logprobs == 21
+    with pytest.raises(ValueError, match=r"\['max_lorass'\] are not arguments"):
+        await VLLMEngine(_config(tiny_model_dir, vllm_args={"max_lorass": 2})).start()
 
 
 async def test_adapter_validation_sees_the_same_modules_as_hf(vllm_engine, hf_engine):

@@ -19,7 +19,7 @@ def save_random_adapter(
     targets: Sequence[str],
     seed: int,
     base_name: str,
-    alpha: int | None = None,
+    alpha: float | None = None,
 ) -> Path:
     """Save a LoRA adapter for ``base_dir`` whose weights are random, not a no-op.
 

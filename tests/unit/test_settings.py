@@ -357,3 +357,9 @@ def test_admin_and_version_access_settings_reach_the_app(tmp_path, tiny_model_di
     assert config.admin_tokens == {"ana": "t1", "bo": "t2"}
     assert config.gate_override_approvals == 1
     assert config.ingress.pinnable_statuses == {"acme": ["gated"]}
+
+
+def test_vllm_args_are_read_as_json(monkeypatch, tmp_path):
+    monkeypatch.setenv("LORALOOP_ENGINE_CONFIG__VLLM_ARGS", '{"fully_sharded_loras": true}')
+    settings = Settings(data_dir=tmp_path)
+    assert settings.engine_config.vllm_args == {"fully_sharded_loras": True}
