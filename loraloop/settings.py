@@ -175,9 +175,8 @@ class Settings(BaseSettings):
     replicas: int = Field(
         default=1, ge=1, le=64, description="LLM replicas of the Serve app (`loraloop up`, "
         "or `loraloop.deploy` on a cluster).")
-    topology: Literal["split", "one_hop"] = Field(
-        default="split", description="split: proxy -> ingress -> LLM replica. one_hop: the "
-        "HTTP app in each LLM replica (proxy -> replica); see README `Topologies`.")
+    topology: Literal["split", "one_hop"] = Field(default="split", description="split or "
+                                                  "one_hop (README, Topologies).")
     replica_gpus: float = Field(
         default=0, ge=0, le=8, description="GPUs each LLM replica asks Ray for (1 for vLLM on "
         "a GPU cluster, so Ray places one replica per GPU). 0: CPU only.")

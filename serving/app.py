@@ -20,7 +20,7 @@ from ray.serve.handle import DeploymentHandle
 
 from serving.adapters import AdapterManager, run_reconciler
 from serving.api import ChatService, IngressConfig, build_api
-from serving.compute.runner import ComputeRunner
+from serving.compute.factory import compute_factory
 from serving.compute.upstream_config import UpstreamConfig
 from serving.engines import choose_engine, engine_class
 from serving.engines.base import EngineConfig
@@ -101,10 +101,9 @@ class ServeConfig(BaseModel):
         "beside admin_token; an admin action is audited under its token's name.")
     upstream: UpstreamConfig = Field(default_factory=UpstreamConfig, description="Where "
                                      "hard requests are handed off (no url: nowhere).")
-    topology: Literal["split", "one_hop"] = Field(
-        default="split", description="split: proxy -> ingress -> LLM replica (a replica "
-        "that dies mid-stream still ends the stream with an error event); one_hop: the "
-        "HTTP app runs in each LLM replica, proxy -> replica (see serving.one_hop).")
+    topology: Literal["split", "one_hop"] = Field(default="split", description="split: proxy "
+                                                  "-> ingress -> LLM replica; one_hop: see "
+                                                  "serving.one_hop.")
     gate_override_approvals: Literal[0, 1] = Field(
         default=0, description="1: passing a gate by hand through /admin needs a second "
         "admin's token in X-Approving-Admin-Token.")
@@ -164,28 +163,6 @@ def adapter_factory(config: ServeConfig, name: str):
     def factory(engine):
         # Bounded by the engine's adapter_capacity: hf max_loras, vLLM max_cpu_loras.
         return AdapterManager(engine, registry, name=name)
-
-    return factory
-
-
-def compute_factory(config: ServeConfig):
-    """The replica's test-time compute runner: its strategies, adaptive policy and upstream."""
-    from feedback.keys import RedisKeys
-    from feedback.redact import make_redactor
-    from serving.compute.bandit import Bandit
-    from serving.compute.upstream import Upstream
-
-    compute = config.ingress.compute
-
-    def factory(engine):
-        upstream = None
-        if config.upstream.url:
-            upstream = Upstream(config.upstream, redis_url=config.redis_url,
-                                prefix=config.redis_prefix,
-                                redact=make_redactor(config.ingress.feedback.redactor).redact)
-        bandit = Bandit(config.redis_url, RedisKeys(config.redis_prefix),
-                        cost_weight=compute.adaptive.cost_weight)
-        return ComputeRunner(engine, compute, upstream=upstream, bandit=bandit)
 
     return factory
 
@@ -273,7 +250,6 @@ class Ingress:
         return api
 
     async def _relay(self, payload: dict) -> AsyncIterator[dict]:
-        """The LLM replica's events for ``payload``, across the handle."""
         if not payload["stream"]:  # one round trip for the whole answer
             try:
                 events = await self._llm.generate_all.remote(payload)
@@ -376,14 +352,9 @@ def build_app(config: ServeConfig, *, llm_cls: type[LLMServer] = LLMServer):
     """
     extra = {}
     if config.topology == "one_hop":
-        from ray.serve.config import BackpressureConfig
+        from serving.one_hop import deployment_options, one_hop_class
 
-        from serving.one_hop import one_hop_class
-
-        llm_cls = serve.ingress()(one_hop_class(llm_cls))
-        # The proxy refuses what the replicas cannot queue: 503 with Retry-After, as the
-        # split ingress answers.
-        extra["backpressure_config"] = BackpressureConfig(status_code=503, retry_after_s=1)
+        llm_cls, extra = serve.ingress()(one_hop_class(llm_cls, Ingress)), deployment_options()
     llm = serve.deployment(
         llm_cls,
         name="llm",

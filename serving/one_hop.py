@@ -22,19 +22,27 @@ from collections.abc import AsyncIterator
 
 from ray import serve
 
-from serving.app import Ingress, LLMServer, ServeConfig
+
+def deployment_options() -> dict:
+    """Serve options of the one-hop deployment, beside the LLM deployment's own."""
+    from ray.serve.config import BackpressureConfig
+
+    # The proxy refuses what the replicas cannot queue: 503 with Retry-After, as the
+    # split ingress answers.
+    return {"backpressure_config": BackpressureConfig(status_code=503, retry_after_s=1)}
 
 
-def one_hop_class(llm_cls: type[LLMServer]) -> type:
-    """``llm_cls`` (the replica class) serving the HTTP app of :class:`Ingress` itself."""
+def one_hop_class(llm_cls: type, ingress_cls: type) -> type:
+    """``llm_cls`` (the replica class, ``serving.app.LLMServer`` or a subclass) serving
+    the HTTP app of ``ingress_cls`` (``serving.app.Ingress``) itself."""
 
-    class OneHopServer(llm_cls, Ingress):
-        async def __init__(self, config: ServeConfig) -> None:  # type: ignore[misc]
+    class OneHopServer(llm_cls, ingress_cls):
+        async def __init__(self, config) -> None:  # type: ignore[misc]
             await llm_cls.__init__(self, config)
-            await Ingress.__init__(self, None, config)
+            await ingress_cls.__init__(self, None, config)
 
         async def __del__(self) -> None:
-            await Ingress.__del__(self)
+            await ingress_cls.__del__(self)
             await llm_cls.__del__(self)
 
         async def _relay(self, payload: dict) -> AsyncIterator[dict]:
