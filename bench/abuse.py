@@ -10,10 +10,13 @@ arguments that returns its figures); add a section by adding an entry.
   Chat p99 at concurrency 1 while idle, then while ``--flood-workers`` clients send
   huge bodies (with and without Content-Length), 900 kB prompts, corrections built to
   be slow to redact, invalid UTF-8 and 2,000-entry stop lists; the attacker is a process
-  of its own at the lowest CPU priority, as if on another machine. Reported: flood p99 ÷
-  idle p99 (target <= 1.5), what the flood got back, and the same flood aimed at a
-  neighbouring server on the machine ÷ idle: the share of the slowdown that is the
-  machine's (two cores shared with the attacker's traffic), not the server's.
+  of its own at the lowest CPU priority, from other loopback addresses than the
+  measuring client's (127.0.0.2 on), as if on another machine. Three floods: from one
+  address (the refusal throttle, ``serving.refusals``, slows it down after its first
+  refusals: flood p99 ÷ idle p99, target <= 1.5), from ``--attacker-addresses``
+  addresses (each with its own allowance), and that one aimed at a neighbouring server
+  on the machine: the share of the slowdown that is the machine's (two cores shared
+  with the attacker's traffic), not the server's.
 - ``sybil``: 200 invented users (auth off, one client address) rate answers through
   the real feedback store under the default limits; the learner's real read
   (``FeedbackSource``), join and ``curate`` with ``LearnerConfig``'s defaults make
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -101,10 +105,12 @@ def _hostile_requests(interaction_ids: list[str]) -> list[tuple[str, str, dict]]
     ]
 
 
-async def _flood(http, url: str, kinds, stop: asyncio.Event, statuses: Counter) -> None:
+async def _flood(clients, url: str, kinds, stop: asyncio.Event, statuses: Counter,
+                 worker: int) -> None:
     i = 0
     while not stop.is_set():
         name, path, kwargs = kinds[i % len(kinds)]
+        http = clients[(worker + i) % len(clients)]  # each request from the next address
         i += 1
         kwargs = {k: (v() if callable(v) else v) for k, v in kwargs.items()}
         try:
@@ -115,22 +121,31 @@ async def _flood(http, url: str, kinds, stop: asyncio.Event, statuses: Counter) 
 
 
 async def _attack(url: str, interaction_id: str, workers: int, only: set[str],
-                  out: Path) -> None:
-    """The attacker's process: ``workers`` clients send hostile requests until SIGTERM, then
-    the answers they got are written to ``out``."""
+                  out: Path, addresses: int) -> None:
+    """The attacker's process: ``workers`` clients send hostile requests from ``addresses``
+    loopback addresses (127.0.0.2 on: never the measuring client's 127.0.0.1, as from
+    other machines) until SIGTERM, then the answers they got are written to ``out``."""
     import httpx
 
     stop, statuses = asyncio.Event(), Counter()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     kinds = [k for k in _hostile_requests([interaction_id]) if not only or k[0] in only]
-    async with httpx.AsyncClient(timeout=120) as http:
-        await asyncio.gather(*(_flood(http, url, kinds, stop, statuses)
-                               for _ in range(workers)))
+    async with contextlib.AsyncExitStack() as clients:
+        http = [await clients.enter_async_context(httpx.AsyncClient(
+            timeout=120, transport=httpx.AsyncHTTPTransport(local_address=address)))
+            for address in _attacker_addresses(addresses)]
+        await asyncio.gather(*(_flood(http, url, kinds, stop, statuses, worker)
+                               for worker in range(workers)))
     out.write_text(json.dumps(dict(statuses)))
 
 
+def _attacker_addresses(count: int) -> list[str]:
+    return [f"127.0.{(i + 2) // 256}.{(i + 2) % 256}" for i in range(count)]
+
+
 async def _flooded_latencies(http, url: str, target: str, requests: int, workers: int,
-                             only: str, out: Path) -> tuple[list[float], dict]:
+                             only: str, out: Path, addresses: int = 1
+                             ) -> tuple[list[float], dict]:
     """Chat latencies at ``url`` while an attacker floods ``target``, and what the attacker
     got back. The attacker is a process of its own, as on another machine: building 5 MB
     bodies must not stall the measuring client's event loop. It runs at the lowest CPU
@@ -139,7 +154,8 @@ async def _flooded_latencies(http, url: str, target: str, requests: int, workers
     answer = await http.post(f"{target}/v1/chat/completions", json=CHAT | {"user": "mallory"})
     attacker = subprocess.Popen(
         [sys.executable, __file__, "--attack", target, "--interaction-id", answer.json()["id"],
-         "--flood-workers", str(workers), "--flood-kinds", only, "--attack-out", str(out)],
+         "--flood-workers", str(workers), "--flood-kinds", only, "--attack-out", str(out),
+         "--attacker-addresses", str(addresses)],
         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
         preexec_fn=lambda: os.nice(19))
     try:
@@ -152,31 +168,40 @@ async def _flooded_latencies(http, url: str, target: str, requests: int, workers
 
 
 async def _measure_flood(url: str, neighbour: str, requests: int, workers: int, only: str,
-                         work: Path) -> dict:
-    """Chat p99 at ``url``: idle, while a neighbouring server on the same machine is flooded
-    (what the machine's shared cores cost, which no server can avoid), and while this
-    server is flooded."""
+                         work: Path, addresses: int) -> dict:
+    """Chat p99 at ``url``: idle; while this server is flooded from one address (the
+    refusal throttle slows that address down after its first refusals); while it is
+    flooded from ``addresses`` addresses (each gets its own allowance first); and while a
+    neighbouring server on the same machine gets that flood (what the machine's shared
+    cores cost, which no server can avoid)."""
     import httpx
 
     async with httpx.AsyncClient(timeout=120) as http:
         await _chat_latencies(http, url, 5)  # warm up
         idle = await _chat_latencies(http, url, requests)
-        beside, _ = await _flooded_latencies(http, url, neighbour, requests, workers, only,
-                                             work / "neighbour-answers.json")
         flooded, statuses = await _flooded_latencies(http, url, url, requests, workers, only,
                                                      work / "flood-answers.json")
-    idle_p99, beside_p99, flood_p99 = _p99(idle), _p99(beside), _p99(flooded)
+        many, many_statuses = await _flooded_latencies(
+            http, url, url, requests, workers, only, work / "many-answers.json", addresses)
+        beside, _ = await _flooded_latencies(http, url, neighbour, requests, workers, only,
+                                             work / "neighbour-answers.json", addresses)
+    idle_p99 = _p99(idle)
+    ratio = lambda values: round(_p99(values) / idle_p99, 3)  # noqa: E731
     return {
         "chat_requests": requests,
         "flood_workers": workers,
-        "attacker": "a separate process at nice 19, same machine",
+        "attacker": "a separate process at nice 19, same machine, from 127.0.0.2 on",
         "idle_p99_ms": round(1000 * idle_p99, 2),
-        "neighbour_flood_p99_ms": round(1000 * beside_p99, 2),
-        "flood_p99_ms": round(1000 * flood_p99, 2),
-        "flood_over_idle_p99": round(flood_p99 / idle_p99, 3),
-        "neighbour_flood_over_idle_p99": round(beside_p99 / idle_p99, 3),
+        "flood_p99_ms": round(1000 * _p99(flooded), 2),
+        "flood_over_idle_p99": ratio(flooded),
         "target": "<= 1.5",
+        "attacker_addresses": addresses,
+        "many_addresses_flood_p99_ms": round(1000 * _p99(many), 2),
+        "many_addresses_flood_over_idle_p99": ratio(many),
+        "neighbour_flood_p99_ms": round(1000 * _p99(beside), 2),
+        "neighbour_flood_over_idle_p99": ratio(beside),
         "flood_answers": dict(sorted(statuses.items())),
+        "many_addresses_flood_answers": dict(sorted(many_statuses.items())),
     }
 
 
@@ -217,7 +242,8 @@ def flood(args) -> dict:
             servers.append(_start_server(model, redis.url))
         (_, url), (_, neighbour_url) = servers
         return asyncio.run(_measure_flood(url, neighbour_url, args.requests,
-                                          args.flood_workers, args.flood_kinds, work))
+                                          args.flood_workers, args.flood_kinds, work,
+                                          args.attacker_addresses))
     finally:
         for child, _ in servers:
             child.send_signal(signal.SIGTERM)
@@ -328,6 +354,8 @@ def parse_args(argv=None):
                         "durability section.")
     parser.add_argument("--flood-kinds", default="", help="Only these hostile requests "
                         "(names as in the report; default: all).")
+    parser.add_argument("--attacker-addresses", type=int, default=64, help="Addresses the "
+                        "flood also comes from in its last phase (the first comes from one).")
     parser.add_argument("--json", default=None)
     parser.add_argument("--serve", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--model", default=None, help=argparse.SUPPRESS)
@@ -345,6 +373,6 @@ if __name__ == "__main__":
     elif arguments.attack is not None:
         asyncio.run(_attack(arguments.attack, arguments.interaction_id, arguments.flood_workers,
                             set(filter(None, arguments.flood_kinds.split(","))),
-                            Path(arguments.attack_out)))
+                            Path(arguments.attack_out), arguments.attacker_addresses))
     else:
         emit(main(arguments), arguments.json)

@@ -141,8 +141,12 @@ def _abuse(r: dict) -> list[Figure]:
     rows = []
     if "flood" in r:
         f = r["flood"]
-        rows.append(Figure("abuse", "chat p99 under a flood", f["flood_p99_ms"], "ms",
-                           f["idle_p99_ms"], "idle", p99=f["flood_p99_ms"]))
+        rows.append(Figure("abuse", "chat p99 under a flood (one address)", f["flood_p99_ms"],
+                           "ms", f["idle_p99_ms"], "idle", p99=f["flood_p99_ms"]))
+        if "many_addresses_flood_p99_ms" in f:
+            rows.append(Figure("abuse", f"chat p99 under a flood ({f['attacker_addresses']} "
+                               "addresses)", f["many_addresses_flood_p99_ms"], "ms",
+                               f["idle_p99_ms"], "idle", p99=f["many_addresses_flood_p99_ms"]))
         if "neighbour_flood_p99_ms" in f:  # the same flood on another server of the machine
             rows.append(Figure("abuse", "chat p99, a neighbouring server flooded",
                                f["neighbour_flood_p99_ms"], "ms", f["idle_p99_ms"], "idle",

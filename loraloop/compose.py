@@ -35,7 +35,7 @@ def serve_config(settings: Settings, *, redis_url: str, replicas: int | None = N
         ingress=IngressConfig(
             tenants=settings.tenants, api_keys=settings.api_keys,
             feedback=settings.feedback_config, pinnable_statuses=settings.pinnable_statuses,
-            compute=settings.compute_config,
+            compute=settings.compute_config, refusals=settings.refusal_config,
         ),
         upstream=settings.upstream_config,
         num_replicas=replicas or settings.replicas,

@@ -1,9 +1,8 @@
 """loraloop's settings: the one place the environment is read.
 
-Every field can be set as ``LORALOOP_<FIELD>`` (for example ``LORALOOP_MODEL``)
-or in a ``.env`` file in the working directory (the environment wins over it).
-Components never read the environment themselves; the composition root passes
-each its typed config explicitly.
+Every field can be set as ``LORALOOP_<FIELD>`` (``LORALOOP_MODEL``) or in a ``.env``
+file in the working directory (the environment wins over it). Components never read
+the environment; the composition root passes each its typed config explicitly.
 
 The configs of the engine, the learner and the feedback store are declared once,
 in their own modules (:class:`~serving.engines.base.EngineConfig`,
@@ -37,6 +36,7 @@ from serving.auth import ApiKey
 from serving.compute.spec import ComputeConfig
 from serving.compute.upstream_config import UpstreamConfig
 from serving.engines.base import EngineConfig
+from serving.refusals import RefusalConfig
 
 BUILTIN_SMOLLM2 = "builtin:smollm2"
 #: Hosts a `loraloop up` on this machine only answers itself on.
@@ -185,10 +185,11 @@ class Settings(BaseSettings):
         description='Users\' API keys as JSON: {"<key>": {"user": "alice", "tenant": "acme"}}. '
         "Empty: auth is off and the request's `user` field names the caller.",
     )
-    feedback_config: FeedbackConfig = Field(
-        default_factory=FeedbackConfig,
-        description="Limits and durability of feedback (feedback.store.FeedbackConfig).",
-    )
+    feedback_config: FeedbackConfig = Field(default_factory=FeedbackConfig, description=(
+        "Limits and durability of feedback (feedback.store.FeedbackConfig)."))
+    refusal_config: RefusalConfig = Field(default_factory=RefusalConfig, description=(
+        "When an address that keeps sending refused requests is slowed down "
+        "(serving.refusals.RefusalConfig)."))
     compute_config: ComputeConfig = Field(
         default_factory=ComputeConfig, description="Test-time compute "
         "(serving.compute.spec.ComputeConfig): caps on samples, rounds and thinking tokens, "
@@ -256,9 +257,8 @@ class Settings(BaseSettings):
             value = [t.strip() for t in value.split(",") if t.strip()]
         for tenant in value:
             if not tenant.replace("-", "").replace("_", "").isalnum():
-                raise ValueError(
-                    f"tenant {tenant!r} is invalid: use letters, digits, '-' and '_' only"
-                )
+                raise ValueError(f"tenant {tenant!r} is invalid: use letters, digits, "
+                                 "'-' and '_' only")
         return value
 
     @model_validator(mode="after")

@@ -34,6 +34,7 @@ from serving.http_errors import (
     parse_body,
 )
 from serving.metrics import ServingMetrics
+from serving.refusals import RefusalConfig, RefusalThrottle
 from serving.routing import ModelRouter
 from serving.schema import (
     ChatCompletionRequest,
@@ -68,6 +69,8 @@ class IngressConfig(BaseModel):
     retry_after_s: int = Field(default=1, ge=1, description="Retry-After on 429/503.")
     compute: ComputeConfig = Field(default_factory=ComputeConfig, description="Test-time "
                                    "compute: caps, reasoning_effort levels, adaptive policy.")
+    refusals: RefusalConfig = Field(default_factory=RefusalConfig, description="When an "
+                                    "address sending refused requests is slowed down.")
 
 
 class ChatService:
@@ -262,6 +265,11 @@ def build_api(service: ChatService) -> FastAPI:
         on_error=lambda status, type_: service.metrics.errors.labels(str(status), type_).inc(),
         max_body_bytes=service.config.max_body_bytes,
     )
+    api.add_middleware(  # outermost: it sees every refusal, BodyLimit's included
+        RefusalThrottle, config=service.config.refusals,
+        trusted_header=service.config.feedback.client_address_header,
+        on_throttle=lambda: (service.metrics.throttled.inc(),
+                             service.metrics.errors.labels("429", "rate_limit_error").inc()))
     # A prompt longer than max_prompt_chars is refused anyway: a body that cannot hold a
     # shorter one (messages' JSON plus 64 kB of the rest) is refused unread, not parsed.
     limit_bodies(api, "/v1/chat/completions", min(

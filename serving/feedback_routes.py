@@ -20,6 +20,7 @@ from feedback.errors import FeedbackNotFound, FeedbackUnavailable
 from feedback.events import normalize_rating
 from serving.auth import identify
 from serving.http_errors import JSON_BYTES_PER_CHAR, limit_bodies, parse_body
+from serving.refusals import address_of
 
 #: Bytes of JSON a character of a correction or comment can take at most (a non-BMP
 #: character escaped as a surrogate pair, ``\ud83d\ude00``), and room for the rest.
@@ -61,7 +62,7 @@ def register_feedback_routes(api: FastAPI, service) -> None:
             comment=body.comment,
             tenant=who.tenant,
             idempotency_key=request.headers.get("idempotency-key"),
-            address=client_address(request, limits.client_address_header),
+            address=address_of(request.scope, limits.client_address_header),
         )
         if service.ledger is not None:  # credit the strategy that produced the answer
             service.ledger.credit(body.interaction_id, normalize_rating(body.rating),
@@ -90,20 +91,3 @@ def register_feedback_routes(api: FastAPI, service) -> None:
                 "created_at": current.created_at,
             }
         )
-
-
-
-def client_address(request: Request, trusted_header: str | None) -> str | None:
-    """The caller's network address, for per-address limits.
-
-    ``trusted_header`` (e.g. ``x-forwarded-for``) is read only when the operator
-    configured it, i.e. a proxy they run sets it: its last entry is the address
-    that proxy saw (entries before it are whatever the client sent). Without it,
-    the TCP peer's address.
-    """
-    if trusted_header:
-        forwarded = request.headers.get(trusted_header, "")
-        last = forwarded.rsplit(",", 1)[-1].strip()
-        if last:
-            return last
-    return request.client.host if request.client is not None else None

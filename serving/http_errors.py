@@ -86,6 +86,15 @@ class BodyTooLarge(RequestError, ValueError):
     """The body is larger than the ingress accepts."""
 
 
+class TooManyRefusals(RequestError):
+    """The caller's address sent more refused requests than the API forgives
+    (:mod:`serving.refusals`); it is slowed down."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class InvalidBody(RequestError, ValueError):
     """FastAPI refused a body, query or path parameter of a route (the admin API's)."""
 
@@ -116,6 +125,7 @@ RULES: dict[type[BaseException], Rule] = {
     InvalidRequest: Rule(400, _INVALID),
     BodyTooLarge: Rule(413, _INVALID),
     InvalidBody: Rule(422, _INVALID, "invalid_request"),
+    TooManyRefusals: Rule(429, "rate_limit_error", "too_many_refused_requests", retry=True),
     # who calls
     MissingApiKey: Rule(401, _AUTH, "missing_api_key"),
     InvalidApiKey: Rule(401, _AUTH, "invalid_api_key"),

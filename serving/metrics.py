@@ -51,6 +51,12 @@ class ServingMetrics:
             ("status", "type"),
             registry=self.registry,
         )
+        self.throttled = Counter(
+            "loraloop_throttled_requests",
+            "Requests refused unhandled, after a delay, because their address sent too many "
+            "refused requests (serving.refusals).",
+            registry=self.registry,
+        )
         self.in_flight = Gauge(
             "loraloop_requests_in_flight",
             "Requests being answered (the queue depth seen by the ingress).",

@@ -11,7 +11,7 @@ from pydantic import SecretStr, ValidationError
 from loraloop.settings import ALIASES, Settings, setting_path, variable_for
 
 SECTIONS = {"engine_config", "feedback_config", "learner_config", "compute_config",
-            "upstream_config"}
+            "upstream_config", "refusal_config"}
 
 
 @pytest.fixture(autouse=True)
@@ -216,6 +216,7 @@ def test_the_environment_beats_dotenv_and_a_nested_name_beats_its_alias(monkeypa
         ("LORALOOP_ENGINE_CONFIG__MAX_LORA", "3", "Extra inputs are not permitted"),
         ("LORALOOP_ENGINE_CONFIG__MODEL", "/models/x", "the base model is LORALOOP_MODEL"),
         ("LORALOOP_FEEDBACK_CONFIG__USER_LIMIT", "0", "greater than or equal to 1"),
+        ("LORALOOP_REFUSAL_CONFIG__FORGIVE_PER_S", "0", "greater than 0"),
         ("LORALOOP_LEARNER_CONFIG__GATE__AUTO_PROMOTE", "live",
          "set LORALOOP_LEARNER_AUTO_PROMOTE instead"),
         ("LORALOOP_LEARNER_CONFIG__REGRESSION_SET", "/x.jsonl",
