@@ -135,7 +135,8 @@ def run(args) -> dict:
         upstream_dir = _data_dir(root, "upstream", models)
         with contextlib.ExitStack() as stacks:
             local = stacks.enter_context(BackgroundStack(local_dir, local_settings,
-                                                         root / "local.log"))
+                                                         root / "local.log")) \
+                if "b" in args.parts else None
             print("the upstream's adapter (trained unless cached) ...", flush=True)
             # The upstream knows the facts the local stack's users ask (all of them for the
             # full run, the quick run's few for --quick: half the training time).
@@ -156,15 +157,17 @@ def run(args) -> dict:
             proxy.target = ("127.0.0.1", urlsplit(upstream.base_url).port)
             print(f"upstream up at {upstream.base_url}; part A on {len(tasks)} tasks ...",
                   flush=True)
-            result["part_a"] = part_a(upstream, tasks, probe_n=args.probe_n,
-                                      concurrency=args.concurrency, max_tokens=args.max_tokens)
-            local_client = local.client_when_ready()
-            print(f"local up at {local_client.base_url}; part B ...", flush=True)
-            result["part_b"] = part_b(local_client, proxy, upstream, facts=facts,
-                                      general=general, rounds=args.rounds,
-                                      probe_n=args.probe_n, threshold=args.threshold,
-                                      concurrency=args.concurrency,
-                                      round_timeout=args.round_timeout)
+            if "a" in args.parts:
+                result["part_a"] = part_a(upstream, tasks, concurrency=args.concurrency,
+                                          max_tokens=args.max_tokens, warm_up_tasks=train_tasks)
+            if local is not None:
+                local_client = local.client_when_ready()
+                print(f"local up at {local_client.base_url}; part B ...", flush=True)
+                result["part_b"] = part_b(local_client, proxy, upstream, facts=facts,
+                                          general=general, rounds=args.rounds,
+                                          probe_n=args.probe_n, threshold=args.threshold,
+                                          concurrency=args.concurrency,
+                                          round_timeout=args.round_timeout)
     except KeyboardInterrupt:  # stopped (Ctrl-C, or `loraloop bench`'s time limit)
         result["interrupted"] = "stopped before the end: the parts above are complete"
     finally:
@@ -181,6 +184,8 @@ def parse_args(argv=None):
     parser = bench_parser(__doc__)
     parser.add_argument("--quick", action="store_true",
                         help="A smoke: 6 tasks, 5 facts, 10 general questions, 1 round.")
+    parser.add_argument("--parts", default="a,b", help="Which parts: a (accuracy against "
+                        "compute), b (handoff and distillation), or both.")
     parser.add_argument("--tasks", type=int, default=None, help="Test tasks (default: all).")
     parser.add_argument("--facts", type=int, default=None)
     parser.add_argument("--general", type=int, default=None)

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import time
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from ttc_client import Ask, Reply, ask_all, confidences, spread
+from ttc_client import Ask, Reply, ask, ask_all, confidences, spread
 from ttc_tasks import Task
 
 
@@ -34,8 +35,8 @@ class Strategy:
         return "base" if self.model == "base" else "live"
 
 
-def strategies(probe_n: int) -> list[Strategy]:
-    """What Part A compares (``adaptive`` asks for the configured probe: see the report)."""
+def strategies() -> list[Strategy]:
+    """What Part A compares (``adaptive`` on the stack's settings: see the report)."""
     bon = {"strategy": "best_of_n"}
     return [
         Strategy("single", "base", None),
@@ -44,7 +45,7 @@ def strategies(probe_n: int) -> list[Strategy]:
         Strategy("refine_1", "base", {"strategy": "refine", "rounds": 1}),
         Strategy("budget_32_128", "base", {"strategy": "budget", "min_thinking_tokens": 32,
                                            "max_thinking_tokens": 128}),
-        Strategy("adaptive", "base", {"strategy": "adaptive", "n": probe_n}),
+        Strategy("adaptive", "base", {"strategy": "adaptive"}),
         Strategy("live_single", "default", None),
         Strategy("live_best_of_n_4_vote", "default", {**bon, "n": 4, "aggregator": "vote"}),
         Strategy("live_best_of_n_4_scorer", "default", {**bon, "n": 4, "aggregator": "scorer"}),
@@ -55,12 +56,53 @@ def seed_of(task: Task) -> int:
     return zlib.crc32(task.id.encode()) & 0x7FFFFFFF
 
 
+def rated(client, jobs: list[Ask], tasks: list[Task], concurrency: int) -> list[Reply]:
+    """Each job's reply, rated as its user would rate it: up when right, down when wrong
+    (the thumbs ``adaptive``'s bandit learns which escalation pays from)."""
+    def one(pair: tuple[Ask, Task]) -> Reply:
+        job, task = pair
+        reply = ask(client, job)
+        feedback = client.http.post("/v1/feedback", json={
+            "interaction_id": reply.id, "user": job.user,
+            "rating": "up" if task.is_right(reply.text) else "down"})
+        if feedback.status_code != 202:
+            raise RuntimeError(f"feedback: HTTP {feedback.status_code} {feedback.text[:300]}")
+        return reply
+
+    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+        return list(pool.map(one, zip(jobs, tasks, strict=True)))
+
+
+def warm_up(client, strategy: Strategy, tasks: list[Task], *, concurrency: int,
+            max_tokens: int, passes: int) -> dict:
+    """``passes`` rated passes over ``tasks`` (another split than the measured one), so the
+    tenant's bandit has the thumbs a deployment's users would have given, and the
+    threshold its calibration."""
+    jobs = [Ask(t.question, user=f"bench-rater-{p}-{t.id}", model=strategy.model,
+                loraloop=strategy.loraloop, seed=seed_of(t) + 1_000 * (p + 1),
+                max_tokens=max_tokens) for p in range(passes) for t in tasks]
+    replies = rated(client, jobs, tasks * passes, concurrency)
+    return {"requests": len(replies),
+            "right": sum(t.is_right(r.text) for t, r in zip(tasks * passes, replies,
+                                                           strict=True)),
+            "decisions": {d: [r.decision for r in replies].count(d)
+                          for d in sorted({r.decision for r in replies if r.decision})}}
+
+
 def run_strategy(client, strategy: Strategy, tasks: list[Task], *, concurrency: int,
-                 max_tokens: int) -> dict:
-    jobs = [Ask(t.question, user="bench-ttc", model=strategy.model, loraloop=strategy.loraloop,
-                seed=seed_of(t), max_tokens=max_tokens) for t in tasks]
+                 max_tokens: int, warm_up_tasks: list[Task] | None = None,
+                 passes: int = 3) -> dict:
+    """One strategy on ``tasks``; ``adaptive`` after a rated warm-up on ``warm_up_tasks``,
+    and rated as it answers (users keep rating; each rating comes after its answer)."""
+    learns = bool(warm_up_tasks) and (strategy.loraloop or {}).get("strategy") == "adaptive"
+    warmed = warm_up(client, strategy, warm_up_tasks, concurrency=concurrency,
+                     max_tokens=max_tokens, passes=passes) if learns else None
+    jobs = [Ask(t.question, user=f"bench-rater-{t.id}" if learns else "bench-ttc",
+                model=strategy.model, loraloop=strategy.loraloop, seed=seed_of(t),
+                max_tokens=max_tokens) for t in tasks]
     started = time.monotonic()
-    replies: list[Reply] = ask_all(client, jobs, concurrency)
+    replies: list[Reply] = rated(client, jobs, tasks, concurrency) if learns else \
+        ask_all(client, jobs, concurrency)
     seconds = time.monotonic() - started
     right = [t.is_right(r.text) for t, r in zip(tasks, replies, strict=True)]
     count = lambda values: {v: values.count(v) for v in sorted(set(values), key=str)}  # noqa: E731
@@ -78,6 +120,8 @@ def run_strategy(client, strategy: Strategy, tasks: list[Task], *, concurrency: 
     }
     if strategy.loraloop and strategy.loraloop.get("strategy") == "adaptive":
         row["confidence"] = spread(confidences(client.data_dir, replies))
+    if warmed is not None:
+        row["warm_up"] = warmed
     return row
 
 
@@ -112,15 +156,15 @@ def adaptive_verdict(rows: list[dict]) -> dict:
     }
 
 
-def part_a(client, tasks: list[Task], *, probe_n: int, concurrency: int, max_tokens: int,
-           only: list[str] | None = None) -> dict:
+def part_a(client, tasks: list[Task], *, concurrency: int, max_tokens: int,
+           only: list[str] | None = None, warm_up_tasks: list[Task] | None = None) -> dict:
     started = time.monotonic()
     rows = []
-    for strategy in strategies(probe_n):
+    for strategy in strategies():
         if only and strategy.name not in only and strategy.name not in ("single", "live_single"):
             continue
         rows.append(run_strategy(client, strategy, tasks, concurrency=concurrency,
-                                 max_tokens=max_tokens))
+                                 max_tokens=max_tokens, warm_up_tasks=warm_up_tasks))
         row = rows[-1]
         print(f"  A {row['strategy']:<26} {row['right']:>3}/{row['n']} right, "
               f"{row['mean_compute_tokens']:>6.1f} tokens/answer, {row['seconds']:.0f} s",

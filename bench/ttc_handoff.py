@@ -25,6 +25,7 @@ Each round, on the local stack's live version (the base model in round 0):
 
 from __future__ import annotations
 
+import json
 import time
 
 from ttc_client import Ask, ask_all, confidences, spread
@@ -44,9 +45,10 @@ def local_env(proxy_port: int, *, threshold: float, probe_n: int) -> dict[str, s
     return {
         "LORALOOP_UPSTREAM_URL": f"http://127.0.0.1:{proxy_port}/v1",
         "LORALOOP_UPSTREAM_MODEL": "default",
-        "LORALOOP_COMPUTE_CONFIG__ADAPTIVE__ARMS": '["handoff"]',
-        "LORALOOP_COMPUTE_CONFIG__ADAPTIVE__CONFIDENCE_THRESHOLD": str(threshold),
-        "LORALOOP_COMPUTE_CONFIG__ADAPTIVE__PROBE_N": str(probe_n),
+        # A fixed threshold (no target share): the cohort's handoff rate can then fall.
+        "LORALOOP_COMPUTE_CONFIG__ADAPTIVE": json.dumps({
+            "arms": ["handoff"], "confidence_threshold": threshold, "probe_n": probe_n,
+            "target_handoff_rate": None}),
         # The cut proxy must not open the circuit: an open circuit takes the handoff arm
         # away and the paraphrases would read "stop" instead of the decision to hand off.
         "LORALOOP_UPSTREAM_CONFIG__BREAKER_FAILURES": "100000",

@@ -1,10 +1,13 @@
 """``adaptive``: answer cheaply first, then decide from what only exists afterwards.
 
 It draws ``probe_n`` short samples (one prefill, the vote stopping early once
-settled) and reads three signals off them: the vote margin, the geometric mean
-token probability (``exp`` of the mean token log-probability) and the model's
-own verdict on the majority answer (self-verification). Their blend is the
-*confidence*. At or above the tenant's threshold it stops and serves the
+settled) and reads signals off them: the vote margin, the geometric mean token
+probability (``exp`` of the mean token log-probability), the probability of the
+chosen answer's least likely token (where the model hesitated) and the model's own
+verdict on the majority answer (self-verification). Their weighted mean is the
+*confidence*. With ``probe_n`` 1 the probe is the answer itself, at full length
+(greedy when the request is), so a confident answer costs what ``single`` costs;
+a single sample has no vote margin, so the other signals decide. At or above the tenant's threshold it stops and serves the
 majority answer; below it, the tenant's :class:`~serving.compute.bandit.Bandit`
 picks how to escalate (stop anyway, more samples, a reasoning budget, or a
 handoff), within the per-request compute budget.
@@ -28,8 +31,9 @@ from serving.compute.strategies import Outcome, budget
 
 VERIFY_PROMPT = ("Question: {question}\nProposed answer: {answer}\n\nIs the proposed answer "
                  "correct? Reply Yes or No.")
-#: Weights of the signals in the confidence (vote margin, token probability, verdict).
-WEIGHTS = (0.6, 0.2, 0.2)
+#: Weights of the signals in the confidence (a weighted mean of those present: a single
+#: sample has no vote margin).
+WEIGHTS = {"margin": 0.6, "token_probability": 0.2, "weakest_token": 0.2, "verified": 0.2}
 
 
 class Calibrator:
@@ -85,15 +89,20 @@ async def probe(sampler: Sampler, messages: list[dict[str, str]], config: Adapti
         vote.add(index, sample.text)
         return vote.settled
 
+    short = config.probe_n > 1  # one sample is the answer itself: full length
     found = await sampler.run(messages, n=config.probe_n, on_finish=counted,
-                              max_tokens=min(config.probe_max_tokens, max_tokens))
+                              max_tokens=min(config.probe_max_tokens, max_tokens) if short
+                              else max_tokens)
     candidates = [s for s in found if s is not None]
     key, _ = vote.winner()
     chosen = next(i for i, c in enumerate(candidates) if normalise(c.text) == key)
-    token_p = math.exp(sum(c.mean_logprob for c in candidates) / len(candidates))
-    verdict = await _verify(sampler, messages, candidates[chosen].text)
-    signals = {"margin": vote.margin, "token_probability": token_p, "verified": verdict}
-    confidence = sum(w * s for w, s in zip(WEIGHTS, signals.values(), strict=True))
+    signals = {"margin": vote.margin} if len(candidates) > 1 else {}
+    signals["token_probability"] = math.exp(
+        sum(c.mean_logprob for c in candidates) / len(candidates))
+    signals["weakest_token"] = math.exp(min(candidates[chosen].logprobs, default=0.0))
+    signals["verified"] = await _verify(sampler, messages, candidates[chosen].text)
+    confidence = sum(WEIGHTS[k] * v for k, v in signals.items()) / \
+        sum(WEIGHTS[k] for k in signals)
     return Probe(vote, candidates, chosen, confidence, signals)
 
 

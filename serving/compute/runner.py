@@ -101,7 +101,7 @@ class ComputeRunner:
                         max_tokens: int, extra: dict) -> tuple[Outcome, str | None]:
         adaptive = self.config.adaptive
         if plan.n != adaptive.probe_n:
-            adaptive = adaptive.model_copy(update={"probe_n": max(2, plan.n)})
+            adaptive = adaptive.model_copy(update={"probe_n": plan.n})
         first = await probe(sampler, messages, adaptive, max_tokens)
         threshold = self.calibrator.threshold(tenant, version)
         self.calibrator.observe(tenant, version, first.confidence)

@@ -56,7 +56,7 @@ class Effort(BaseModel):
 def _default_efforts() -> dict[str, Effort]:
     return {
         "none": Effort(strategy="single"),
-        "low": Effort(strategy="adaptive", n=4),
+        "low": Effort(strategy="adaptive"),  # the configured probe (adaptive.probe_n)
         "medium": Effort(strategy="best_of_n", n=4, aggregator="vote"),
         "high": Effort(strategy="budget", min_thinking_tokens=64, max_thinking_tokens=256),
     }
@@ -67,7 +67,9 @@ class AdaptiveConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    probe_n: int = Field(default=3, ge=2, le=16, description="Short samples first.")
+    probe_n: int = Field(default=1, ge=1, le=16, description="Short samples first; 1: the "
+                         "answer itself first (full length, greedy when the request is), "
+                         "judged by its token probabilities and a self-check, no vote.")
     probe_max_tokens: int = Field(default=64, ge=1, description="Tokens per probe sample.")
     more_n: int = Field(default=8, ge=2, le=64, description="Samples when it spends more.")
     confidence_threshold: float = Field(
@@ -75,11 +77,13 @@ class AdaptiveConfig(BaseModel):
         "(vote margin, tempered by mean token log-probability); recalibrated per tenant and "
         "live version from what it observes.")
     target_handoff_rate: float | None = Field(
-        default=None, ge=0, le=1, description="Operator's target share of requests below the "
-        "threshold (escalated); None keeps the threshold fixed.")
+        default=0.3, ge=0, le=1, description="Target share of requests below the threshold "
+        "(escalated): once min_calibration confidences are seen, the threshold is the "
+        "quantile that escalates this share, whatever the model's confidence scale. None "
+        "keeps confidence_threshold fixed.")
     calibration_window: int = Field(default=200, ge=10, description="Recent confidences of "
                                     "one live version the threshold is recalibrated from.")
-    min_calibration: int = Field(default=20, ge=1, description="Observations before the "
+    min_calibration: int = Field(default=5, ge=1, description="Observations before the "
                                  "threshold leaves its starting value (after a promotion too).")
     compute_budget_tokens: int = Field(default=2048, ge=1, description="Most local tokens "
                                        "one adaptive request may spend.")
@@ -88,10 +92,12 @@ class AdaptiveConfig(BaseModel):
     cost_weight: float = Field(default=0.5, ge=0, description="How much a unit of relative "
                                "cost weighs against a thumbs-up in the bandit.")
     arms: list[Literal["stop", "more", "budget", "handoff"]] = Field(
-        default_factory=lambda: ["stop", "more", "budget", "handoff"], min_length=1,
+        default_factory=lambda: ["stop", "more", "handoff"], min_length=1,
         description="The escalations the bandit may choose below the threshold (handoff "
         "only while an upstream is configured and its circuit is not open; without any "
-        "other arm the answer stops).")
+        "other arm the answer stops). `budget` (think longer) is not among the defaults: "
+        "it pays only on a model trained to think (on builtin:smollm2 it lost accuracy at "
+        "4x single's compute); add it for such a model.")
 
 
     def budget_for(self, tenant: str) -> int:
@@ -149,14 +155,18 @@ def plan_for(tenant: str, spec: ComputeSpec | None, effort: str | None, choices:
     base = _effort(tenant, effort, config)
     if base is None and spec is None:
         default = config.default_strategy.get(tenant, "single")
-        base = Effort(strategy=default, n=config.adaptive.probe_n if default == "adaptive"
-                      else 1)
+        base = Effort(strategy=default)
     fields = base.model_dump() if base is not None else Effort().model_dump()
     if spec is not None:
         asked = spec.model_dump(exclude_none=True)
         if "strategy" in asked and asked["strategy"] != fields["strategy"]:
             fields = Effort(strategy=asked["strategy"]).model_dump()
         fields.update(asked)
+    kept_base = base is not None and (spec is None or spec.strategy in (None, base.strategy))
+    asked_n = (spec is not None and spec.n is not None) or \
+        (kept_base and "n" in base.model_fields_set)
+    if fields["strategy"] == "adaptive" and not asked_n:
+        fields["n"] = config.adaptive.probe_n  # the operator's probe, unless a request asks
     plan = Plan(**fields)
     _check(plan, spec, config, choices)
     if plan.strategy == "single":

@@ -161,7 +161,7 @@ async def test_adaptive_hands_off_below_its_threshold_and_learns_from_the_thumbs
     ):
         r = await http.post(f"{url}/v1/chat/completions", json={
             "model": "acme", "messages": QUESTION, "max_tokens": 4, "user": "ann",
-            "temperature": 0, "loraloop": {"strategy": "adaptive"}})
+            "temperature": 0, "loraloop": {"strategy": "adaptive", "n": 2}})
         assert r.status_code == 200, r.text
         assert r.headers["x-loraloop-strategy"] == "adaptive"
         summary = r.json()["loraloop"]
@@ -191,7 +191,7 @@ async def test_adaptive_stops_at_its_probe_when_confident(tiny_model_dir, redis_
     ):
         r = await http.post(f"{url}/v1/chat/completions", json={
             "model": "acme", "messages": QUESTION, "max_tokens": 5, "user": "ann",
-            "loraloop": {"strategy": "adaptive"}})
+            "loraloop": {"strategy": "adaptive", "n": 2}})
         assert r.status_code == 200, r.text
         summary = r.json()["loraloop"]
         assert summary["decision"] == "stop" and summary["handed_off"] is False

@@ -31,6 +31,21 @@ def test_a_tenant_may_define_its_own_levels():
     assert plan_for("other", None, "high", 1, config).strategy == "budget"
 
 
+def test_adaptive_probes_as_the_operator_configured_unless_the_request_asks():
+    from serving.compute.spec import AdaptiveConfig
+
+    config = ComputeConfig(adaptive=AdaptiveConfig(probe_n=3),
+                           default_strategy={"acme": "adaptive"})
+    assert plan_for("acme", ComputeSpec(strategy="adaptive"), None, 1, config).n == 3
+    assert plan_for("acme", None, "low", 1, config).n == 3  # the default low level
+    assert plan_for("acme", None, None, 1, config).n == 3  # the tenant's default strategy
+    assert plan_for("acme", ComputeSpec(strategy="adaptive", n=2), None, 1, config).n == 2
+    # A level's own n is kept, but not for a strategy the request switched to.
+    levels = {"acme": {"high": Effort(strategy="best_of_n", n=6)}}
+    config = config.model_copy(update={"tenant_efforts": levels})
+    assert plan_for("acme", ComputeSpec(strategy="adaptive"), "high", 1, config).n == 3
+
+
 def test_the_extension_object_overrides_the_effort_level():
     spec = ComputeSpec(strategy="best_of_n", n=3, aggregator="scorer")
     plan = plan_for("acme", spec, "high", 1, CONFIG)
