@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal
 
-from learner.examples import Example
+from learner.examples import Example, load_from_adapter
 
 Match = Literal["prefix", "exact"]
 _WORD = re.compile(r"[^\W_]+")
@@ -49,6 +50,21 @@ def handoff_slice(holdout: Sequence[Example], limit: int) -> list[Example]:
         if example.source == "distill" and example.desirable:
             rows.setdefault(example.interaction_id, example)
     return list(rows.values())[-limit:] if limit else []
+
+
+def earlier_handoffs(parent_dir: str | Path | None, *, trained: set[str],
+                     limit: int) -> list[Example]:
+    """The held-out handed-off prompts of earlier rounds, for this round's gate: those the
+    live version's round held out and those its gate inherited in turn, less any this
+    round trains on (``trained``: interaction ids), the newest ``limit``. No version in
+    the live line trained on them, so the slice grows round after round even when each
+    round holds out only one or two."""
+    if parent_dir is None or not limit:
+        return []
+    rows = [*load_from_adapter(parent_dir, "handoff_slice"),
+            *load_from_adapter(parent_dir, "holdout")]
+    kept = [e for e in handoff_slice(rows, len(rows)) if e.interaction_id not in trained]
+    return kept[-limit:]
 
 
 def handoff_metrics(rows: Sequence[Example], candidate: Sequence[str],

@@ -145,20 +145,25 @@ TRAINING_DATA_FILE = "training_examples.json"
 
 
 def save_with_adapter(examples: Iterable[Example], adapter_dir: str | Path,
-                      holdout: Iterable[Example] = ()) -> int:
-    """Write a round's training ``examples`` and its ``holdout`` into ``adapter_dir`` as
+                      holdout: Iterable[Example] = (),
+                      handoff_slice: Iterable[Example] = ()) -> int:
+    """Write a round's training ``examples``, its ``holdout`` and the earlier rounds'
+    held-out handed-off prompts its gate also judged on (``handoff_slice``, never trained:
+    :func:`learner.agreement.earlier_handoffs`) into ``adapter_dir`` as
     :data:`TRAINING_DATA_FILE`; returns how many training examples."""
     rows = [e.to_dict() for e in examples]
     held = [e.to_dict() for e in holdout]
-    text = json.dumps({"examples": rows, "holdout": held}, ensure_ascii=False,
-                      separators=(",", ":"))
+    inherited = [e.to_dict() for e in handoff_slice]
+    text = json.dumps({"examples": rows, "holdout": held, "handoff_slice": inherited},
+                      ensure_ascii=False, separators=(",", ":"))
     (Path(adapter_dir) / TRAINING_DATA_FILE).write_text(text, encoding="utf-8")
     return len(rows)
 
 
 def load_from_adapter(adapter_dir: str | Path, part: str = "examples") -> list[Example]:
     """The examples :func:`save_with_adapter` stored in ``adapter_dir`` (none if it has none):
-    ``part="examples"`` the trained ones, ``"holdout"`` the held-out ones."""
+    ``part="examples"`` the trained ones, ``"holdout"`` the held-out ones,
+    ``"handoff_slice"`` the earlier rounds' held-out handed-off prompts."""
     path = Path(adapter_dir) / TRAINING_DATA_FILE
     if not path.exists():  # e.g. an adapter trained outside loraloop
         return []

@@ -39,7 +39,8 @@ def _holds(artifacts: ArtifactStore, version, user: str, stream_ids: set[str]) -
     except Exception as exc:  # unreachable store, damaged file: list it, to be checked
         log.warning("could not read the training data of %s (%s); listing it", version.id, exc)
         return True
-    rows = [*data.get("examples", []), *data.get("holdout", [])]
+    rows = [*data.get("examples", []), *data.get("holdout", []),
+            *data.get("handoff_slice", [])]
     return any(r.get("user") == user or r.get("stream_id") in stream_ids for r in rows)
 
 

@@ -27,8 +27,10 @@ Three checks, each a decision with its evidence recorded:
    "regex"}``. The candidate must match at least as many rows as the
    reference minus ``regression_tolerance``. The reference's answers are
    cached per reference and set (they do not change between rounds).
-4. **Handoff slice** — the held-out prompts of handed-off requests
-   (:func:`learner.agreement.handoff_slice`): the candidate's greedy answers must
+4. **Handoff slice** — the held-out prompts of handed-off requests, this round's
+   and earlier rounds' that no version of the live line trained on
+   (:func:`learner.agreement.handoff_slice`, :func:`~learner.agreement.earlier_handoffs`,
+   so a slice too small in one round grows): the candidate's greedy answers must
    agree with the upstream's more often than the reference's do
    (:func:`learner.agreement.handoff_metrics`; both rates are in the metrics). On
    fewer than ``handoff_min_slice`` prompts the check is skipped, and says so.
@@ -173,12 +175,15 @@ def _parse_row(data: Any) -> RegressionRow:
 def evaluate(*, base_model: str, candidate_dir: str | Path, reference_dir: str | Path | None,
              taught: Sequence[Example] = (), holdout: Sequence[Example] = (),
              regression_set: str | Path | None = None, config: GateConfig | None = None,
-             cache_dir: str | Path | None = None, base: Any = None) -> GateResult:
+             cache_dir: str | Path | None = None, base: Any = None,
+             earlier_handoffs: Sequence[Example] = ()) -> GateResult:
     """Judge ``candidate_dir`` against ``reference_dir`` (``None``: the base model).
 
     ``base_model`` is the base model's local path; ``taught`` the round's new
-    training examples, ``holdout`` its held-out ones. See the module docstring
-    for the checks. ``cache_dir`` keeps the reference's regression answers.
+    training examples, ``holdout`` its held-out ones, ``earlier_handoffs`` earlier
+    rounds' held-out handed-off prompts (the handoff slice counts them before this
+    round's, newest last: :func:`learner.agreement.earlier_handoffs`). See the module
+    docstring for the checks. ``cache_dir`` keeps the reference's regression answers.
     ``base``: the base model already in memory (``TrainResult.base``, what training
     loaded), used instead of loading ``base_model`` again when it is what that load
     would give (same dtype, no adapter in it); the gate adds the adapters to it, so it
@@ -237,7 +242,7 @@ def evaluate(*, base_model: str, candidate_dir: str | Path, reference_dir: str |
                 r.messages[-1]["content"] for r, c, ref in zip(rows, got_candidate, got_reference,
                                                               strict=True)
                 if r.matches(ref, config.match) and not r.matches(c, config.match)][:10]
-        handed_off = handoff_slice(holdout, config.handoff_max_slice)
+        handed_off = handoff_slice([*earlier_handoffs, *holdout], config.handoff_max_slice)
         chats = [e.prompt for e in handed_off]
         metrics.update(handoff_metrics(
             handed_off, answers("candidate", chats) if chats else [],

@@ -1,13 +1,12 @@
 """The learner's rounds: read the feedback stream, curate, train, gate, publish, ack.
 
-Exactly-once effect: a round's stream ids are written in the SQL transaction
-that registers its version (``register_candidate(dataset_stream_ids=...)``)
-and acknowledged in Redis only after that commit. After a crash anywhere,
-pending entries are reclaimed; ids already in a committed snapshot are
-acknowledged without training. So each feedback event trains at most one
-version and none is lost. Entries a round drops on purpose (superseded,
-capped, unusable) have no training effect and are acknowledged with it; handed-off
-answers over the round's distillation bound stay pending for a later round.
+Exactly-once effect: a round's stream ids are written in the SQL transaction that
+registers its version (``register_candidate(dataset_stream_ids=...)``) and acknowledged
+in Redis only after that commit. After a crash anywhere, pending entries are reclaimed;
+ids already in a committed snapshot are acknowledged without training. So each feedback
+event trains at most one version and none is lost. Entries a round drops on purpose
+(superseded, capped, unusable) have no training effect and are acknowledged with it;
+handed-off answers over the round's distillation bound stay pending for a later round.
 
 :class:`Learner` has no Ray in it; :mod:`learner.actor` runs it as a detached
 Ray actor and ``loraloop learner run`` runs it in the foreground.
@@ -31,6 +30,7 @@ from feedback.distill import current_ratings
 from feedback.interactions import join_interactions
 from feedback.keys import RedisKeys
 from feedback.source import FeedbackSource, SourceConfig, SourceEntry
+from learner.agreement import earlier_handoffs
 from learner.config import CRASH_POINTS, LearnerConfig
 from learner.curate import curate
 from learner.distill import rating_pairs, split_entries, tenant_of
@@ -60,8 +60,7 @@ class Learner:
         keys: RedisKeys,
         sessions,
         artifacts: ArtifactStore,
-        base_model: str,
-        base_model_name: str,
+        base_model: str, base_model_name: str,
         work_dir: Path,
         config: LearnerConfig,
         consumer: str = "learner",
@@ -75,12 +74,8 @@ class Learner:
         self.config = config
         self.notifier = notifier
         self.client = async_client(redis_url, timeout_s=10)
-        self.source = FeedbackSource(
-            self.client,
-            keys,
-            consumer,
-            SourceConfig(block_ms=200, claim_idle_ms=config.claim_idle_ms),
-        )
+        self.source = FeedbackSource(self.client, keys, consumer, SourceConfig(
+            block_ms=200, claim_idle_ms=config.claim_idle_ms))
         self._touch_every_s = config.claim_idle_ms / 3000
         self._touched_at = time.monotonic()
         self.waiting: dict[str, SourceEntry] = {}  # stream id -> entry, read, not yet acked
@@ -210,6 +205,9 @@ class Learner:
             seed=int(time.time()) & 0xFFFF, distill=distilled, ratings=ratings,
             distill_share=config.distill.max_share,
             distill_max_waiting=config.distill.max_waiting)
+        earlier = without_forgotten(earlier_handoffs(  # the gate's handoff slice grows
+            parent_dir, trained={e.interaction_id for e in curated.train},
+            limit=config.gate.handoff_max_slice), forgotten)
         timings["curate_s"] = time.perf_counter() - clock
         report: dict = {
             "tenant": tenant,
@@ -233,7 +231,7 @@ class Learner:
         scratch = self.work_dir / f"round-{time.time_ns()}"
         try:
             published = await self._train_gate_publish(tenant, curated, parent, parent_dir,
-                                                        scratch, timings)
+                                                        scratch, timings, earlier)
             report.update(published)
         except NothingToTrain as exc:  # e.g. only thumbs-down so far: keep them for later
             report["outcome"] = f"waiting for more feedback: {exc.reason}"
@@ -247,7 +245,7 @@ class Learner:
         return self._finish(report)
 
     async def _train_gate_publish(self, tenant, curated, parent, parent_dir, scratch: Path,
-                                  timings) -> dict:
+                                  timings, earlier: list[Example]) -> dict:
         taught = [e for e in curated.train if e.source != "replay"]
         train_config = self.config.train
         verdicts: list[str] = []  # every attempt's gate summary, for the version's metrics
@@ -275,6 +273,7 @@ class Learner:
                 config=self.config.gate,
                 cache_dir=self.work_dir / "gate-cache",
                 base=trained.base,  # training's copy of the base model, not a second load
+                earlier_handoffs=earlier,
             )
             trained = dataclasses.replace(trained, base=None)  # a retry loads its own
             timings["evaluate_s"] = timings.get("evaluate_s", 0.0) + time.perf_counter() - clock
@@ -294,7 +293,7 @@ class Learner:
         clock = time.perf_counter()
         # The round's data travels with the weights: later rounds replay the trained
         # examples, and carry all of it over while this version is not live.
-        save_with_adapter(curated.train, trained.adapter_dir, curated.holdout)
+        save_with_adapter(curated.train, trained.adapter_dir, curated.holdout, earlier)
         published = await asyncio.to_thread(self.artifacts.publish, trained.adapter_dir)
         metrics = {**trained.metrics, **verdict.metrics, "train_seconds": trained.seconds,
                    "trained_over": parent.id if parent else "base", "attempts": attempt + 1,

@@ -7,10 +7,10 @@ chosen answer's least likely token (where the model hesitated) and the model's o
 verdict on the majority answer (self-verification). Their weighted mean is the
 *confidence*. With ``probe_n`` 1 the probe is the answer itself, at full length
 (greedy when the request is), so a confident answer costs what ``single`` costs;
-a single sample has no vote margin, so the other signals decide. At or above the tenant's threshold it stops and serves the
-majority answer; below it, the tenant's :class:`~serving.compute.bandit.Bandit`
-picks how to escalate (stop anyway, more samples, a reasoning budget, or a
-handoff), within the per-request compute budget.
+a single sample has no vote margin, so the other signals decide. At or above the
+tenant's threshold it stops and serves the majority answer; below it, the tenant's
+:class:`~serving.compute.bandit.Bandit` picks how to escalate (stop anyway, more
+samples, a reasoning budget, or a handoff), within the per-request compute budget.
 
 The threshold is calibrated per tenant on the live version's own confidences
 (:class:`Calibrator`): a new adapter shifts the distribution, so a promotion

@@ -141,7 +141,8 @@ async def test_adaptive_spends_more_on_new_draws_not_the_probes_again(tiny_model
     options = {"compute": _runner(adaptive=adaptive, max_waits=40)}
     async with (chat_stack(tiny_model_dir, redis_url, keys, replica_options=options) as stack,
                 served_app(stack.app) as url, httpx.AsyncClient(timeout=300) as http):
-        r = await _ask(http, url, {"strategy": "adaptive", "n": 2}, max_tokens=8, temperature=0, seed=5)
+        r = await _ask(http, url, {"strategy": "adaptive", "n": 2}, max_tokens=8, temperature=0,
+                       seed=5)
         assert r.status_code == 200, r.text
         record = (await stored_interaction(redis_url, keys, r.json()["id"])).compute
     assert record.decision == "more" and record.samples == 4

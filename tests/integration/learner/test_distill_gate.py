@@ -108,3 +108,35 @@ def test_a_slice_below_the_minimum_is_reported_and_skipped(tiny_model_dir, candi
     nothing = judge(tiny_model_dir, candidate, answers, [])
     assert nothing.metrics["handoff_slice"] == 0
     assert nothing.metrics["handoff_check"] == "skipped: no handed-off prompts were held out"
+
+
+def test_earlier_rounds_held_out_handoffs_fill_a_small_slice(tiny_model_dir, candidate, answers,
+                                                             tmp_path):
+    """A round that holds out one handed-off prompt is judged on the live version's held-out
+    ones too (its round's, and those its own gate inherited), less any this round trains
+    on; the version then carries them on for the next round."""
+    from learner.agreement import earlier_handoffs
+    from learner.examples import load_from_adapter, save_with_adapter
+
+    rows = [Example(tenant="acme", user="u", interaction_id=f"{i:032x}", stream_id=f"1-{i}",
+                    prompt=chat, completion=answer, desirable=True, source="distill")
+            for i, (chat, answer) in enumerate(zip(chats(SLICE), answers["candidate"],
+                                                   strict=True))]
+    live = tmp_path / "live"
+    live.mkdir()
+    save_with_adapter([], live, holdout=rows[1:3], handoff_slice=rows[:1])
+    earlier = earlier_handoffs(live, trained=set(), limit=16)
+    assert [e.interaction_id for e in earlier] == [r.interaction_id for r in rows[:3]]
+    assert earlier_handoffs(live, trained={rows[0].interaction_id}, limit=16) == rows[1:3]
+    assert earlier_handoffs(None, trained=set(), limit=16) == []
+
+    taught = examples(TAUGHT, answers["taught"], "thumbs")
+    result = evaluate(base_model=str(tiny_model_dir), candidate_dir=candidate,
+                      reference_dir=None, taught=taught, holdout=rows[3:],
+                      earlier_handoffs=earlier, config=GateConfig(**POLICY))
+    assert result.metrics["handoff_slice"] == 4  # 1 of this round's + 3 earlier
+    assert result.metrics["handoff_check"] == "passed", result.metrics["handoff_check"]
+
+    save_with_adapter([], tmp_path, holdout=rows[3:], handoff_slice=earlier)
+    assert len(load_from_adapter(tmp_path, "handoff_slice")) == 3
+    assert len(earlier_handoffs(tmp_path, trained=set(), limit=16)) == 4

@@ -40,11 +40,10 @@ async def rate_down(client, keys, interaction_id: str, user: str) -> None:
     await store.record(interaction_id=interaction_id, user=user, rating="down")
 
 
-def training_data(registry, tmp_path, version_id):
-    with registry() as session:
-        info = get_version(session, version_id=version_id)
-    return load_from_adapter(ArtifactStore(tmp_path / "artifacts").load(
-        info.artifact_uri, sha256=info.artifact_sha256))
+def training_data(registry, tmp_path, version_id, part: str = "examples"):
+    uri, sha256 = _artifact(registry, version_id)
+    return load_from_adapter(ArtifactStore(tmp_path / "artifacts").load(uri, sha256=sha256),
+                             part)
 
 
 async def one_round(learner) -> dict:
@@ -84,6 +83,26 @@ async def test_a_round_distils_handed_off_answers_and_acknowledges_them_once(
     entries = [e[0].decode() for e in await client.xrange(keys.feedback_stream)]
     assert set(entries) == trained and len(entries) == 6 + 1 + 16
     assert (await client.xpending(keys.feedback_stream, RedisKeys.LEARNER_GROUP))["pending"] == 0
+
+    # The next round's gate judges on its own held-out answer and the first round's (no
+    # version trained on it), and its version carries that one on for the round after.
+    first_held = list(dict.fromkeys(e.interaction_id for e in training_data(
+        registry, tmp_path, report["version"], "holdout") if e.source == "distill"))
+    await log_handoffs(redis_url, keys, capital_handoffs("bob", 5, offset=3))
+    await record_ratings(client, keys, thumbs([f"user{i}" for i in range(8, 16)], offset=8))
+    second = await one_round(new_learner(
+        min_new_examples=8, holdout_fraction=0.25, train=TRAIN,
+        gate=GateConfig(enforce=False, auto_promote="live", threads=1)))
+    assert second["outcome"] == "live", second
+    assert second["metrics"]["handoff_slice"] == 1 + len(first_held) == 2, second["metrics"]
+    carried_on = training_data(registry, tmp_path, second["version"], "handoff_slice")
+    assert [e.interaction_id for e in carried_on] == first_held
+
+
+def _artifact(registry, version_id) -> tuple[str, str]:
+    with registry() as session:
+        info = get_version(session, version_id=version_id)
+    return info.artifact_uri, info.artifact_sha256
 
 
 async def test_a_thumbs_down_acknowledged_rounds_ago_still_drops_the_handed_off_answer(
