@@ -102,9 +102,11 @@ class GateConfig(BaseModel):
     max_length: int = Field(1024, ge=16, description="Longest scored sequence in tokens.")
     threads: int | None = Field(None, ge=1, le=256, description="torch threads; None: "
                                 "learner.scoring.default_threads().")
-    handoff_min_slice: int = Field(4, ge=1, description="Held-out handed-off prompts the "
+    handoff_min_slice: int = Field(2, ge=1, description="Held-out handed-off prompts the "
                                    "handoff check needs; on fewer it is skipped (the "
-                                   "agreement rates are still reported).")
+                                   "agreement rates are still reported). The slice grows "
+                                   "round after round (earlier rounds' held-out prompts "
+                                   "count), so 2 judges from the second round on.")
     handoff_max_slice: int = Field(64, ge=1, description="Most held-out handed-off prompts "
                                    "answered for the handoff check (the newest).")
 
