@@ -59,6 +59,11 @@ class LearnerConfig(BaseModel):
         description="Examples the live version was trained on mixed in, as a share of the "
         "round's own.",
     )
+    min_replay: int = Field(
+        default=16, ge=0, le=4096, description="Fewest earlier examples a round replays (when "
+        "the live version has that many): a round of a few new examples would otherwise take "
+        "its steps on those alone and forget what earlier rounds taught.",
+    )
     max_carried: int = Field(
         default=512, ge=0, description="Most not-yet-live examples a round carries over "
         "from the tenant's last candidate (the newest are kept).",

@@ -40,7 +40,9 @@ returns:
    carried one is kept once; a carried distillation example whose interaction its
    user has voted down since is left out.
 8. **Replay.** ``round(replay_fraction * len(train))`` examples the live version
-   was trained on (at most all of ``replay``), drawn with the seed, of this tenant
+   was trained on, and at least ``min_replay`` (a round of two new examples would
+   otherwise take all its steps on those and forget earlier rounds' lessons), at
+   most all of ``replay``, drawn with the seed, of this tenant
    only and not duplicating another, join the train set with ``source="replay"``.
 
 Every stream id the round used or deliberately dropped is in
@@ -100,6 +102,7 @@ def curate(
     holdout_fraction: float = 0.2,
     replay: Sequence[Example] = (),
     replay_fraction: float = 0.0,
+    min_replay: int = 0,
     carried: Sequence[Example] = (),
     seed: int = 0,
     distill: Sequence[DistillEntry] = (),
@@ -126,6 +129,8 @@ def curate(
         raise ValueError(f"holdout_fraction must be in [0, 1], got {holdout_fraction}")
     if replay_fraction < 0.0:
         raise ValueError(f"replay_fraction must be >= 0, got {replay_fraction}")
+    if min_replay < 0:
+        raise ValueError(f"min_replay must be >= 0, got {min_replay}")
     counts: Counter[str] = Counter()
     dropped: dict[str, str] = {}
     interactions: dict[str, Interaction] = {}
@@ -202,8 +207,8 @@ def curate(
             known.add(example.key)
             carried_kept.append(example)
     train.extend(carried_kept)
-    replayed = _sample_replay(replay, tenant, known, round(replay_fraction * len(train)),
-                              seed, counts)
+    replayed = _sample_replay(replay, tenant, known,
+                              max(round(replay_fraction * len(train)), min_replay), seed, counts)
     train.extend(replayed)
 
     consumed = sorted({*(e.stream_id for e in selection.kept), *dropped,

@@ -201,8 +201,8 @@ class Learner:
             max_user_share=config.max_user_share, min_users=config.min_round_users,
             holdout_fraction=config.holdout_fraction,
             replay=without_forgotten(replay_pool(parent_dir), forgotten),
-            replay_fraction=config.replay_fraction, carried=carried,
-            seed=int(time.time()) & 0xFFFF, distill=distilled, ratings=ratings,
+            replay_fraction=config.replay_fraction, min_replay=config.min_replay,
+            carried=carried, seed=int(time.time()) & 0xFFFF, distill=distilled, ratings=ratings,
             distill_share=config.distill.max_share,
             distill_max_waiting=config.distill.max_waiting)
         earlier = without_forgotten(earlier_handoffs(  # the gate's handoff slice grows

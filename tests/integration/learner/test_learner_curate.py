@@ -154,6 +154,25 @@ def test_replay_is_mixed_into_train_only():
     assert [e.key for e in same.train] == [e.key for e in result.train]
 
 
+def test_a_small_round_replays_at_least_min_replay():
+    """Two new examples would replay one at replay_fraction 0.5: the floor makes it 12, so
+    the round's steps do not fall on its two examples alone (capped by the pool)."""
+    earlier = [Example(tenant=TENANT, user="old", interaction_id=f"{i:032x}",
+                       stream_id=f"{i + 1}-0", prompt=[{"role": "user", "content": f"Old {i}?"}],
+                       completion="Old.", desirable=True) for i in range(20)]
+    new = france_feedback(2)
+    proportional = run(new, holdout_fraction=0.0, replay=earlier, replay_fraction=0.5)
+    assert proportional.counts["replay"] == 1
+    floored = run(new, holdout_fraction=0.0, replay=earlier, replay_fraction=0.5,
+                  min_replay=12)
+    assert floored.counts["replay"] == 12 == sum(e.source == "replay" for e in floored.train)
+    assert floored.counts["train_new"] == proportional.counts["train_new"]
+    assert run(new, holdout_fraction=0.0, replay=earlier[:5], replay_fraction=0.5,
+               min_replay=12).counts["replay"] == 5
+    with pytest.raises(ValueError, match="min_replay must be >= 0, got -1"):
+        run(new, replay=earlier, min_replay=-1)
+
+
 def test_consumed_ids_cover_every_entry_of_the_tenant():
     inter = interaction("Q?", "A.")
     joined = [*france_feedback(12), rate(inter, 1), rate(inter, -1), rate(None, 1),
