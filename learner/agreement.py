@@ -52,6 +52,14 @@ def handoff_slice(holdout: Sequence[Example], limit: int) -> list[Example]:
     return list(rows.values())[-limit:] if limit else []
 
 
+def _earlier(parent_dir: str | Path) -> tuple[list[Example], list[Example]]:
+    """The live version's held-out examples, and the handed-off prompts its gate judged
+    (earlier rounds' that it carried on, then its round's own), oldest first."""
+    holdout = load_from_adapter(parent_dir, "holdout")
+    rows = [*load_from_adapter(parent_dir, "handoff_slice"), *holdout]
+    return holdout, handoff_slice(rows, len(rows))
+
+
 def earlier_handoffs(parent_dir: str | Path | None, *, trained: set[str],
                      limit: int) -> list[Example]:
     """The held-out handed-off prompts of earlier rounds, for this round's gate: those the
@@ -61,10 +69,26 @@ def earlier_handoffs(parent_dir: str | Path | None, *, trained: set[str],
     round holds out only one or two."""
     if parent_dir is None or not limit:
         return []
-    rows = [*load_from_adapter(parent_dir, "handoff_slice"),
-            *load_from_adapter(parent_dir, "holdout")]
-    kept = [e for e in handoff_slice(rows, len(rows)) if e.interaction_id not in trained]
+    kept = [e for e in _earlier(parent_dir)[1] if e.interaction_id not in trained]
     return kept[-limit:]
+
+
+def held_out_to_teach(parent_dir: str | Path | None, *, slice_limit: int) -> list[Example]:
+    """What the live version's round held out that the next round trains on: users'
+    feedback (a correction held out for one gate still teaches, one round later), and the
+    handed-off answers older than the newest ``slice_limit`` prompts of the gate's handoff
+    slice. The newer ones stay held out (:func:`earlier_handoffs`) until newer handoffs
+    push them out of the slice."""
+    if parent_dir is None:
+        return []
+    holdout, judged = _earlier(parent_dir)
+    staying = {e.interaction_id for e in judged[len(judged) - slice_limit:]} \
+        if slice_limit else set()
+    taught: dict[tuple, Example] = {}
+    for example in [*judged, *holdout]:
+        if example.source != "distill" or example.interaction_id not in staying:
+            taught.setdefault(example.key, example)
+    return list(taught.values())
 
 
 def handoff_metrics(rows: Sequence[Example], candidate: Sequence[str],

@@ -189,7 +189,8 @@ class Learner:
             )
         carried, carried_from = await asyncio.to_thread(
             carried_examples, self.sessions, self.artifacts, tenant, parent,
-            limit=self.config.max_carried)
+            limit=self.config.max_carried, live_dir=parent_dir,
+            slice_limit=self.config.gate.handoff_max_slice)
         carried = without_forgotten(carried, forgotten)
         ratings = await current_ratings(self.client, self.keys, rating_pairs(distilled, carried))
         timings["read_s"] = time.perf_counter() - clock

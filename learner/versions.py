@@ -4,6 +4,7 @@ and the automatic promotion of a version that passed the gate."""
 
 from __future__ import annotations
 
+from learner.agreement import held_out_to_teach
 from learner.examples import Example, load_from_adapter
 from storage import (
     ArtifactStore,
@@ -23,26 +24,33 @@ def live_version(sessions, tenant: str):
         return get_version(session, version_id=alias.version_id) if alias else None
 
 
-def carried_examples(sessions, artifacts: ArtifactStore, tenant: str, live, *,
-                     limit: int) -> tuple[list[Example], str | None]:
-    """The data of the tenant's newest candidate trained over ``live`` (or over base) that
-    did not go live: its own examples, held-out ones included (the newest ``limit``), and
-    that candidate's id."""
+def carried_examples(sessions, artifacts: ArtifactStore, tenant: str, live, *, limit: int,
+                     live_dir=None, slice_limit: int = 0) -> tuple[list[Example], str | None]:
+    """What a round over ``live`` (or over base) trains on besides its new feedback, the
+    newest ``limit``: what ``live``'s round held out and is to teach now
+    (:func:`learner.agreement.held_out_to_teach` of ``live_dir``, its artifact), then the
+    data of the tenant's newest candidate trained over ``live`` that did not go live (its
+    own examples, held-out ones included); and that candidate's id."""
     if limit == 0:  # carrying is off
         return [], None
+    examples, source = held_out_to_teach(live_dir, slice_limit=slice_limit), None
     trained_over = live.id if live else "base"
     with sessions() as session:
         recent = list_versions(session, tenant=tenant, limit=50)
     for version in recent:
         if version.id == trained_over:
-            return [], None  # nothing newer than the live version itself
+            break  # nothing newer than the live version itself
         if (version.metrics or {}).get("trained_over") == trained_over \
                 and version.status not in ("live", "retired", "failed"):
             directory = artifacts.load(version.artifact_uri, sha256=version.artifact_sha256)
-            own = [e for e in load_from_adapter(directory) if e.source != "replay"]
-            examples = own + load_from_adapter(directory, "holdout")
-            return examples[-limit:], version.id
-    return [], None
+            examples += [e for e in load_from_adapter(directory) if e.source != "replay"]
+            examples += load_from_adapter(directory, "holdout")
+            source = version.id
+            break
+    unique: dict[tuple, Example] = {}
+    for example in examples:  # the live version's held-out ones may be the candidate's too
+        unique.setdefault(example.key, example)
+    return list(unique.values())[-limit:], source
 
 
 def auto_promote(sessions, *, tenant: str, version_id: str, policy: str, parent,

@@ -101,11 +101,12 @@ async def test_later_rounds_warm_start_replay_from_storage_and_survive_a_shape_c
     from learner.examples import load_from_adapter
     from storage import get_version
 
-    def published_examples(version_id):
+    def published_examples(version_id, part="examples"):
         with registry() as session:
             info = get_version(session, version_id=version_id)
         store = ArtifactStore(tmp_path / "artifacts")
-        return load_from_adapter(store.load(info.artifact_uri, sha256=info.artifact_sha256))
+        return load_from_adapter(store.load(info.artifact_uri, sha256=info.artifact_sha256),
+                                 part)
 
     gate = GateConfig(enforce=False, auto_promote="live", threads=1)
     versions = []
@@ -131,6 +132,11 @@ async def test_later_rounds_warm_start_replay_from_storage_and_survive_a_shape_c
     assert second["counts"]["replay"] > 0 and second["metrics"]["warm_start"] is True
     replayed = [e for e in published_examples(second["version"]) if e.source == "replay"]
     assert {e.key for e in replayed} <= {e.key for e in own}
+    # What round 1 held out for its gate teaches round 2, as feedback of its own.
+    held_out = published_examples(first["version"], "holdout")
+    assert held_out and second["counts"]["carried"] >= len(held_out)
+    trained = {e.key: e.source for e in published_examples(second["version"])}
+    assert all(trained.get(e.key) == "thumbs" for e in held_out), held_out
     # Round 3: rank 8 cannot warm-start a rank-4 parent: a fresh adapter, saying why.
     assert third["metrics"]["warm_start"] is False
     assert "rank 8" in third["metrics"]["warm_start_skipped"]

@@ -35,3 +35,23 @@ def test_a_candidate_carries_its_newest_own_examples_up_to_the_limit(tmp_path, m
     newest, _ = carried_examples(sessions, artifacts, "acme", None, limit=2)
     assert [e.interaction_id for e in newest] == ["i3", "i4"]
     assert carried_examples(sessions, artifacts, "acme", None, limit=0) == ([], None)
+
+
+def test_what_the_live_version_held_out_teaches_the_next_round(tmp_path, make_adapter):
+    """Users' held-out feedback is trained one round later (it was lost once its round went
+    live); held-out handed-off answers stay for the gate's handoff slice until newer ones
+    push them out of it, then they teach too."""
+    sessions = open_registry(f"sqlite:///{tmp_path / 'registry.db'}")
+    artifacts = ArtifactStore(tmp_path / "artifacts")
+    live_dir = shutil.copytree(make_adapter("live"), tmp_path / "live")
+    handoffs = [_example(i, "distill") for i in (5, 6, 7)]
+    save_with_adapter([_example(1)], live_dir, holdout=[_example(2), handoffs[2]],
+                      handoff_slice=handoffs[:2])
+    carried, source = carried_examples(sessions, artifacts, "acme", None, limit=512,
+                                       live_dir=live_dir, slice_limit=2)
+    assert source is None  # no candidate: all of it is the live version's
+    # i6 and i7 are the gate's two newest handed-off prompts: they stay held out.
+    assert [e.interaction_id for e in carried] == ["i5", "i2"]
+    everything, _ = carried_examples(sessions, artifacts, "acme", None, limit=512,
+                                     live_dir=live_dir, slice_limit=64)
+    assert [e.interaction_id for e in everything] == ["i2"]
