@@ -42,7 +42,8 @@ returns:
 8. **Replay.** ``round(replay_fraction * len(train))`` examples the live version
    was trained on, and at least ``min_replay`` (a round of two new examples would
    otherwise take all its steps on those and forget earlier rounds' lessons), at
-   most all of ``replay``, drawn with the seed, of this tenant
+   most all of ``replay``, drawn with the seed (desirable ones first: the answers
+   earlier rounds taught), of this tenant
    only and not duplicating another, join the train set with ``source="replay"``.
 
 Every stream id the round used or deliberately dropped is in
@@ -340,7 +341,15 @@ def _sample_replay(replay: Sequence[Example], tenant: str, known: set[tuple[str,
     size = min(size, len(own))
     if size <= 0:
         return []
-    picked = random.Random(f"replay:{seed}").sample(own, size)
+    # What earlier rounds taught first: the answers to keep. Replayed rejections only push
+    # down again what is already down, and a round of mostly those (a handed-off answer
+    # comes with three rejected local samples) forgot taught answers that shared their
+    # opening words.
+    rng = random.Random(f"replay:{seed}")
+    desirable = [e for e in own if e.desirable]
+    undesirable = [e for e in own if not e.desirable]
+    picked = rng.sample(desirable, min(size, len(desirable)))
+    picked += rng.sample(undesirable, size - len(picked))
     return [replace(e, source="replay") for e in picked]
 
 

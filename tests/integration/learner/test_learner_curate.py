@@ -173,6 +173,18 @@ def test_a_small_round_replays_at_least_min_replay():
         run(new, replay=earlier, min_replay=-1)
 
 
+def test_replay_draws_the_taught_answers_before_the_rejected_ones():
+    """A handed-off answer comes with three rejected local samples: a replay drawn at random
+    from such a pool was mostly rejections, and a round of those forgot taught answers."""
+    earlier = [Example(tenant=TENANT, user="old", interaction_id=f"{i // 4:032x}",
+                       stream_id=f"{i + 1}-0", prompt=[{"role": "user", "content": f"Old {i}?"}],
+                       completion=f"Answer {i}.", desirable=i % 4 == 0) for i in range(16)]
+    result = run(france_feedback(2), replay=earlier, replay_fraction=0.5, min_replay=6)
+    replayed = [e for e in result.train if e.source == "replay"]
+    assert len(replayed) == 6
+    assert sum(e.desirable for e in replayed) == 4  # every desirable one, then 2 others
+
+
 def test_consumed_ids_cover_every_entry_of_the_tenant():
     inter = interaction("Q?", "A.")
     joined = [*france_feedback(12), rate(inter, 1), rate(inter, -1), rate(None, 1),
