@@ -208,8 +208,8 @@ def curate(
             known.add(example.key)
             carried_kept.append(example)
     train.extend(carried_kept)
-    replayed = _sample_replay(replay, tenant, known,
-                              max(round(replay_fraction * len(train)), min_replay), seed, counts)
+    replay_size = max(round(replay_fraction * len(train)), min_replay) if train else 0
+    replayed = _sample_replay(replay, tenant, known, replay_size, seed, counts)
     train.extend(replayed)
 
     consumed = sorted({*(e.stream_id for e in selection.kept), *dropped,

@@ -169,6 +169,7 @@ def test_a_small_round_replays_at_least_min_replay():
     assert floored.counts["train_new"] == proportional.counts["train_new"]
     assert run(new, holdout_fraction=0.0, replay=earlier[:5], replay_fraction=0.5,
                min_replay=12).counts["replay"] == 5
+    assert run([], replay=earlier, min_replay=12).train == []  # nothing new: no round
     with pytest.raises(ValueError, match="min_replay must be >= 0, got -1"):
         run(new, replay=earlier, min_replay=-1)
 

@@ -42,12 +42,12 @@ def run_round(new_learner):
     return run
 
 
-def training_data(registry, tmp_path, version_id):
+def training_data(registry, tmp_path, version_id, part="examples"):
     with registry() as session:
         info = get_version(session, version_id=version_id)
     directory = ArtifactStore(tmp_path / "artifacts").load(info.artifact_uri,
                                                            sha256=info.artifact_sha256)
-    return load_from_adapter(directory)
+    return load_from_adapter(directory, part)
 
 
 def forget(redis_url, keys, tmp_path, *options) -> subprocess.CompletedProcess:
@@ -75,11 +75,19 @@ async def test_forget_lists_replaying_versions_retires_them_and_stops_replay(
                 if e.source == "replay"]
     assert any(e.user == ALICE for e in replayed)  # the leak the fix closes
 
+    engine = create_engine(f"sqlite:///{tmp_path / 'registry.db'}")
+    with engine.connect() as conn:
+        ledger_rows = conn.execute(text("SELECT count(*) FROM dataset_members WHERE user_id = "
+                                        ":alice"), {"alice": ALICE}).scalar()
+    engine.dispose()
     done = forget(redis_url, keys, tmp_path, "--retire")
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout)
     listed = {v["id"]: v["how"] for v in report["trained_versions"]}
-    assert listed == {v1["version"]: "dataset", v2["version"]: "replay"}
+    # What v1 held out of hers, v2 trained as its own data (carried); the rest it replayed.
+    held = [e for e in training_data(registry, tmp_path, v1["version"], "holdout")
+            if e.user == ALICE]
+    assert listed == {v1["version"]: "dataset", v2["version"]: "dataset" if held else "replay"}
     assert report["retired"] == [v2["version"]]
     assert "live" in report["left"][v1["version"]]  # live: the operator replaces it first
     with registry() as session:
@@ -94,7 +102,9 @@ async def test_forget_lists_replaying_versions_retires_them_and_stops_replay(
         anonymized = conn.execute(text(
             "SELECT count(*) FROM dataset_members WHERE user_id IS NULL")).scalar()
     engine.dispose()
-    assert anonymized == report["sql_rows_anonymized"] == 8
+    assert anonymized == report["sql_rows_anonymized"] == ledger_rows
+    # v2's ledger names the entries of hers it trained as its own (v1's held-out ones).
+    assert (ledger_rows > 8) == bool(held), (ledger_rows, held)
 
     # Round 3 trains over v1 (live, which holds her examples): none is replayed.
     await teach(client, keys, [f"dave{i}" for i in range(8)], offset=16)
