@@ -109,6 +109,7 @@ def curate(
     distill: Sequence[DistillEntry] = (),
     distill_share: float = 1.0,
     distill_max_waiting: int = 1024,
+    distill_rejected: int | None = None,
     ratings: Ratings | None = None,
 ) -> CuratedRound:
     """Apply the module's rules to joined feedback of one tenant; see the module docstring.
@@ -119,7 +120,8 @@ def curate(
     round trains on nothing and consumes nothing); ``replay`` holds earlier accepted
     examples (the caller draws them from earlier dataset snapshots). ``distill`` are
     the batch's handed-off answers, bounded by ``distill_share`` and
-    ``distill_max_waiting`` (``LearnerConfig.distill``); ``ratings`` the users' latest
+    ``distill_max_waiting``, each teaching against ``distill_rejected`` of its local
+    candidates at most (``LearnerConfig.distill``); ``ratings`` the users' latest
     ratings of their interactions known from before this batch
     (:func:`feedback.distill.current_ratings`). The result depends only on the inputs
     and ``seed``.
@@ -192,7 +194,8 @@ def curate(
     latest.update(ratings or {})  # the current ratings are at least as new as the batch
     chosen = select_distill(distill, tenant=tenant, ratings=latest, known=known,
                             user_examples=sum(len(unit) for unit in units),
-                            share=distill_share, max_waiting=distill_max_waiting)
+                            share=distill_share, max_waiting=distill_max_waiting,
+                            max_rejected=distill_rejected)
     dropped.update(chosen.dropped)
     users.update(chosen.users)
     counts.update(chosen.counts)

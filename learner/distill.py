@@ -4,7 +4,8 @@ A handed-off request (:class:`~feedback.distill.DistillEntry`, read from the fee
 stream with the users' ratings) yields a *unit* of unpaired examples with
 ``source="distill"``: the upstream model's answer, desirable, and each local candidate
 that disagreed with it (:func:`learner.agreement.agrees`; none when serving measured no
-disagreement), undesirable, once per distinct answer. :func:`select_distill` applies the
+disagreement), undesirable, once per distinct answer, the first
+``DistillConfig.max_rejected`` of them. :func:`select_distill` applies the
 round's rules to them, in this order:
 
 1. **Tenant.** Entries of another tenant are left for that tenant's round.
@@ -52,6 +53,12 @@ class DistillConfig(BaseModel):
                              "bound, so handed-off answers train even when nobody rates (the "
                              "upstream, not a user, wrote them; its budget bounds them); 0.5: "
                              "at most as many as users taught; 0: none.")
+    max_rejected: int = Field(1, ge=0, le=16, description="Most local candidates that "
+                              "disagreed with a handed-off answer it teaches against "
+                              "(undesirable), the first first: the answer the user would "
+                              "have got. More push down the same wrong opening again and "
+                              "again: in a Part B run 3 per answer took general answers that "
+                              "shared it ('The capital of ...') with them.")
     max_waiting: int = Field(1024, ge=0, description="Most handed-off entries of a tenant "
                              "that wait for room in a later round; beyond it the oldest are "
                              "dropped (acknowledged untrained), so a tenant whose users "
@@ -92,9 +99,10 @@ def rating_pairs(distilled: Iterable[DistillEntry], carried: Iterable[Example] =
     return list(dict.fromkeys(pairs))
 
 
-def distill_examples(entry: DistillEntry) -> list[Example]:
+def distill_examples(entry: DistillEntry, max_rejected: int | None = None) -> list[Example]:
     """The unit of one handed-off answer: the upstream's answer (desirable), then each
-    distinct local candidate that disagreed with it (undesirable)."""
+    distinct local candidate that disagreed with it (undesirable), the first
+    ``max_rejected`` of them (``None``: all)."""
     d = entry.distill
     base: dict[str, Any] = {
         "tenant": d.tenant, "user": d.user, "interaction_id": d.interaction_id,
@@ -105,6 +113,8 @@ def distill_examples(entry: DistillEntry) -> list[Example]:
         return unit
     seen: set[tuple[str, ...]] = set()
     for candidate in d.candidates:
+        if max_rejected is not None and len(unit) > max_rejected:
+            break
         said = tuple(words(candidate))
         if not said or said in seen or agrees(candidate, d.answer):
             continue
@@ -115,7 +125,7 @@ def distill_examples(entry: DistillEntry) -> list[Example]:
 
 def select_distill(entries: Sequence[DistillEntry], *, tenant: str, user_examples: int,
                    ratings: Ratings, known: set[tuple[str, str, bool]], share: float = 1.0,
-                   max_waiting: int = 1024) -> DistillSelection:
+                   max_waiting: int = 1024, max_rejected: int | None = None) -> DistillSelection:
     """Apply the module's rules to one round's handed-off entries.
 
     ``user_examples`` is the number of new examples the round's user feedback gave;
@@ -139,7 +149,8 @@ def select_distill(entries: Sequence[DistillEntry], *, tenant: str, user_example
         seen.add(entry.stream_id)
         chosen.users[entry.stream_id] = d.user
         reason = _unusable(entry, ratings)
-        unit = [] if reason else [e for e in distill_examples(entry) if e.key not in known]
+        unit = [] if reason else [e for e in distill_examples(entry, max_rejected)
+                                  if e.key not in known]
         if not reason and not unit:
             reason = "duplicate of examples already in this round"
         if reason:

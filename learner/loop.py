@@ -204,7 +204,7 @@ class Learner:
             replay=without_forgotten(replay_pool(parent_dir), forgotten),
             replay_fraction=config.replay_fraction, min_replay=config.min_replay,
             carried=carried, seed=int(time.time()) & 0xFFFF, distill=distilled, ratings=ratings,
-            distill_share=config.distill.max_share,
+            distill_share=config.distill.max_share, distill_rejected=config.distill.max_rejected,
             distill_max_waiting=config.distill.max_waiting)
         earlier = without_forgotten(earlier_handoffs(  # the gate's handoff slice grows
             parent_dir, trained={e.interaction_id for e in curated.train},

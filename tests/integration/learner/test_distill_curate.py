@@ -11,6 +11,7 @@ from feedback.distill import Distillation, DistillEntry
 from feedback.events import hash_user
 from learner.agreement import agrees, handoff_slice
 from learner.curate import curate
+from learner.distill import DistillConfig
 from tests.integration.learner.learner_helpers import (
     TENANT,
     france_feedback,
@@ -58,6 +59,15 @@ def test_a_handed_off_answer_teaches_its_answer_and_against_the_disagreeing_cand
     assert result.consumed_stream_ids == [entry.stream_id]
     assert result.members == {entry.stream_id: hash_user("alice")}  # forget finds it
     assert (result.counts["distill"], result.counts["undesirable"]) == (1, 2)
+
+
+def test_a_handed_off_answer_teaches_against_at_most_max_rejected_candidates():
+    """The learner's default (DistillConfig.max_rejected 1): the first disagreeing
+    candidate, the answer its user would have got, and no more."""
+    one = run(distill=[distilled()], distill_rejected=DistillConfig().max_rejected)
+    assert labelled(one.train) == [("Lima.", True, "distill"), ("Quito.", False, "distill")]
+    assert labelled(run(distill=[distilled()], distill_rejected=0).train) == [
+        ("Lima.", True, "distill")]
 
 
 def test_candidates_serving_found_in_agreement_are_not_taught_against():
