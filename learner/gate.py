@@ -24,9 +24,11 @@ Three checks, each a decision with its evidence recorded:
 3. **Regression set** — rows ``{"messages": [...], "expected": "..."}`` (the
    greedy answer, stripped, must start with the stripped expected text, or
    equal it with ``match="exact"``) or ``{"messages": [...], "pattern":
-   "regex"}``. The candidate must match at least as many rows as the
-   reference minus ``regression_tolerance``. The reference's answers are
-   cached per reference and set (they do not change between rounds).
+   "regex"}`` (:mod:`learner.regression`). The candidate must match at least as
+   many rows as the reference, and as the base model, minus
+   ``regression_tolerance``: against the live version alone the tolerance would
+   let the line lose a row every round. The reference's and the base model's
+   answers are cached per adapter and set (they do not change between rounds).
 4. **Handoff slice** — the held-out prompts of handed-off requests, this round's
    and earlier rounds' that no version of the live line trained on
    (:func:`learner.agreement.handoff_slice`, :func:`~learner.agreement.earlier_handoffs`,
@@ -43,13 +45,8 @@ candidate (tests of the mechanics use that).
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
 import logging
 import math
-import os
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -59,8 +56,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from learner.agreement import handoff_metrics, handoff_reason, handoff_slice
-from learner.errors import InvalidRegressionSet
 from learner.examples import Example
+from learner.regression import (
+    RegressionRow,  # noqa: F401  (learner.gate's API since the start)
+    answers_key,
+    cached_answers,
+    load_regression_set,
+)
 from learner.scoring import (
     default_threads,
     encode_pairs,
@@ -75,9 +77,6 @@ from learner.scoring import (
 log = logging.getLogger(__name__)
 
 AutoPromote = Literal["off", "canary", "live"]
-_ROW_FORMAT = ('a row is {"messages": [{"role": ..., "content": ...}, ...], "expected": str} '
-               'or {"messages": [...], "pattern": regex}')
-
 
 class GateConfig(BaseModel):
     """The gate's policy."""
@@ -119,59 +118,6 @@ class GateResult:
     metrics: dict[str, Any] = field(default_factory=dict)
     reasons: list[str] = field(default_factory=list)
     auto_promote: AutoPromote = "off"  #: the policy's action; "off" whenever it failed
-
-
-@dataclass(frozen=True)
-class RegressionRow:
-    """One regression-set row: a chat and what its greedy answer must look like."""
-
-    messages: list[dict[str, str]]
-    expected: str | None = None
-    pattern: str | None = None
-
-    def matches(self, answer: str, how: str = "prefix") -> bool:
-        if self.pattern is not None:
-            return re.search(self.pattern, answer) is not None
-        got, want = answer.strip(), (self.expected or "").strip()
-        return got == want if how == "exact" else got.startswith(want)
-
-
-def load_regression_set(path: str | Path) -> list[RegressionRow]:
-    """Parse a regression-set JSONL file; ``InvalidRegressionSet`` names the bad line."""
-    path = Path(path)
-    if not path.is_file():
-        raise InvalidRegressionSet(f"regression set {path} does not exist or is not a file")
-    rows = []
-    for number, line in enumerate(path.read_text("utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(_parse_row(json.loads(line)))
-        except (ValueError, TypeError, re.error) as exc:
-            raise InvalidRegressionSet(f"{path}:{number}: {exc}; {_ROW_FORMAT}") from exc
-    return rows
-
-
-def _parse_row(data: Any) -> RegressionRow:
-    if not isinstance(data, dict):
-        raise ValueError(f"row must be a JSON object, got {type(data).__name__}")
-    unknown = sorted(set(data) - {"messages", "expected", "pattern"})
-    if unknown:
-        raise ValueError(f"unknown keys {unknown}")
-    messages = data.get("messages")
-    if (not isinstance(messages, list) or not messages
-            or not all(isinstance(m, dict) and isinstance(m.get("role"), str)
-                       and isinstance(m.get("content"), str) for m in messages)):
-        raise ValueError("`messages` must be a non-empty list of {role, content} strings")
-    expected, pattern = data.get("expected"), data.get("pattern")
-    if (expected is None) == (pattern is None):
-        raise ValueError("give exactly one of `expected` and `pattern`")
-    if not isinstance(expected if pattern is None else pattern, str):
-        raise ValueError("`expected` / `pattern` must be a string")
-    if pattern is not None:
-        re.compile(pattern)
-    return RegressionRow([{"role": m["role"], "content": m["content"]} for m in messages],
-                         expected, pattern)
 
 
 def evaluate(*, base_model: str, candidate_dir: str | Path, reference_dir: str | Path | None,
@@ -232,14 +178,20 @@ def evaluate(*, base_model: str, candidate_dir: str | Path, reference_dir: str |
         if holdout:
             metrics.update(preference_metrics(holdout, holdout_rewards))
         if rows:
-            key = _cache_key(reference_dir, regression_set, config)
-            got_reference = _cached(cache_dir, key, lambda: answers(reference))
+            def of(adapter_dir, adapter):  # the reference's and the base's do not change
+                return cached_answers(cache_dir, answers_key(
+                    base_model, adapter_dir, regression_set, config.max_new_tokens,
+                    config.match), lambda: answers(adapter))
+
+            got_reference = of(reference_dir, reference)
+            got_base = of(None, None) if reference else got_reference
             got_candidate = answers("candidate")
             metrics["regression_rows"] = len(rows)
             metrics["regression_candidate"] = sum(
                 r.matches(a, config.match) for r, a in zip(rows, got_candidate, strict=True))
-            metrics["regression_reference"] = sum(
-                r.matches(a, config.match) for r, a in zip(rows, got_reference, strict=True))
+            metrics["regression_reference"], metrics["regression_base"] = (sum(
+                r.matches(a, config.match) for r, a in zip(rows, got, strict=True))
+                for got in (got_reference, got_base))
             metrics["regression_lost"] = [
                 r.messages[-1]["content"] for r, c, ref in zip(rows, got_candidate, got_reference,
                                                               strict=True)
@@ -332,13 +284,16 @@ def _verdict(metrics: dict[str, Any], config: GateConfig) -> list[str]:
             f"{metrics['holdout']} times: P(worse than chance) = "
             f"{metrics['holdout_confidence_worse']:.3f} >= {config.confidence}")
     if "regression_rows" in metrics:
-        floor = metrics["regression_reference"] - config.regression_tolerance
+        # Against the base model too: a tolerance against each live version in turn would
+        # let the line lose one row a round for ever.
+        base = metrics.get("regression_base", metrics["regression_reference"])
+        floor = max(metrics["regression_reference"], base) - config.regression_tolerance
         if metrics["regression_candidate"] < floor:
             reasons.append(
                 f"regression set: the candidate matches {metrics['regression_candidate']} of "
                 f"{metrics['regression_rows']} rows, the reference "
-                f"{metrics['regression_reference']} (tolerance {config.regression_tolerance}); "
-                f"lost: {metrics['regression_lost']}")
+                f"{metrics['regression_reference']}, the base model {base} (tolerance "
+                f"{config.regression_tolerance}); lost: {metrics['regression_lost']}")
     if handoff := handoff_reason(metrics):
         reasons.append(handoff)
     return reasons
@@ -354,36 +309,13 @@ def _summary(metrics: dict[str, Any], config: GateConfig) -> str:
         parts.append("no held-out slice")
     if "regression_rows" in metrics:
         parts.append(f"regression {metrics['regression_candidate']}/{metrics['regression_rows']}"
-                     f" vs reference {metrics['regression_reference']}")
+                     f" vs reference {metrics['regression_reference']}"
+                     f", base {metrics.get('regression_base', metrics['regression_reference'])}")
     if metrics["handoff_slice"]:
         parts.append(f"handoff {metrics['handoff_agree_candidate']}/{metrics['handoff_slice']}"
                      f" vs reference {metrics['handoff_agree_reference']} "
                      f"({metrics['handoff_check']})")
     return "; ".join(parts)
-
-
-def _cache_key(reference_dir, regression_set, config: GateConfig) -> str:
-    digest = hashlib.sha256()
-    if reference_dir is not None:
-        digest.update((Path(reference_dir) / "adapter_model.safetensors").read_bytes())
-    digest.update(Path(regression_set).read_bytes())
-    digest.update(f"{config.max_new_tokens}:{config.match}".encode())
-    return digest.hexdigest()[:32]
-
-
-def _cached(cache_dir, key: str, compute) -> list[str]:
-    """The reference's regression answers: from ``cache_dir`` if computed before."""
-    path = Path(cache_dir) / f"regression-{key}.json" if cache_dir is not None else None
-    if path is not None and path.exists():
-        with contextlib.suppress(ValueError, OSError):
-            return json.loads(path.read_text("utf-8"))
-    answers = compute()
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(answers), "utf-8")
-        os.replace(tmp, path)
-    return answers
 
 
 def _with_adapter(model: Any, adapter: str | None, fn: Any) -> Any:

@@ -108,6 +108,30 @@ def test_regression_against_the_live_version(tiny_model_dir, kto_adapter, make_a
         assert "What is the capital of France?" in regression[0]  # the rows it lost
 
 
+def test_regression_against_the_base_model_stops_a_loss_a_round(tiny_model_dir, make_adapter,
+                                                               tmp_path):
+    """The live version already lost both rows the base model answers; a candidate that
+    matches as few is within the tolerance of the live version, but not of the base."""
+    from learner.scoring import greedy_answers, load_base_model, load_tokenizer
+
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    [said] = greedy_answers(load_base_model(str(tiny_model_dir)), tokenizer, [FRANCE_Q],
+                            max_new_tokens=GateConfig().max_new_tokens)
+    path = tmp_path / "base.jsonl"
+    path.write_text(json.dumps({"messages": FRANCE_Q, "expected": said.strip()}) + "\n"
+                    + json.dumps({"messages": FRANCE_Q, "expected": said.strip()}) + "\n")
+    live = make_adapter("gate-garbage", r=8, seed=3)
+    candidate = make_adapter("gate-other", r=8, seed=5)
+    result = gate(tiny_model_dir, candidate, live, [], [], path)
+    metrics = result.metrics
+    assert (metrics["regression_base"], metrics["regression_reference"],
+            metrics["regression_candidate"]) == (2, 0, 0)
+    [regression] = [r for r in result.reasons if r.startswith("regression set")]
+    assert "the reference 0, the base model 2 (tolerance 1)" in regression
+    assert not gate(tiny_model_dir, candidate, live, [], [], path,
+                    regression_tolerance=2).reasons[1:]  # only "nothing was taught"
+
+
 def test_the_references_regression_answers_are_computed_once(tiny_model_dir, kto_adapter,
                                                               regression_file, tmp_path):
     cache = tmp_path / "cache"
